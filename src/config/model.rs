@@ -1,0 +1,376 @@
+//! The validated configuration model: every entity of the command language,
+//! with every parameter parsed into a typed value.
+//!
+//! This module holds data only. Parsing text into commands lives in
+//! `parser`, applying commands (with validation) in `apply`, writing the
+//! model back as commands in `save`. Nothing here touches sockets or rustls
+//! objects; certificate material is an opaque [`CertKeyMaterial`] loaded by
+//! the `tls` module.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use crate::tls::material::CertKeyMaterial;
+
+/// Which side of the proxy an SSL setting applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Side {
+    /// Client-facing connections (vservers).
+    Front,
+    /// Server-facing connections (services, serviceGroups).
+    Back,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Front => "front",
+            Side::Back => "back",
+        })
+    }
+}
+
+/// Kinds of entity that own connections and therefore epochs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntityKind {
+    Vserver,
+    Service,
+    ServiceGroup,
+}
+
+impl EntityKind {
+    pub fn side(self) -> Side {
+        match self {
+            EntityKind::Vserver => Side::Front,
+            EntityKind::Service | EntityKind::ServiceGroup => Side::Back,
+        }
+    }
+    pub fn keyword(self) -> &'static str {
+        match self {
+            EntityKind::Vserver => "vserver",
+            EntityKind::Service => "service",
+            EntityKind::ServiceGroup => "serviceGroup",
+        }
+    }
+}
+
+/// A connection-owning entity, by kind and name. Its side follows from its kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityRef {
+    pub kind: EntityKind,
+    pub name: Arc<str>,
+}
+
+impl EntityRef {
+    pub fn new(kind: EntityKind, name: &str) -> Self {
+        EntityRef { kind, name: Arc::from(name) }
+    }
+    pub fn side(&self) -> Side {
+        self.kind.side()
+    }
+}
+
+impl fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.keyword(), self.name)
+    }
+}
+
+/// Epoch number of one (entity, side). Starts at 1 when the entity is added.
+pub type Epoch = u64;
+
+/// A cipher suite, by its ADC name. Each maps to exactly one rustls suite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CipherSuiteName {
+    Tls13Aes128GcmSha256,
+    Tls13Aes256GcmSha384,
+    Tls13Chacha20Poly1305Sha256,
+    Tls12EcdheEcdsaAes128GcmSha256,
+    Tls12EcdheEcdsaAes256GcmSha384,
+    Tls12EcdheEcdsaChacha20Poly1305,
+    Tls12EcdheRsaAes128GcmSha256,
+    Tls12EcdheRsaAes256GcmSha384,
+    Tls12EcdheRsaChacha20Poly1305,
+}
+
+impl CipherSuiteName {
+    pub const ALL: [CipherSuiteName; 9] = [
+        CipherSuiteName::Tls13Aes128GcmSha256,
+        CipherSuiteName::Tls13Aes256GcmSha384,
+        CipherSuiteName::Tls13Chacha20Poly1305Sha256,
+        CipherSuiteName::Tls12EcdheEcdsaAes128GcmSha256,
+        CipherSuiteName::Tls12EcdheEcdsaAes256GcmSha384,
+        CipherSuiteName::Tls12EcdheEcdsaChacha20Poly1305,
+        CipherSuiteName::Tls12EcdheRsaAes128GcmSha256,
+        CipherSuiteName::Tls12EcdheRsaAes256GcmSha384,
+        CipherSuiteName::Tls12EcdheRsaChacha20Poly1305,
+    ];
+
+    /// The ADC spelling, as accepted by `-cipherName` and written by `save`.
+    pub fn adc_name(self) -> &'static str {
+        match self {
+            CipherSuiteName::Tls13Aes128GcmSha256 => "TLS1.3-AES128-GCM-SHA256",
+            CipherSuiteName::Tls13Aes256GcmSha384 => "TLS1.3-AES256-GCM-SHA384",
+            CipherSuiteName::Tls13Chacha20Poly1305Sha256 => "TLS1.3-CHACHA20-POLY1305-SHA256",
+            CipherSuiteName::Tls12EcdheEcdsaAes128GcmSha256 => "TLS1.2-ECDHE-ECDSA-AES128-GCM-SHA256",
+            CipherSuiteName::Tls12EcdheEcdsaAes256GcmSha384 => "TLS1.2-ECDHE-ECDSA-AES256-GCM-SHA384",
+            CipherSuiteName::Tls12EcdheEcdsaChacha20Poly1305 => "TLS1.2-ECDHE-ECDSA-CHACHA20-POLY1305",
+            CipherSuiteName::Tls12EcdheRsaAes128GcmSha256 => "TLS1.2-ECDHE-RSA-AES128-GCM-SHA256",
+            CipherSuiteName::Tls12EcdheRsaAes256GcmSha384 => "TLS1.2-ECDHE-RSA-AES256-GCM-SHA384",
+            CipherSuiteName::Tls12EcdheRsaChacha20Poly1305 => "TLS1.2-ECDHE-RSA-CHACHA20-POLY1305",
+        }
+    }
+
+    /// Case-insensitive lookup of an ADC cipher name.
+    pub fn from_adc(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.adc_name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn is_tls13(self) -> bool {
+        matches!(
+            self,
+            CipherSuiteName::Tls13Aes128GcmSha256
+                | CipherSuiteName::Tls13Aes256GcmSha384
+                | CipherSuiteName::Tls13Chacha20Poly1305Sha256
+        )
+    }
+}
+
+/// Key-exchange groups that can be bound with `-eccCurveName`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Curve {
+    X25519,
+    P256,
+    P384,
+}
+
+impl Curve {
+    pub const ALL: [Curve; 3] = [Curve::X25519, Curve::P256, Curve::P384];
+    pub fn adc_name(self) -> &'static str {
+        match self {
+            Curve::X25519 => "X25519",
+            Curve::P256 => "P_256",
+            Curve::P384 => "P_384",
+        }
+    }
+    pub fn from_adc(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.adc_name().eq_ignore_ascii_case(s))
+    }
+}
+
+/// `-clientCert MANDATORY|OPTIONAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientCertMode {
+    Mandatory,
+    Optional,
+}
+
+/// SSL parameters as written on a profile, vserver, service or serviceGroup.
+/// `None` means "not set here": the profile's value, then the default, applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SslParams {
+    pub tls12: Option<bool>,
+    pub tls13: Option<bool>,
+    pub sess_reuse: Option<bool>,
+    /// `-sessTimeout`, seconds.
+    pub sess_timeout: Option<u32>,
+    pub session_ticket: Option<bool>,
+    pub client_auth: Option<bool>,
+    pub client_cert: Option<ClientCertMode>,
+    pub sni_enable: Option<bool>,
+    /// Back end: verify the server's certificate against the bound `-CA` certKeys.
+    pub server_auth: Option<bool>,
+    /// Back end: name sent in SNI and verified in the server's certificate.
+    pub common_name: Option<String>,
+    pub alpn_protocols: Option<Vec<String>>,
+    /// Accepted for compatibility; rustls never renegotiates.
+    pub deny_ssl_reneg: Option<bool>,
+    /// R12: seconds after which connections of a retired epoch are closed.
+    pub drain_timeout: Option<u32>,
+    /// R8: drop sessions of connections that did not end with our close_notify.
+    pub strict_session_cleanup: Option<bool>,
+    /// Front end: seconds allowed for a client to complete its handshake.
+    pub handshake_timeout: Option<u32>,
+}
+
+/// SSL parameters after layering entity over profile over defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EffectiveSslParams {
+    pub tls12: bool,
+    pub tls13: bool,
+    pub sess_reuse: bool,
+    pub sess_timeout: u32,
+    pub session_ticket: bool,
+    pub client_auth: bool,
+    pub client_cert: ClientCertMode,
+    pub sni_enable: bool,
+    pub server_auth: bool,
+    pub common_name: Option<String>,
+    pub alpn_protocols: Vec<String>,
+    pub drain_timeout: Option<u32>,
+    pub strict_session_cleanup: bool,
+    pub handshake_timeout: u32,
+}
+
+impl SslParams {
+    /// Layer `self` (the entity's own settings) over `profile`, then defaults.
+    pub fn effective(&self, profile: Option<&SslParams>) -> EffectiveSslParams {
+        let empty = SslParams::default();
+        let p = profile.unwrap_or(&empty);
+        macro_rules! pick {
+            ($f:ident, $d:expr) => {
+                self.$f.clone().or_else(|| p.$f.clone()).unwrap_or($d)
+            };
+        }
+        EffectiveSslParams {
+            tls12: pick!(tls12, true),
+            tls13: pick!(tls13, true),
+            sess_reuse: pick!(sess_reuse, true),
+            sess_timeout: pick!(sess_timeout, 300),
+            session_ticket: pick!(session_ticket, true),
+            client_auth: pick!(client_auth, false),
+            client_cert: pick!(client_cert, ClientCertMode::Mandatory),
+            sni_enable: pick!(sni_enable, false),
+            server_auth: pick!(server_auth, false),
+            common_name: self.common_name.clone().or_else(|| p.common_name.clone()),
+            alpn_protocols: pick!(alpn_protocols, Vec::new()),
+            drain_timeout: self.drain_timeout.or(p.drain_timeout),
+            strict_session_cleanup: pick!(strict_session_cleanup, true),
+            handshake_timeout: pick!(handshake_timeout, 10),
+        }
+    }
+}
+
+/// `add ssl certKey N -cert F [-key F]`, plus its `link`.
+#[derive(Clone, Debug)]
+pub struct CertKey {
+    pub name: String,
+    /// Path as written in the command (absolute, or relative to the config file's folder).
+    pub cert_path: PathBuf,
+    pub key_path: Option<PathBuf>,
+    /// `link ssl certKey N CA`: the issuer certKey whose certificate extends the chain.
+    pub linked_to: Option<String>,
+    /// Parsed and checked certificate (and key, when given).
+    pub material: Arc<CertKeyMaterial>,
+}
+
+/// `add ssl cipher G` with its bound suites in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CipherGroup {
+    pub name: String,
+    pub suites: Vec<CipherSuiteName>,
+}
+
+/// What a `bind ssl ... -cipherName X` names: a group, or one suite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CipherRef {
+    Group(String),
+    Suite(CipherSuiteName),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CipherBinding {
+    pub cipher: CipherRef,
+    /// `-cipherPriority N`: lower comes first; ties keep binding order.
+    pub priority: u32,
+}
+
+/// `bind ssl vserver|service|serviceGroup X -certkeyName C [-SNICert] [-CA]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertBinding {
+    pub certkey: String,
+    /// Front end: used when the client's SNI matches this certificate's names.
+    pub sni: bool,
+    /// A trust anchor: verifies client certificates (front) or servers (back).
+    pub ca: bool,
+}
+
+/// The SSL bindings of one entity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SslBindings {
+    pub certkeys: Vec<CertBinding>,
+    pub ciphers: Vec<CipherBinding>,
+    pub curves: Vec<Curve>,
+}
+
+/// `add ssl profile P [params]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SslProfile {
+    pub name: String,
+    pub params: SslParams,
+}
+
+/// `add lb vserver V SSL_TCP IP PORT [-maxClients N] [-cltTimeout S]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vserver {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub enabled: bool,
+    /// Most concurrent client connections per shard; `None`: unlimited.
+    pub max_clients: Option<u32>,
+    /// Idle timeout of a proxied connection, seconds.
+    pub client_timeout: u32,
+    pub ssl_profile: Option<String>,
+    pub params: SslParams,
+    pub bindings: SslBindings,
+    /// `bind lb vserver V X`: services and serviceGroups, in binding order.
+    pub targets: Vec<String>,
+}
+
+/// Back-end protocol: plain TCP, or TLS re-encryption.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendProto {
+    Tcp,
+    SslTcp,
+}
+
+impl BackendProto {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            BackendProto::Tcp => "TCP",
+            BackendProto::SslTcp => "SSL_TCP",
+        }
+    }
+}
+
+/// `add service S IP PORT TCP|SSL_TCP`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub proto: BackendProto,
+    pub enabled: bool,
+    pub ssl_profile: Option<String>,
+    pub params: SslParams,
+    pub bindings: SslBindings,
+}
+
+/// `add serviceGroup G TCP|SSL_TCP` with `bind serviceGroup G IP PORT` members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceGroup {
+    pub name: String,
+    pub proto: BackendProto,
+    pub enabled: bool,
+    pub members: Vec<SocketAddr>,
+    pub ssl_profile: Option<String>,
+    pub params: SslParams,
+    pub bindings: SslBindings,
+}
+
+/// The whole running configuration. Cloned for each transaction; a failed
+/// transaction drops its clone and leaves the original untouched (R10).
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub certkeys: BTreeMap<String, CertKey>,
+    pub cipher_groups: BTreeMap<String, CipherGroup>,
+    pub profiles: BTreeMap<String, SslProfile>,
+    pub vservers: BTreeMap<String, Vserver>,
+    pub services: BTreeMap<String, Service>,
+    pub service_groups: BTreeMap<String, ServiceGroup>,
+    /// Current epoch of every connection-owning entity (its side follows
+    /// from its kind). Bumped by `apply` for each affected entity.
+    pub epochs: BTreeMap<EntityRef, Epoch>,
+}

@@ -1,0 +1,24 @@
+//! shardtls: a thread-per-core TLS-terminating proxy with graceful,
+//! epoch-based reconfiguration.
+//!
+//! Data flows one way through the modules:
+//! - [`config`] turns ADC-style command text into a validated [`config::Model`];
+//! - [`control`] owns the running model, opens epochs, broadcasts immutable
+//!   snapshots to every shard and serves the admin API;
+//! - [`core`] is the IO-free per-shard lifecycle (connection states, epochs,
+//!   timers, stats), tested with a fake clock;
+//! - [`shard`] is the thin glommio shell per core: accept, handshake, copy;
+//! - [`tls`] is the only module that touches rustls;
+//! - [`upstream`] picks and connects back ends;
+//! - [`origin`] is the built-in back end for tests, demos and benchmarks;
+//! - [`bench`] is the load generator and benchmark CLI.
+
+pub mod bench;
+pub mod config;
+pub mod control;
+pub mod core;
+pub mod metrics;
+pub mod origin;
+pub mod shard;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,149 @@
+//! Certificate and key material, loaded from PEM and checked.
+//!
+//! This is where a certKey's files become rustls objects: the certificate
+//! chain as DER, the private key as a ring-backed signing key, the names the
+//! certificate covers (for SNI selection) and its validity window. Loading
+//! fails with a reason a person can act on; it never panics on bad input.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls::crypto::ring as provider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::SigningKey;
+
+/// Why certificate or key material was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MaterialError {
+    #[error("no PEM certificate found in {0}")]
+    NoCertificate(String),
+    #[error("no PEM private key found in {0}")]
+    NoKey(String),
+    #[error("malformed PEM in {file}: {reason}")]
+    BadPem { file: String, reason: String },
+    #[error("certificate in {0} cannot be parsed")]
+    BadCertificate(String),
+    #[error("unsupported or malformed private key in {0}")]
+    BadKey(String),
+    #[error("private key {key} does not match certificate {cert}")]
+    KeyMismatch { cert: String, key: String },
+}
+
+/// One certKey's parsed material. Cheap to share: everything is behind `Arc`.
+#[derive(Clone)]
+pub struct CertKeyMaterial {
+    /// Certificates of the cert file, leaf first. Chains built with `link`
+    /// are assembled at snapshot time, not here.
+    pub certs: Arc<Vec<CertificateDer<'static>>>,
+    /// The signing key, when the certKey has one (a CA-only certKey has none).
+    pub key: Option<Arc<dyn SigningKey>>,
+    /// DNS names (subjectAltName, else CN) of the leaf, lower case.
+    pub dns_names: Vec<String>,
+    /// Subject of the leaf, for `show`.
+    pub subject: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl std::fmt::Debug for CertKeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never prints key material.
+        f.debug_struct("CertKeyMaterial")
+            .field("subject", &self.subject)
+            .field("dns_names", &self.dns_names)
+            .field("certs", &self.certs.len())
+            .field("has_key", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl CertKeyMaterial {
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        now > self.not_after
+    }
+
+    /// Whether the leaf certificate covers `sni` (exact or single-label wildcard).
+    pub fn matches_name(&self, sni: &str) -> bool {
+        let sni = sni.to_ascii_lowercase();
+        self.dns_names.iter().any(|n| {
+            if let Some(suffix) = n.strip_prefix("*.") {
+                sni.split_once('.').is_some_and(|(_, rest)| rest == suffix)
+            } else {
+                *n == sni
+            }
+        })
+    }
+}
+
+/// Parse PEM certificate text (and optionally PEM key text) into material.
+/// `cert_name` and `key_name` are used in error messages only.
+pub fn load_cert_key(
+    cert_pem: &[u8],
+    cert_name: &str,
+    key_pem: Option<(&[u8], &str)>,
+) -> Result<CertKeyMaterial, MaterialError> {
+    let mut rd = cert_pem;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut rd)
+        .collect::<Result<_, _>>()
+        .map_err(|e| MaterialError::BadPem { file: cert_name.to_string(), reason: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(MaterialError::NoCertificate(cert_name.to_string()));
+    }
+    let (subject, dns_names, not_before, not_after) = describe(&certs[0])
+        .ok_or_else(|| MaterialError::BadCertificate(cert_name.to_string()))?;
+
+    let key = match key_pem {
+        None => None,
+        Some((pem, key_name)) => {
+            let mut rd = pem;
+            let der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut rd)
+                .map_err(|e| MaterialError::BadPem { file: key_name.to_string(), reason: e.to_string() })?
+                .ok_or_else(|| MaterialError::NoKey(key_name.to_string()))?;
+            let key = provider::sign::any_supported_type(&der)
+                .map_err(|_| MaterialError::BadKey(key_name.to_string()))?;
+            let ck = rustls::sign::CertifiedKey::new(certs.clone(), key.clone());
+            if ck.keys_match().is_err() {
+                return Err(MaterialError::KeyMismatch {
+                    cert: cert_name.to_string(),
+                    key: key_name.to_string(),
+                });
+            }
+            Some(key)
+        }
+    };
+    Ok(CertKeyMaterial { certs: Arc::new(certs), key, dns_names, subject, not_before, not_after })
+}
+
+fn describe(cert: &CertificateDer<'_>) -> Option<(String, Vec<String>, SystemTime, SystemTime)> {
+    use x509_parser::prelude::*;
+    let (_, x) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = x.subject_alternative_name() {
+        for gn in &san.value.general_names {
+            if let GeneralName::DNSName(n) = gn {
+                names.push(n.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in x.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_ascii_lowercase());
+            }
+        }
+    }
+    let to_sys = |t: x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+        } else {
+            SystemTime::UNIX_EPOCH
+        }
+    };
+    Some((
+        x.subject().to_string(),
+        names,
+        to_sys(x.validity().not_before),
+        to_sys(x.validity().not_after),
+    ))
+}
