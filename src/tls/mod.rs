@@ -1,9 +1,16 @@
 //! The only module that touches rustls.
 //!
 //! It turns validated model entities into rustls configurations per epoch
-//! (front end: server configs with SNI resolution, client auth, shard-local
-//! session caches and per-epoch ticket keys; back end: client configs with
-//! verification and per-epoch resumption stores), and it drives rustls
-//! connections over buffers. It does no socket IO itself.
+//! ([`build`]: front end server configs with SNI resolution, client auth,
+//! shard-local session caches and per-epoch ticket keys; back end client
+//! configs with verification and per-epoch resumption stores), keeps session
+//! state ([`session`]), and drives rustls connections over any async byte
+//! stream ([`stream`]). It opens no sockets itself.
 
+pub mod build;
+pub mod local;
 pub mod material;
+pub mod session;
+
+pub use build::{BackendSpec, FrontendSpec, ShardClientConfig, ShardServerConfig};
+pub use session::{EpochTicketer, SessionNotes, ShardClientSessions, ShardSessionCache};

@@ -1,0 +1,405 @@
+//! Session resumption state: shard-local session-ID caches, per-epoch ticket
+//! keys shared by every shard, and shard-local back-end session stores.
+//!
+//! The rules this module carries:
+//! - R3: caches and ticket keys belong to one (entity, epoch). A new epoch
+//!   gets a new, empty cache and new keys, so nothing from before resumes; a
+//!   client offering an old session gets a full handshake, not an error.
+//! - R8: while rustls processes a connection's packets, every session it
+//!   stores or ticket it issues is noted for that connection
+//!   ([`SessionNotes`]). If the connection ends badly the shard forgets those
+//!   sessions: cache entries locally, tickets through a revocation set that
+//!   every shard consults.
+//!
+//! It does no IO and knows nothing of connection states or epochs' timing.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crossbeam_skiplist::SkipMap;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use rustls::client::{ClientSessionStore, Tls12ClientSessionValue, Tls13ClientSessionValue};
+use rustls::pki_types::ServerName;
+use rustls::server::{ProducesTickets, StoresServerSessions};
+use rustls::NamedGroup;
+
+use super::local::ShardLocal;
+
+/// Identifier of one issued ticket (its AEAD nonce).
+pub type TicketId = [u8; 12];
+
+/// Sessions created, and resumptions refused, while processing one connection.
+#[derive(Debug, Default)]
+pub struct SessionNotes {
+    /// Keys this connection stored in the shard's session-ID cache.
+    pub cache_keys: Vec<Vec<u8>>,
+    /// Tickets issued to this connection.
+    pub tickets: Vec<TicketId>,
+    /// The client offered a session that was not resumed (old epoch, evicted,
+    /// revoked or unknown).
+    pub refused_resumption: bool,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<SessionNotes>> = const { RefCell::new(None) };
+}
+
+/// Run `f` (a call into rustls) with `notes` as the current connection's notes.
+pub(crate) fn with_notes<R>(notes: &mut SessionNotes, f: impl FnOnce() -> R) -> R {
+    CURRENT.with(|c| *c.borrow_mut() = Some(std::mem::take(notes)));
+    let r = f();
+    if let Some(n) = CURRENT.with(|c| c.borrow_mut().take()) {
+        *notes = n;
+    }
+    r
+}
+
+fn note(f: impl FnOnce(&mut SessionNotes)) {
+    CURRENT.with(|c| {
+        if let Ok(mut c) = c.try_borrow_mut() {
+            if let Some(n) = c.as_mut() {
+                f(n)
+            }
+        }
+    });
+}
+
+/// Most sessions one shard keeps per (vserver, epoch).
+const SERVER_CACHE_CAPACITY: usize = 16 * 1024;
+
+struct CacheInner {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+    order: VecDeque<Vec<u8>>,
+}
+
+/// A shard-local session-ID cache for one (vserver, epoch).
+pub struct ShardSessionCache {
+    inner: ShardLocal<CacheInner>,
+}
+
+impl ShardSessionCache {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ShardSessionCache {
+            inner: ShardLocal::new(CacheInner { map: HashMap::new(), order: VecDeque::new() }),
+        })
+    }
+
+    /// R8: forget a session stored by a connection that ended badly.
+    pub fn forget(&self, key: &[u8]) {
+        self.inner.with(|c| c.map.remove(key));
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.with(|c| c.map.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Debug for ShardSessionCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShardSessionCache")
+    }
+}
+
+impl StoresServerSessions for ShardSessionCache {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let stored = self
+            .inner
+            .with(|c| {
+                while c.map.len() >= SERVER_CACHE_CAPACITY {
+                    match c.order.pop_front() {
+                        Some(old) => {
+                            c.map.remove(&old);
+                        }
+                        None => break,
+                    }
+                }
+                if c.order.len() > 2 * SERVER_CACHE_CAPACITY {
+                    // Drop order entries of sessions already taken or forgotten.
+                    let map = &c.map;
+                    c.order.retain(|k| map.contains_key(k));
+                }
+                c.order.push_back(key.clone());
+                c.map.insert(key.clone(), value);
+            })
+            .is_some();
+        if stored {
+            note(|n| n.cache_keys.push(key));
+        }
+        stored
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let v = self.inner.with(|c| c.map.get(key).cloned()).flatten();
+        if v.is_none() {
+            note(|n| n.refused_resumption = true);
+        }
+        v
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let v = self.inner.with(|c| c.map.remove(key)).flatten();
+        if v.is_none() {
+            note(|n| n.refused_resumption = true);
+        }
+        v
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// Ticket keys of one (vserver, epoch), shared by every shard so a client
+/// resumes on whichever shard it lands. A new epoch has new keys (R3).
+pub struct EpochTicketer {
+    key_id: [u8; 4],
+    key: LessSafeKey,
+    lifetime: u32,
+    rng: SystemRandom,
+    /// R8: tickets of connections that ended badly, with their expiry (unix s).
+    revoked: SkipMap<TicketId, u64>,
+    revoked_count: AtomicU64,
+}
+
+impl fmt::Debug for EpochTicketer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EpochTicketer").field("lifetime", &self.lifetime).finish()
+    }
+}
+
+const TICKET_HEADER: usize = 4 + 12;
+const MAX_REVOKED: usize = 64 * 1024;
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl EpochTicketer {
+    /// New random keys; tickets live `lifetime` seconds.
+    pub fn new(lifetime: u32) -> Result<Arc<Self>, String> {
+        let rng = SystemRandom::new();
+        let mut key_bytes = [0u8; 32];
+        let mut key_id = [0u8; 4];
+        rng.fill(&mut key_bytes).map_err(|_| "no randomness for ticket keys".to_string())?;
+        rng.fill(&mut key_id).map_err(|_| "no randomness for ticket keys".to_string())?;
+        let key = UnboundKey::new(&aead::CHACHA20_POLY1305, &key_bytes)
+            .map_err(|_| "ticket key setup failed".to_string())?;
+        Ok(Arc::new(EpochTicketer {
+            key_id,
+            key: LessSafeKey::new(key),
+            lifetime: lifetime.max(1),
+            rng,
+            revoked: SkipMap::new(),
+            revoked_count: AtomicU64::new(0),
+        }))
+    }
+
+    /// R8: a ticket issued to a connection that ended badly never resumes.
+    pub fn revoke(&self, id: TicketId) {
+        let now = unix_now();
+        if self.revoked.len() >= MAX_REVOKED {
+            // Tickets past their lifetime cannot resume anyway.
+            for e in self.revoked.iter() {
+                if *e.value() < now {
+                    e.remove();
+                }
+            }
+        }
+        self.revoked.insert(id, now + u64::from(self.lifetime));
+        self.revoked_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn revoked_total(&self) -> u64 {
+        self.revoked_count.load(Ordering::Relaxed)
+    }
+}
+
+impl ProducesTickets for EpochTicketer {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.lifetime
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut nonce = [0u8; 12];
+        self.rng.fill(&mut nonce).ok()?;
+        let mut out = Vec::with_capacity(TICKET_HEADER + plain.len() + aead::MAX_TAG_LEN);
+        out.extend_from_slice(&self.key_id);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&self.key_id),
+                &mut out[TICKET_HEADER..],
+            )
+            .ok()?;
+        out.extend_from_slice(tag.as_ref());
+        note(|n| n.tickets.push(nonce));
+        Some(out)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let refuse = || {
+            note(|n| n.refused_resumption = true);
+            None
+        };
+        if cipher.len() < TICKET_HEADER + aead::MAX_TAG_LEN || cipher[..4] != self.key_id {
+            return refuse();
+        }
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&cipher[4..TICKET_HEADER]);
+        if !self.revoked.is_empty() && self.revoked.contains_key(&nonce) {
+            return refuse();
+        }
+        let mut buf = cipher[TICKET_HEADER..].to_vec();
+        match self.key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&self.key_id), &mut buf) {
+            Ok(plain) => {
+                let n = plain.len();
+                buf.truncate(n);
+                Some(buf)
+            }
+            Err(_) => refuse(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ServerEntry {
+    kx_hint: Option<NamedGroup>,
+    tls12: Option<Tls12ClientSessionValue>,
+    tls13: VecDeque<Tls13ClientSessionValue>,
+}
+
+/// Most TLS 1.3 tickets kept per back-end server.
+const TLS13_TICKETS_PER_SERVER: usize = 4;
+/// Most back-end servers remembered per (service, epoch) on one shard.
+const CLIENT_STORE_SERVERS: usize = 1024;
+
+/// A shard-local store of back-end sessions for one (service, epoch) (R4, R9).
+pub struct ShardClientSessions {
+    inner: ShardLocal<HashMap<ServerName<'static>, ServerEntry>>,
+}
+
+impl ShardClientSessions {
+    pub fn new() -> Arc<Self> {
+        Arc::new(ShardClientSessions { inner: ShardLocal::new(HashMap::new()) })
+    }
+
+    /// R8: forget every session saved for `server`.
+    pub fn forget_server(&self, server: &ServerName<'static>) {
+        self.inner.with(|m| m.remove(server));
+    }
+
+    fn entry<R>(&self, name: ServerName<'static>, f: impl FnOnce(&mut ServerEntry) -> R) -> Option<R> {
+        self.inner.with(|m| {
+            if m.len() >= CLIENT_STORE_SERVERS && !m.contains_key(&name) {
+                m.clear();
+            }
+            f(m.entry(name).or_default())
+        })
+    }
+}
+
+impl fmt::Debug for ShardClientSessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ShardClientSessions")
+    }
+}
+
+impl ClientSessionStore for ShardClientSessions {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.entry(server_name, |e| e.kx_hint = Some(group));
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.inner.with(|m| m.get(&server_name.to_owned()).and_then(|e| e.kx_hint)).flatten()
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.entry(server_name, |e| e.tls12 = Some(value));
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.inner.with(|m| m.get(&server_name.to_owned()).and_then(|e| e.tls12.clone())).flatten()
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.inner.with(|m| {
+            if let Some(e) = m.get_mut(server_name) {
+                e.tls12 = None;
+            }
+        });
+    }
+
+    fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: Tls13ClientSessionValue) {
+        self.entry(server_name, |e| {
+            if e.tls13.len() >= TLS13_TICKETS_PER_SERVER {
+                e.tls13.pop_front();
+            }
+            e.tls13.push_back(value);
+        });
+    }
+
+    fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
+        self.inner.with(|m| m.get_mut(server_name).and_then(|e| e.tls13.pop_back())).flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_round_trip_and_revocation() {
+        let t = EpochTicketer::new(300).unwrap();
+        let mut notes = SessionNotes::default();
+        let ticket = with_notes(&mut notes, || t.encrypt(b"session state")).unwrap();
+        assert_eq!(notes.tickets.len(), 1);
+        assert_eq!(t.decrypt(&ticket).as_deref(), Some(&b"session state"[..]));
+        t.revoke(notes.tickets[0]);
+        let mut notes2 = SessionNotes::default();
+        assert!(with_notes(&mut notes2, || t.decrypt(&ticket)).is_none());
+        assert!(notes2.refused_resumption);
+    }
+
+    #[test]
+    fn ticket_from_another_epoch_is_refused() {
+        let old = EpochTicketer::new(300).unwrap();
+        let new = EpochTicketer::new(300).unwrap();
+        let ticket = old.encrypt(b"x").unwrap();
+        let mut notes = SessionNotes::default();
+        assert!(with_notes(&mut notes, || new.decrypt(&ticket)).is_none());
+        assert!(notes.refused_resumption);
+        // Tampered tickets are refused, never a panic.
+        let mut bad = ticket.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert!(old.decrypt(&bad).is_none());
+        assert!(old.decrypt(&[]).is_none());
+    }
+
+    #[test]
+    fn cache_records_and_forgets() {
+        let c = ShardSessionCache::new();
+        let mut notes = SessionNotes::default();
+        with_notes(&mut notes, || assert!(c.put(b"k".to_vec(), b"v".to_vec())));
+        assert_eq!(notes.cache_keys, vec![b"k".to_vec()]);
+        assert_eq!(c.get(b"k"), Some(b"v".to_vec()));
+        c.forget(b"k");
+        assert_eq!(c.get(b"k"), None);
+    }
+}
