@@ -11,6 +11,7 @@ pub mod build;
 pub mod local;
 pub mod material;
 pub mod session;
+pub mod stream;
 
 pub use build::{BackendSpec, FrontendSpec, ShardClientConfig, ShardServerConfig};
 pub use session::{EpochTicketer, SessionNotes, ShardClientSessions, ShardSessionCache};

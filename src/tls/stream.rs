@@ -1,0 +1,349 @@
+//! One leg of a proxied connection: a byte stream, optionally wrapped in a
+//! rustls connection, driven by `poll_*` methods.
+//!
+//! A [`Leg`] owns its stream and its rustls state, so a proxy can drive two
+//! legs from one future without splitting sockets or sharing cells. Every
+//! method is non-blocking: it returns `Poll::Pending` with the caller's waker
+//! registered on the stream. Plaintext goes in and out; TLS records, alerts,
+//! session tickets and close_notify are handled here. Calls into rustls that
+//! may create or consult sessions run under the leg's [`SessionNotes`], so
+//! the shard can forget those sessions if the connection ends badly (R8).
+//!
+//! It does not know about epochs, timers or back-end selection.
+
+use std::io::{self, Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, Connection, HandshakeKind, ServerConnection};
+
+use super::session::{with_notes, SessionNotes};
+
+/// Most plaintext queued inside rustls for sending before writers see backpressure.
+const TLS_SEND_LIMIT: usize = 64 * 1024;
+
+/// How a leg's peer finished sending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerEnd {
+    /// Still open.
+    Open,
+    /// TLS close_notify received.
+    CloseNotify,
+    /// TCP EOF (without close_notify, for TLS).
+    Eof,
+}
+
+/// A stream, plain or under TLS.
+pub struct Leg<S> {
+    io: S,
+    tls: Option<Connection>,
+    /// Sessions this leg's TLS connection created or consulted.
+    pub notes: SessionNotes,
+    socket_eof: bool,
+    peer_end: PeerEnd,
+    sent_close_notify: bool,
+    write_shut: bool,
+}
+
+struct SyncIo<'a, 'b, S> {
+    io: &'a mut S,
+    cx: &'a mut Context<'b>,
+}
+
+impl<S: AsyncRead + Unpin> Read for SyncIo<'_, '_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match Pin::new(&mut *self.io).poll_read(self.cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Write for SyncIo<'_, '_, S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
+    /// A plain TCP leg.
+    pub fn plain(io: S) -> Self {
+        Leg {
+            io,
+            tls: None,
+            notes: SessionNotes::default(),
+            socket_eof: false,
+            peer_end: PeerEnd::Open,
+            sent_close_notify: false,
+            write_shut: false,
+        }
+    }
+
+    /// A server-side TLS leg (client-facing).
+    pub fn server(io: S, config: Arc<rustls::ServerConfig>) -> io::Result<Self> {
+        let mut conn = ServerConnection::new(config).map_err(tls_error)?;
+        conn.set_buffer_limit(Some(TLS_SEND_LIMIT));
+        let mut leg = Leg::plain(io);
+        leg.tls = Some(Connection::Server(conn));
+        Ok(leg)
+    }
+
+    /// A client-side TLS leg (server-facing): always a fresh rustls connection,
+    /// which may resume a session saved for `name` (R9).
+    pub fn client(io: S, config: Arc<rustls::ClientConfig>, name: ServerName<'static>) -> io::Result<Self> {
+        let mut conn = ClientConnection::new(config, name).map_err(tls_error)?;
+        conn.set_buffer_limit(Some(TLS_SEND_LIMIT));
+        let mut leg = Leg::plain(io);
+        leg.tls = Some(Connection::Client(conn));
+        Ok(leg)
+    }
+
+    pub fn io(&self) -> &S {
+        &self.io
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    pub fn peer_end(&self) -> PeerEnd {
+        self.peer_end
+    }
+
+    pub fn sent_close_notify(&self) -> bool {
+        self.sent_close_notify
+    }
+
+    pub fn is_write_shut(&self) -> bool {
+        self.write_shut
+    }
+
+    /// Whether the handshake resumed a session (`None` for plain legs or
+    /// before the handshake completes).
+    pub fn resumed(&self) -> Option<bool> {
+        let kind = self.tls.as_ref()?.handshake_kind()?;
+        Some(kind == HandshakeKind::Resumed)
+    }
+
+    /// SNI sent by the client (server legs).
+    pub fn server_name(&self) -> Option<&str> {
+        match &self.tls {
+            Some(Connection::Server(s)) => s.server_name(),
+            _ => None,
+        }
+    }
+
+    /// Negotiated protocol version and suite, for logs and stats.
+    pub fn negotiated(&self) -> Option<(rustls::ProtocolVersion, rustls::CipherSuite)> {
+        let t = self.tls.as_ref()?;
+        Some((t.protocol_version()?, t.negotiated_cipher_suite()?.suite()))
+    }
+
+    /// The peer's certificate chain, when it sent one.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.tls.as_ref()?.peer_certificates()
+    }
+
+    /// Feed bytes already read from the stream (the first flight) to TLS.
+    pub fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Err(io::Error::other("feed on a plain leg"));
+        };
+        while !data.is_empty() {
+            let n = tls.read_tls(&mut data)?;
+            if n == 0 {
+                break;
+            }
+            let r = with_notes(&mut self.notes, || tls.process_new_packets());
+            r.map_err(tls_error)?;
+        }
+        Ok(())
+    }
+
+    /// Read TLS records from the stream into rustls and process them.
+    /// Ready(Ok(0)) means the stream reached EOF.
+    fn poll_read_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let n = match tls.read_tls(&mut SyncIo { io: &mut self.io, cx }) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if n == 0 {
+            self.socket_eof = true;
+        }
+        let r = with_notes(&mut self.notes, || tls.process_new_packets());
+        if let Err(e) = r {
+            // Best effort: let the alert rustls queued reach the peer.
+            let _ = self.poll_flush(cx);
+            return Poll::Ready(Err(tls_error(e)));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// Drive the TLS handshake to completion.
+    pub fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let Some(tls) = self.tls.as_ref() else {
+                return Poll::Ready(Ok(()));
+            };
+            let wants_read = tls.wants_read();
+            if tls.wants_write() {
+                if let Poll::Ready(r) = self.poll_flush(cx) {
+                    r?;
+                }
+            }
+            let tls = self.tls.as_ref().expect("checked above");
+            if !tls.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
+            if !wants_read {
+                return Poll::Pending;
+            }
+            match self.poll_read_tls(cx) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "peer closed during the handshake",
+                    )))
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Read plaintext. Ready(Ok(0)) when the peer finished sending
+    /// (see [`Leg::peer_end`] for how).
+    pub fn poll_read_plain(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.peer_end != PeerEnd::Open {
+            return Poll::Ready(Ok(0));
+        }
+        if self.tls.is_none() {
+            let r = Pin::new(&mut self.io).poll_read(cx, buf);
+            if let Poll::Ready(Ok(0)) = r {
+                self.peer_end = PeerEnd::Eof;
+            }
+            return r;
+        }
+        loop {
+            let tls = self.tls.as_mut().expect("tls leg");
+            match tls.reader().read(buf) {
+                Ok(0) => {
+                    self.peer_end = PeerEnd::CloseNotify;
+                    return Poll::Ready(Ok(0));
+                }
+                Ok(n) => return Poll::Ready(Ok(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.peer_end = PeerEnd::Eof;
+                    return Poll::Ready(Ok(0));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if self.socket_eof {
+                self.peer_end = PeerEnd::Eof;
+                return Poll::Ready(Ok(0));
+            }
+            match self.poll_read_tls(cx) {
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Write plaintext; returns how much was taken.
+    pub fn poll_write_plain(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        if self.tls.is_none() {
+            return Pin::new(&mut self.io).poll_write(cx, data);
+        }
+        loop {
+            let tls = self.tls.as_mut().expect("tls leg");
+            let n = tls.writer().write(data)?;
+            if n > 0 {
+                // Push records out now; backpressure shows up on the next write.
+                if let Poll::Ready(Err(e)) = self.poll_flush(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                return Poll::Ready(Ok(n));
+            }
+            match self.poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    if self.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                        continue;
+                    }
+                    // Nothing queued yet the buffer refused: only if data is empty.
+                    return Poll::Ready(Ok(0));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Write every queued TLS record to the stream.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while tls.wants_write() {
+            match tls.write_tls(&mut SyncIo { io: &mut self.io, cx }) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Whether TLS records are waiting to be written.
+    pub fn wants_flush(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Finish sending: close_notify (TLS), flush, then shut down the write side.
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_shut {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            if !self.sent_close_notify {
+                tls.send_close_notify();
+                self.sent_close_notify = true;
+            }
+        }
+        match self.poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        match Pin::new(&mut self.io).poll_close(cx) {
+            Poll::Ready(r) => {
+                self.write_shut = true;
+                // A peer that already closed may refuse the shutdown: not our failure.
+                match r {
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => Poll::Ready(Ok(())),
+                    r => Poll::Ready(r),
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
