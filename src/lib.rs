@@ -9,7 +9,6 @@
 //!   timers, stats), tested with a fake clock;
 //! - [`shard`] is the thin glommio shell per core: accept, handshake, copy;
 //! - [`tls`] is the only module that touches rustls;
-//! - [`upstream`] picks and connects back ends;
 //! - [`origin`] is the built-in back end for tests, demos and benchmarks;
 //! - [`bench`] is the load generator and benchmark CLI.
 
@@ -21,4 +20,4 @@ pub mod metrics;
 pub mod origin;
 pub mod shard;
 pub mod tls;
-pub mod upstream;
+

@@ -1,1 +1,9 @@
-//! control (under construction)
+//! The control plane: owns the running model, turns accepted changes into
+//! snapshots, broadcasts them to every shard and waits for every shard to
+//! apply them (R6), and serves the admin API.
+//!
+//! It never touches a connection: shards do, when they apply a snapshot.
+
+pub mod snapshot;
+
+pub use snapshot::{ChangeNotes, PoolSpec, Snapshot, VserverSpec};

@@ -1,1 +1,359 @@
-//! shard (under construction)
+//! The glommio shell of one shard (one executor pinned to one core).
+//!
+//! A shard owns its listeners (one `SO_REUSEPORT` socket per vserver), its
+//! connections, its rustls configs per (entity, epoch) with their shard-local
+//! caches, and one IO-free [`ShardCore`] that decides what happens to which
+//! connection. It receives snapshots from the control plane, applies them
+//! (R1-R4, R7), and acknowledges. Nothing on the per-connection path is
+//! shared with other shards or locked: all state is `Rc`/`RefCell` local to
+//! the executor's thread.
+//!
+//! It does not parse configuration or decide epochs; the control plane does.
+
+mod conn;
+mod proxy;
+mod signal;
+mod upstream;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
+use glommio::net::TcpListener;
+use glommio::{spawn_local, Task};
+use tracing::{info, warn};
+
+use crate::control::{PoolSpec, Snapshot, VserverSpec};
+use crate::core::{CloseReason, ConnId, ShardCore};
+use crate::tls::{ShardClientConfig, ShardServerConfig};
+pub use signal::ConnSignal;
+
+/// Control plane to shard.
+pub enum ShardMsg {
+    /// Apply a new snapshot (R6: reply only once applied).
+    Apply(Arc<Snapshot>),
+    /// Report statistics.
+    Stats,
+    /// Stop accepting, let connections finish within the deadline, then stop.
+    Drain(Duration),
+}
+
+/// Shard to control plane.
+#[derive(Debug)]
+pub enum ShardReply {
+    Applied { shard: usize, generation: u64, killed: usize, draining: usize, took: Duration, errors: Vec<String> },
+    Stats(serde_json::Value),
+    Drained { shard: usize, remaining: usize },
+}
+
+/// A vserver as this shard serves it.
+pub(crate) struct ShardVserver {
+    pub spec: Arc<VserverSpec>,
+    pub tls: Option<ShardServerConfig>,
+    /// Round-robin position over the vserver's back-end members.
+    pub rr: Cell<usize>,
+}
+
+/// A service or serviceGroup as this shard uses it.
+pub(crate) struct ShardPool {
+    pub spec: Arc<PoolSpec>,
+    pub tls: Option<ShardClientConfig>,
+}
+
+/// Counters the core does not keep.
+#[derive(Default)]
+pub(crate) struct ShellCounters {
+    pub accepted: Cell<u64>,
+    pub refused: Cell<u64>,
+    pub backend_failures: Cell<u64>,
+    pub bytes_up: Cell<u64>,
+    pub bytes_down: Cell<u64>,
+}
+
+/// One shard's state, shared by its tasks (never across threads).
+pub struct Shard {
+    pub id: usize,
+    pub(crate) core: RefCell<ShardCore>,
+    signals: RefCell<HashMap<ConnId, Rc<ConnSignal>>>,
+    vservers: RefCell<HashMap<Arc<str>, Rc<ShardVserver>>>,
+    listeners: RefCell<HashMap<Arc<str>, (std::net::SocketAddr, Task<()>)>>,
+    pools: RefCell<HashMap<Arc<str>, Rc<ShardPool>>>,
+    pub(crate) counters: ShellCounters,
+    /// Client connections open on this shard.
+    live: Cell<usize>,
+    draining: Cell<bool>,
+}
+
+impl Shard {
+    pub fn new(id: usize) -> Rc<Self> {
+        Rc::new(Shard {
+            id,
+            core: RefCell::new(ShardCore::new(id)),
+            signals: RefCell::new(HashMap::new()),
+            vservers: RefCell::new(HashMap::new()),
+            listeners: RefCell::new(HashMap::new()),
+            pools: RefCell::new(HashMap::new()),
+            counters: ShellCounters::default(),
+            live: Cell::new(0),
+            draining: Cell::new(false),
+        })
+    }
+
+    pub(crate) fn register(&self, id: ConnId) -> Rc<ConnSignal> {
+        let s = Rc::new(ConnSignal::default());
+        self.signals.borrow_mut().insert(id, s.clone());
+        s
+    }
+
+    pub(crate) fn unregister(&self, id: ConnId) {
+        self.signals.borrow_mut().remove(&id);
+    }
+
+    fn fire(&self, ids: impl IntoIterator<Item = ConnId>, reason: CloseReason) -> usize {
+        let signals = self.signals.borrow();
+        let mut n = 0;
+        for id in ids {
+            if let Some(s) = signals.get(&id) {
+                s.fire(reason);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub(crate) fn vserver(&self, name: &str) -> Option<Rc<ShardVserver>> {
+        self.vservers.borrow().get(name).cloned()
+    }
+
+    pub(crate) fn pool(&self, name: &str) -> Option<Rc<ShardPool>> {
+        self.pools.borrow().get(name).cloned()
+    }
+
+    /// Apply a snapshot: new epochs, disables, removals, listeners.
+    pub fn apply(self: &Rc<Self>, snap: &Snapshot) -> ShardReply {
+        let started = Instant::now();
+        let now = started;
+        let mut killed = 0;
+        let mut draining = 0;
+        let mut errors = Vec::new();
+
+        // Back ends first, so a vserver never picks a pool this shard lacks.
+        let mut pools = HashMap::new();
+        for (name, spec) in &snap.pools {
+            let old = self.pool(name);
+            let tls = match (&spec.tls, &old) {
+                (None, _) => None,
+                (Some(t), Some(o)) if o.tls.as_ref().is_some_and(|c| c.epoch == t.epoch) => o.tls.clone(),
+                (Some(t), _) => Some(t.shard_config()),
+            };
+            let mut core = self.core.borrow_mut();
+            let ch = core.set_epoch(&spec.entity, spec.epoch, spec.policy.clone(), now);
+            draining += ch.draining;
+            killed += self.fire(ch.killed, CloseReason::EpochChanged);
+            if spec.enabled {
+                core.enable(&spec.entity);
+            } else {
+                let ids = core.disable(&spec.entity, now);
+                drop(core);
+                self.fire(ids, CloseReason::Disabled);
+            }
+            pools.insert(name.clone(), Rc::new(ShardPool { spec: spec.clone(), tls }));
+        }
+        let removed: Vec<_> = self
+            .pools
+            .borrow()
+            .iter()
+            .filter(|(n, _)| !snap.pools.contains_key(*n))
+            .map(|(_, p)| p.spec.entity.clone())
+            .collect();
+        for e in removed {
+            let ids = self.core.borrow_mut().remove_entity(&e);
+            self.fire(ids, CloseReason::Disabled);
+        }
+        *self.pools.borrow_mut() = pools;
+
+        let mut vservers = HashMap::new();
+        for (name, spec) in &snap.vservers {
+            let old = self.vserver(name);
+            let tls = match (&spec.tls, &old) {
+                (None, _) => None,
+                (Some(t), Some(o)) if o.tls.as_ref().is_some_and(|c| c.epoch == t.epoch) => o.tls.clone(),
+                (Some(t), _) => Some(t.shard_config()),
+            };
+            {
+                let mut core = self.core.borrow_mut();
+                let ch = core.set_epoch(&spec.entity, spec.epoch, spec.policy.clone(), now);
+                draining += ch.draining;
+                killed += self.fire(ch.killed, CloseReason::EpochChanged);
+                if spec.enabled {
+                    core.enable(&spec.entity);
+                } else {
+                    let ids = core.disable(&spec.entity, now);
+                    drop(core);
+                    self.fire(ids, CloseReason::Disabled);
+                }
+            }
+            let rr = old.as_ref().map(|o| o.rr.get()).unwrap_or(self.id);
+            vservers.insert(name.clone(), Rc::new(ShardVserver { spec: spec.clone(), tls, rr: Cell::new(rr) }));
+        }
+        let removed: Vec<_> = self
+            .vservers
+            .borrow()
+            .iter()
+            .filter(|(n, _)| !snap.vservers.contains_key(*n))
+            .map(|(_, v)| v.spec.entity.clone())
+            .collect();
+        for e in removed {
+            let ids = self.core.borrow_mut().remove_entity(&e);
+            self.fire(ids, CloseReason::Disabled);
+        }
+        *self.vservers.borrow_mut() = vservers;
+        self.sync_listeners(&mut errors);
+
+        ShardReply::Applied { shard: self.id, generation: snap.generation, killed, draining, took: started.elapsed(), errors }
+    }
+
+    /// Open listeners for serving vservers, close the others.
+    fn sync_listeners(self: &Rc<Self>, errors: &mut Vec<String>) {
+        let wanted: Vec<(Arc<str>, std::net::SocketAddr)> = if self.draining.get() {
+            Vec::new()
+        } else {
+            self.vservers
+                .borrow()
+                .iter()
+                .filter(|(_, v)| v.spec.enabled && v.tls.is_some())
+                .map(|(n, v)| (n.clone(), v.spec.addr))
+                .collect()
+        };
+        let mut listeners = self.listeners.borrow_mut();
+        listeners.retain(|name, (addr, _)| wanted.iter().any(|(n, a)| n == name && a == addr));
+        for (name, addr) in wanted {
+            if listeners.contains_key(&name) {
+                continue;
+            }
+            match TcpListener::bind(addr) {
+                Ok(l) => {
+                    let task = spawn_local(accept_loop(self.clone(), name.clone(), l));
+                    listeners.insert(name, (addr, task));
+                }
+                Err(e) => {
+                    let msg = format!("shard {}: vserver {name} cannot listen on {addr}: {e}", self.id);
+                    warn!("{msg}");
+                    errors.push(msg);
+                }
+            }
+        }
+    }
+
+    /// Fire due timers (handshake timeouts, drain deadlines).
+    fn tick(&self) {
+        let due = self.core.borrow_mut().poll_timeouts(Instant::now());
+        let signals = self.signals.borrow();
+        for (id, reason) in due {
+            if let Some(s) = signals.get(&id) {
+                s.fire(reason);
+            }
+        }
+    }
+
+    pub fn stats_json(&self) -> serde_json::Value {
+        let core = serde_json::to_value(self.core.borrow().stats()).unwrap_or(serde_json::Value::Null);
+        let c = &self.counters;
+        serde_json::json!({
+            "shard": self.id,
+            "live_client_connections": self.live.get(),
+            "accepted": c.accepted.get(),
+            "refused": c.refused.get(),
+            "backend_failures": c.backend_failures.get(),
+            "bytes_client_to_backend": c.bytes_up.get(),
+            "bytes_backend_to_client": c.bytes_down.get(),
+            "epochs": core,
+        })
+    }
+
+    /// SIGTERM: stop accepting; connections finish or are closed at the deadline.
+    async fn drain(self: &Rc<Self>, deadline: Duration) -> usize {
+        self.draining.set(true);
+        self.listeners.borrow_mut().clear();
+        let until = Instant::now() + deadline;
+        while self.live.get() > 0 && Instant::now() < until {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        let remaining = self.live.get();
+        if remaining > 0 {
+            let ids: Vec<ConnId> = self.signals.borrow().keys().copied().collect();
+            self.fire(ids, CloseReason::DrainTimeout);
+            let grace = Instant::now() + Duration::from_secs(1);
+            while self.live.get() > 0 && Instant::now() < grace {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        remaining
+    }
+}
+
+async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                shard.counters.accepted.set(shard.counters.accepted.get() + 1);
+                let Some(vs) = shard.vserver(&name) else { continue };
+                let s = shard.clone();
+                spawn_local(async move {
+                    s.live.set(s.live.get() + 1);
+                    conn::serve_client(&s, vs, stream).await;
+                    s.live.set(s.live.get() - 1);
+                })
+                .detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!(shard = shard.id, vserver = %name, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Run one shard until the control plane drains it.
+pub async fn run_shard(
+    id: usize,
+    rx: ConnectedReceiver<ShardMsg>,
+    tx: ConnectedSender<ShardReply>,
+) {
+    let shard = Shard::new(id);
+    let ticker = {
+        let s = shard.clone();
+        spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                s.tick();
+            }
+        })
+    };
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ShardMsg::Apply(snap) => {
+                let reply = shard.apply(&snap);
+                if tx.send(reply).await.is_err() {
+                    break;
+                }
+            }
+            ShardMsg::Stats => {
+                if tx.send(ShardReply::Stats(shard.stats_json())).await.is_err() {
+                    break;
+                }
+            }
+            ShardMsg::Drain(deadline) => {
+                let remaining = shard.drain(deadline).await;
+                info!(shard = id, remaining, "drained");
+                let _ = tx.send(ShardReply::Drained { shard: id, remaining }).await;
+                break;
+            }
+        }
+    }
+    drop(ticker);
+}

@@ -1,0 +1,160 @@
+//! Immutable snapshots of the running configuration, as shards see it.
+//!
+//! A [`Snapshot`] is built from a validated [`Model`] after every accepted
+//! change and sent to every shard. Entities whose epoch did not change keep
+//! the very same `Arc`ed specs as in the previous snapshot, so shards keep
+//! their rustls configs and warm caches for them (R5). Building a snapshot
+//! is where TLS settings are turned into rustls objects; if that fails, the
+//! change is refused and nothing is applied (R10).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{BackendProto, EntityKind, EntityRef, Epoch, Model};
+use crate::core::EpochPolicy;
+use crate::tls::{BackendSpec, FrontendSpec};
+
+/// A vserver as shards serve it.
+#[derive(Debug)]
+pub struct VserverSpec {
+    pub entity: EntityRef,
+    pub addr: SocketAddr,
+    pub enabled: bool,
+    pub epoch: Epoch,
+    pub policy: EpochPolicy,
+    pub idle_timeout: Duration,
+    /// Services and serviceGroups, in binding order.
+    pub targets: Vec<Arc<str>>,
+    /// `None` while no server certificate is bound: the vserver does not listen.
+    pub tls: Option<Arc<FrontendSpec>>,
+}
+
+/// A service or serviceGroup as shards use it.
+#[derive(Debug)]
+pub struct PoolSpec {
+    pub entity: EntityRef,
+    pub enabled: bool,
+    pub epoch: Epoch,
+    pub policy: EpochPolicy,
+    pub members: Vec<SocketAddr>,
+    /// `Some` for SSL_TCP back ends.
+    pub tls: Option<Arc<BackendSpec>>,
+    pub connect_timeout: Duration,
+}
+
+/// What one accepted change asks of the shards, beyond the new specs.
+#[derive(Debug, Default, Clone)]
+pub struct ChangeNotes {
+    /// R7: close everything of these entities now.
+    pub disabled: Vec<EntityRef>,
+    /// Epochs opened by this change, for the admin reply.
+    pub bumped: Vec<(EntityRef, Epoch)>,
+}
+
+/// The whole running configuration for the data path.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub vservers: BTreeMap<Arc<str>, Arc<VserverSpec>>,
+    pub pools: BTreeMap<Arc<str>, Arc<PoolSpec>>,
+    pub notes: ChangeNotes,
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn epoch_of(model: &Model, e: &EntityRef) -> Epoch {
+    model.epochs.get(e).copied().unwrap_or(1)
+}
+
+impl Snapshot {
+    /// Build the snapshot of `model`, reusing `prev`'s specs where nothing changed.
+    pub fn build(model: &Model, prev: Option<&Snapshot>, generation: u64, notes: ChangeNotes) -> Result<Snapshot, String> {
+        let mut vservers = BTreeMap::new();
+        for (name, vs) in &model.vservers {
+            let entity = EntityRef::new(EntityKind::Vserver, name);
+            let epoch = epoch_of(model, &entity);
+            let profile = vs.ssl_profile.as_ref().and_then(|p| model.profiles.get(p)).map(|p| &p.params);
+            let params = vs.params.effective(profile);
+            let policy = EpochPolicy {
+                drain_timeout: params.drain_timeout.map(|s| Duration::from_secs(s.into())),
+                handshake_timeout: Duration::from_secs(params.handshake_timeout.max(1).into()),
+                strict_session_cleanup: params.strict_session_cleanup,
+                max_conns: vs.max_clients,
+            };
+            let prev_spec = prev.and_then(|p| p.vservers.get(name.as_str()));
+            let tls = match prev_spec {
+                Some(p) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
+                _ if !vs.bindings.certkeys.iter().any(|b| !b.ca) => None,
+                _ => Some(Arc::new(FrontendSpec::build(model, name, epoch)?)),
+            };
+            let spec = VserverSpec {
+                entity,
+                addr: vs.addr,
+                enabled: vs.enabled,
+                epoch,
+                policy,
+                idle_timeout: Duration::from_secs(vs.client_timeout.max(1).into()),
+                targets: vs.targets.iter().map(|t| Arc::from(t.as_str())).collect(),
+                tls,
+            };
+            vservers.insert(Arc::from(name.as_str()), Arc::new(spec));
+        }
+        let mut pools = BTreeMap::new();
+        let mut add_pool = |name: &str,
+                            kind: EntityKind,
+                            enabled: bool,
+                            members: Vec<SocketAddr>,
+                            proto: BackendProto,
+                            params: &crate::config::SslParams,
+                            profile: &Option<String>,
+                            bindings: &crate::config::SslBindings|
+         -> Result<(), String> {
+            let entity = EntityRef::new(kind, name);
+            let epoch = epoch_of(model, &entity);
+            let prof = profile.as_ref().and_then(|p| model.profiles.get(p)).map(|p| &p.params);
+            let eff = params.effective(prof);
+            let prev_spec = prev.and_then(|p| p.pools.get(name));
+            let tls = match (proto, prev_spec) {
+                (BackendProto::Tcp, _) => None,
+                (BackendProto::SslTcp, Some(p)) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
+                (BackendProto::SslTcp, _) => Some(Arc::new(BackendSpec::build(
+                    model,
+                    &entity.to_string(),
+                    params,
+                    profile,
+                    bindings,
+                    epoch,
+                )?)),
+            };
+            let policy = EpochPolicy {
+                drain_timeout: eff.drain_timeout.map(|s| Duration::from_secs(s.into())),
+                handshake_timeout: Duration::from_secs(eff.handshake_timeout.max(1).into()),
+                strict_session_cleanup: eff.strict_session_cleanup,
+                max_conns: None,
+            };
+            pools.insert(
+                Arc::from(name),
+                Arc::new(PoolSpec { entity, enabled, epoch, policy, members, tls, connect_timeout: CONNECT_TIMEOUT }),
+            );
+            Ok(())
+        };
+        for (name, s) in &model.services {
+            add_pool(name, EntityKind::Service, s.enabled, vec![s.addr], s.proto, &s.params, &s.ssl_profile, &s.bindings)?;
+        }
+        for (name, g) in &model.service_groups {
+            add_pool(
+                name,
+                EntityKind::ServiceGroup,
+                g.enabled,
+                g.members.clone(),
+                g.proto,
+                &g.params,
+                &g.ssl_profile,
+                &g.bindings,
+            )?;
+        }
+        Ok(Snapshot { generation, vservers, pools, notes })
+    }
+}

@@ -1,0 +1,225 @@
+//! One client connection, from accept to close.
+//!
+//! accept -> first byte (binds the epoch, R2) -> TLS handshake under that
+//! epoch's config -> established (or killed if its epoch retired meanwhile)
+//! -> back end -> copy both ways -> close_notify and close. Every step
+//! yields to the connection's [`ConnSignal`], through which the shard
+//! applies R2, R7 and R12. The way the connection ended decides whether its
+//! sessions survive (R8).
+
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::or;
+use futures_lite::AsyncReadExt;
+use glommio::net::TcpStream;
+use tracing::{debug, info};
+
+use super::proxy::{Proxy, ProxyEnd};
+use super::signal::ConnSignal;
+use super::upstream::{self, Backend};
+use super::{Shard, ShardVserver};
+use crate::core::{CloseKind, CloseReason, ConnId};
+use crate::tls::stream::Leg;
+
+/// Time allowed to deliver close_notify when we close a connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+fn classify(e: &io::Error) -> CloseKind {
+    match e.kind() {
+        io::ErrorKind::InvalidData => CloseKind::ProtocolError,
+        io::ErrorKind::TimedOut => CloseKind::Timeout,
+        _ => CloseKind::PeerReset,
+    }
+}
+
+struct ClientConn<'a> {
+    shard: &'a Rc<Shard>,
+    vs: &'a ShardVserver,
+    id: ConnId,
+    peer: String,
+}
+
+impl ClientConn<'_> {
+    /// Tell the core how the client side ended; forget sessions on a bad end (R8).
+    fn finish(&self, kind: CloseKind, leg: Option<&Leg<TcpStream>>) {
+        self.shard.unregister(self.id);
+        let out = self.shard.core.borrow_mut().on_close(self.id, kind, Instant::now());
+        if out.drop_session {
+            if let (Some(leg), Some(tls)) = (leg, &self.vs.tls) {
+                if let Some(cache) = &tls.cache {
+                    for k in &leg.notes.cache_keys {
+                        cache.forget(k);
+                    }
+                }
+                if let Some(t) = &tls.ticketer {
+                    for id in &leg.notes.tickets {
+                        t.revoke(*id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Send close_notify and FIN, bounded in time. True when delivered.
+async fn close_gracefully(leg: &mut Leg<TcpStream>) -> bool {
+    let shut = std::future::poll_fn(|cx| leg.poll_shutdown(cx));
+    matches!(glommio::timer::timeout(CLOSE_GRACE, async { Ok(shut.await) }).await, Ok(Ok(())))
+}
+
+pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, Instant::now()) {
+        Ok(id) => id,
+        Err(_) => {
+            shard.counters.refused.set(shard.counters.refused.get() + 1);
+            debug!(shard = shard.id, vserver = %vs.spec.entity.name, %peer, "refused: vserver full or disabled");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let signal = shard.register(id);
+    let c = ClientConn { shard, vs: &vs, id, peer };
+
+    // Wait for the first byte: only then is the connection bound to an epoch (R2).
+    let mut first = [0u8; 1536];
+    let hs_timeout = vs.spec.policy.handshake_timeout;
+    let first_read = or(
+        async {
+            match glommio::timer::timeout(hs_timeout, async { Ok(stream.read(&mut first).await) }).await {
+                Ok(r) => r.map_err(|e| (classify(&e), e.to_string())),
+                Err(_) => Err((CloseKind::Timeout, "no ClientHello before the handshake timeout".into())),
+            }
+        },
+        async { Err((CloseKind::Killed, format!("closed before the handshake ({:?})", signal.wait().await))) },
+    )
+    .await;
+    let n = match first_read {
+        Ok(0) => {
+            c.finish(CloseKind::Clean, None);
+            return;
+        }
+        Ok(n) => n,
+        Err((kind, why)) => {
+            debug!(shard = shard.id, peer = %c.peer, "{why}");
+            c.finish(kind, None);
+            return;
+        }
+    };
+
+    let epoch = shard.core.borrow_mut().on_handshake_start(id, Instant::now());
+    // The shard's config always belongs to the core's current epoch; a
+    // mismatch means the vserver changed under us: start over is not
+    // possible, so refuse this connection.
+    let Some(tls) = vs.tls.clone().filter(|t| t.epoch == epoch).or_else(|| {
+        shard.vserver(&vs.spec.entity.name).and_then(|v| v.tls.clone()).filter(|t| t.epoch == epoch)
+    }) else {
+        info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no TLS config for epoch {epoch}");
+        c.finish(CloseKind::Killed, None);
+        return;
+    };
+    let mut leg = match Leg::server(stream, tls.config.clone()) {
+        Ok(l) => l,
+        Err(e) => {
+            info!(shard = shard.id, peer = %c.peer, "TLS setup failed: {e}");
+            c.finish(CloseKind::ProtocolError, None);
+            return;
+        }
+    };
+    if let Err(e) = leg.feed(&first[..n]) {
+        let _ = std::future::poll_fn(|cx| leg.poll_flush(cx)).await;
+        info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+        c.finish(classify(&e), Some(&leg));
+        return;
+    }
+
+    // Handshake, interruptible by the shard (R2 kill, handshake timeout, R7).
+    let hs = or(
+        async { std::future::poll_fn(|cx| leg.poll_handshake(cx)).await.map_err(Ok) },
+        async { Err(Err(signal.wait().await)) },
+    )
+    .await;
+    match hs {
+        Ok(()) => {}
+        Err(Ok(e)) => {
+            info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+            c.finish(classify(&e), Some(&leg));
+            return;
+        }
+        Err(Err(reason)) => {
+            let kind = if reason == CloseReason::HandshakeTimeout { CloseKind::Timeout } else { CloseKind::Killed };
+            debug!(shard = shard.id, peer = %c.peer, "handshake ended by the shard: {reason:?}");
+            c.finish(kind, Some(&leg));
+            return;
+        }
+    }
+    if leg.notes.refused_resumption {
+        shard.core.borrow_mut().on_refused_resumption(&vs.spec.entity, Instant::now());
+    }
+    let resumed = leg.resumed().unwrap_or(false);
+    if shard.core.borrow_mut().on_established(id, resumed, Instant::now()).is_err() {
+        // Its epoch retired between the first byte and now: R2.
+        c.finish(CloseKind::Killed, Some(&leg));
+        return;
+    }
+
+    let mut backend = match upstream::connect(shard, &vs, &signal).await {
+        Ok(b) => b,
+        Err(e) => {
+            info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
+            let kind = if close_gracefully(&mut leg).await { CloseKind::Clean } else { CloseKind::PeerReset };
+            c.finish(kind, Some(&leg));
+            return;
+        }
+    };
+
+    let (end, up, down) = Proxy::new(&mut leg, &mut backend.leg, &signal, vs.spec.idle_timeout).await;
+    shard.counters.bytes_up.set(shard.counters.bytes_up.get() + up);
+    shard.counters.bytes_down.set(shard.counters.bytes_down.get() + down);
+    finish_proxied(&c, leg, backend, end, &signal).await;
+}
+
+async fn finish_proxied(
+    c: &ClientConn<'_>,
+    mut leg: Leg<TcpStream>,
+    mut backend: Backend,
+    end: ProxyEnd,
+    _signal: &ConnSignal,
+) {
+    let (front_kind, back_kind) = match end {
+        ProxyEnd::Done => (
+            if leg.sent_close_notify() || !leg.is_tls() { CloseKind::Clean } else { CloseKind::PeerReset },
+            CloseKind::Clean,
+        ),
+        ProxyEnd::Killed(reason) => {
+            // R7 / R12: close_notify to both, then close.
+            let back_ok = close_gracefully(&mut backend.leg).await;
+            let front_ok = close_gracefully(&mut leg).await;
+            debug!(shard = c.shard.id, peer = %c.peer, "closed by the shard: {reason:?}");
+            (
+                if front_ok { CloseKind::Clean } else { CloseKind::PeerReset },
+                if back_ok { CloseKind::Clean } else { CloseKind::PeerReset },
+            )
+        }
+        ProxyEnd::IdleTimeout => {
+            close_gracefully(&mut backend.leg).await;
+            close_gracefully(&mut leg).await;
+            info!(shard = c.shard.id, peer = %c.peer, "idle timeout");
+            (CloseKind::Timeout, CloseKind::Timeout)
+        }
+        ProxyEnd::ClientError(e) => {
+            info!(shard = c.shard.id, peer = %c.peer, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
+            let back_ok = close_gracefully(&mut backend.leg).await;
+            (classify(&e), if back_ok { CloseKind::Clean } else { CloseKind::PeerReset })
+        }
+        ProxyEnd::BackendError(e) => {
+            info!(shard = c.shard.id, peer = %c.peer, backend = %backend.addr, "back-end connection failed: {e}");
+            let front_ok = close_gracefully(&mut leg).await;
+            (if front_ok { CloseKind::Clean } else { CloseKind::PeerReset }, classify(&e))
+        }
+    };
+    backend.finish(c.shard, back_kind);
+    c.finish(front_kind, Some(&leg));
+}

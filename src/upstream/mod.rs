@@ -1,1 +1,0 @@
-//! upstream (under construction)
