@@ -16,8 +16,9 @@ pub mod bench;
 pub mod config;
 pub mod control;
 pub mod core;
-pub mod metrics;
 pub mod origin;
+pub mod pki;
+pub mod demo;
 pub mod shard;
 pub mod tls;
 

@@ -2,8 +2,12 @@
 //! snapshots, broadcasts them to every shard and waits for every shard to
 //! apply them (R6), and serves the admin API.
 //!
-//! It never touches a connection: shards do, when they apply a snapshot.
+//! It never touches a client or back-end connection: shards do, when they
+//! apply a snapshot.
 
+pub mod admin;
+pub mod runtime;
 pub mod snapshot;
 
+pub use runtime::{run, RunOptions};
 pub use snapshot::{ChangeNotes, PoolSpec, Snapshot, VserverSpec};

@@ -1,0 +1,298 @@
+//! Boots the shards and the control executor, and runs transactions.
+//!
+//! Threads: one glommio executor per shard, pinned to its core, and one
+//! unpinned control executor that owns the running [`Model`], serves the
+//! admin API and watches signals. Each shard is joined to the control
+//! executor by a pair of glommio shared channels (lock-free single-producer
+//! single-consumer rings that wake an idle executor through its eventfd).
+//!
+//! A transaction: parse -> validate on a clone of the model (R10) -> build
+//! the snapshot (rustls configs; failure refuses the change) -> send it to
+//! every shard -> wait for every acknowledgement (R6) -> commit the model
+//! and reply with the epochs opened and the propagation time.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
+use glommio::{LocalExecutorBuilder, Placement};
+use serde_json::json;
+use tracing::{error, info, warn};
+
+use super::snapshot::{ChangeNotes, Snapshot};
+use crate::config::{self, Model};
+use crate::shard::{run_shard, ShardMsg, ShardReply};
+
+/// Memory glommio registers with io_uring per executor. Must fit under the
+/// process's memlock limit (8 MiB here) for all executors together.
+pub const IO_MEMORY: usize = 512 * 1024;
+
+/// How long SIGTERM lets connections finish before closing them.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Options of `shardtls run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub shards: Option<usize>,
+    pub admin: String,
+    pub admin_token: Option<String>,
+}
+
+/// What one applied change did, for the admin reply.
+#[derive(Debug, Default, Clone)]
+pub struct ApplyReport {
+    pub generation: u64,
+    pub bumped: Vec<(String, u64)>,
+    pub disabled: Vec<String>,
+    pub killed: usize,
+    pub draining: usize,
+    pub propagation: Duration,
+    pub errors: Vec<String>,
+}
+
+impl ApplyReport {
+    pub fn to_text(&self) -> String {
+        let mut s = format!("Done. generation {}\n", self.generation);
+        for (e, epoch) in &self.bumped {
+            s.push_str(&format!("  epoch opened: {e} -> {epoch}\n"));
+        }
+        for e in &self.disabled {
+            s.push_str(&format!("  disabled: {e}\n"));
+        }
+        s.push_str(&format!(
+            "  established connections draining: {}\n  handshakes killed: {}\n  propagation: {} us (all shards applied)\n",
+            self.draining,
+            self.killed,
+            self.propagation.as_micros()
+        ));
+        for e in &self.errors {
+            s.push_str(&format!("  warning: {e}\n"));
+        }
+        s
+    }
+}
+
+/// The control executor's state.
+pub struct Control {
+    pub model: Model,
+    pub snapshot: Arc<Snapshot>,
+    pub config_path: PathBuf,
+    senders: Vec<ConnectedSender<ShardMsg>>,
+    replies: Vec<ConnectedReceiver<ShardReply>>,
+    pub started: Instant,
+    pub admin_token: Option<String>,
+}
+
+impl Control {
+    /// Send `snap` to every shard and wait until each has applied it (R6).
+    async fn broadcast(&mut self, snap: Arc<Snapshot>) -> ApplyReport {
+        let t0 = Instant::now();
+        for s in &self.senders {
+            if s.send(ShardMsg::Apply(snap.clone())).await.is_err() {
+                error!("a shard is gone");
+            }
+        }
+        let mut report = ApplyReport { generation: snap.generation, ..Default::default() };
+        for r in &self.replies {
+            if let Some(ShardReply::Applied { killed, draining, errors, .. }) = r.recv().await {
+                report.killed += killed;
+                report.draining += draining;
+                report.errors.extend(errors);
+            }
+        }
+        report.propagation = t0.elapsed();
+        report.bumped = snap.notes.bumped.iter().map(|(e, n)| (e.to_string(), *n)).collect();
+        report.disabled = snap.notes.disabled.iter().map(|e| e.to_string()).collect();
+        report
+    }
+
+    /// Validate and apply a batch of commands as one transaction.
+    pub async fn apply_text(&mut self, text: &str, source: &str) -> Result<ApplyReport, String> {
+        let cmds = config::parse_text(text, source).map_err(|errs| {
+            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        })?;
+        self.apply_commands(&cmds).await
+    }
+
+    pub async fn apply_commands(&mut self, cmds: &[(usize, config::Command)]) -> Result<ApplyReport, String> {
+        let files = config::DirFileSource::for_config(&self.config_path);
+        let (model, changes) = self.model.apply_batch(cmds, &files).map_err(|e| e.to_string())?;
+        let mut notes = ChangeNotes::default();
+        for ch in &changes {
+            for e in &ch.bumped {
+                let epoch = model.epochs.get(e).copied().unwrap_or(1);
+                notes.bumped.retain(|(x, _)| x != e);
+                notes.bumped.push((e.clone(), epoch));
+            }
+            notes.disabled.extend(ch.disabled.iter().cloned());
+        }
+        let snap = Snapshot::build(&model, Some(&self.snapshot), self.snapshot.generation + 1, notes)?;
+        let snap = Arc::new(snap);
+        let report = self.broadcast(snap.clone()).await;
+        self.model = model;
+        self.snapshot = snap;
+        Ok(report)
+    }
+
+    /// Statistics of every shard.
+    pub async fn stats(&mut self) -> serde_json::Value {
+        for s in &self.senders {
+            let _ = s.send(ShardMsg::Stats).await;
+        }
+        let mut shards = Vec::new();
+        for r in &self.replies {
+            if let Some(ShardReply::Stats(v)) = r.recv().await {
+                shards.push(v);
+            }
+        }
+        json!({
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "generation": self.snapshot.generation,
+            "shards": shards,
+        })
+    }
+
+    /// `save ns config`: write the running configuration back atomically.
+    pub fn save(&self) -> Result<String, String> {
+        let text = self.model.to_commands();
+        config::save_atomically(&self.config_path, &text)
+            .map_err(|e| format!("cannot save to {}: {e}", self.config_path.display()))?;
+        Ok(format!("Done. saved to {}\n", self.config_path.display()))
+    }
+
+    /// SIGHUP: re-read the file and apply the difference as one transaction.
+    pub async fn reload(&mut self) -> Result<ApplyReport, String> {
+        let new = config::load_file(&self.config_path)
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+        let cmds: Vec<(usize, config::Command)> =
+            config::diff(&self.model, &new).into_iter().enumerate().map(|(i, c)| (i + 1, c)).collect();
+        if cmds.is_empty() {
+            return Ok(ApplyReport { generation: self.snapshot.generation, ..Default::default() });
+        }
+        self.apply_commands(&cmds).await
+    }
+
+    async fn drain(&mut self, deadline: Duration) {
+        for s in &self.senders {
+            let _ = s.send(ShardMsg::Drain(deadline)).await;
+        }
+        for r in &self.replies {
+            if let Some(ShardReply::Drained { shard, remaining }) = r.recv().await {
+                if remaining > 0 {
+                    warn!(shard, remaining, "connections still open at the drain deadline were closed");
+                }
+            }
+        }
+    }
+}
+
+/// CPUs this process may run on, in order.
+pub fn allowed_cpus() -> Vec<usize> {
+    let ids = core_affinity::get_core_ids().unwrap_or_default();
+    if ids.is_empty() {
+        (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect()
+    } else {
+        ids.into_iter().map(|c| c.id).collect()
+    }
+}
+
+/// Signals the control executor watches.
+pub struct Signals {
+    pub term: Arc<AtomicBool>,
+    pub hup: Arc<AtomicBool>,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Self> {
+        let term = Arc::new(AtomicBool::new(false));
+        let hup = Arc::new(AtomicBool::new(false));
+        signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone())?;
+        signal_hook::flag::register(signal_hook::consts::SIGINT, term.clone())?;
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
+        Ok(Signals { term, hup })
+    }
+}
+
+/// Load, validate and serve `opts.config` until SIGTERM.
+pub fn run(opts: RunOptions) -> Result<(), String> {
+    let model = config::load_file(&opts.config).map_err(|errs| {
+        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+    })?;
+    let snapshot = Arc::new(Snapshot::build(&model, None, 1, ChangeNotes::default())?);
+    let cpus = allowed_cpus();
+    let n = opts.shards.unwrap_or(cpus.len()).max(1);
+    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let admin = super::admin::AdminListener::bind(&opts.admin)?;
+
+    let mut shard_handles = Vec::new();
+    let mut to_shards = Vec::new();
+    let mut from_shards = Vec::new();
+    for i in 0..n {
+        let (tx, rx) = shared_channel::new_bounded::<ShardMsg>(16);
+        let (rtx, rrx) = shared_channel::new_bounded::<ShardReply>(16);
+        to_shards.push(tx);
+        from_shards.push(rrx);
+        let cpu = cpus[i % cpus.len()];
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(IO_MEMORY)
+            .spawn(move || async move {
+                let rx = rx.connect().await;
+                let tx = rtx.connect().await;
+                run_shard(i, rx, tx).await;
+            })
+            .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"))?;
+        shard_handles.push(h);
+    }
+    let config_path = opts.config.clone();
+    let token = opts.admin_token.clone();
+    let control = LocalExecutorBuilder::new(Placement::Unbound)
+        .name("control")
+        .io_memory(IO_MEMORY)
+        .spawn(move || async move {
+            let mut senders = Vec::new();
+            let mut replies = Vec::new();
+            for (tx, rx) in to_shards.into_iter().zip(from_shards) {
+                senders.push(tx.connect().await);
+                replies.push(rx.connect().await);
+            }
+            let mut ctl = Control {
+                model,
+                snapshot: snapshot.clone(),
+                config_path,
+                senders,
+                replies,
+                started: Instant::now(),
+                admin_token: token,
+            };
+            let report = ctl.broadcast(snapshot).await;
+            for e in &report.errors {
+                error!("{e}");
+            }
+            info!(shards = n, "serving");
+            super::admin::serve(ctl, admin, signals).await
+        })
+        .map_err(|e| format!("cannot start the control executor: {e}"))?;
+    let result = control.join().map_err(|e| format!("control executor failed: {e}"))?;
+    for h in shard_handles {
+        let _ = h.join();
+    }
+    result
+}
+
+/// Drain all shards; used by the admin loop on SIGTERM.
+pub(crate) async fn shutdown(ctl: &mut Control) {
+    info!("SIGTERM: draining");
+    ctl.drain(DRAIN_DEADLINE).await;
+}
+
+pub(crate) fn config_dir(path: &Path) -> PathBuf {
+    path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub(crate) fn take(flag: &AtomicBool) -> bool {
+    flag.swap(false, Ordering::SeqCst)
+}
