@@ -22,9 +22,12 @@ enum Cmd {
         /// Number of shards (one executor pinned per core). Default: every core this process may use.
         #[arg(long)]
         shards: Option<usize>,
-        /// Admin API address (host:port) or Unix socket path.
+        /// Admin API address (host:port) or Unix socket path (created 0600).
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: String,
+        /// Require `Authorization: Bearer TOKEN` on the admin API; TOKEN is read from this file.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
     },
     /// Validate FILE without serving; prints FILE:LINE: reason for each error.
     Check {
@@ -33,8 +36,12 @@ enum Cmd {
     },
     /// Send one command (or a batch with -f) to a running proxy's admin API.
     Ctl {
+        /// Admin API address (host:port) or Unix socket path.
         #[arg(long, default_value = "127.0.0.1:9900")]
         admin: String,
+        /// Bearer token file, when the proxy requires one.
+        #[arg(long)]
+        admin_token_file: Option<PathBuf>,
         /// Send the commands in FILE as one transaction.
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
@@ -49,12 +56,88 @@ enum Cmd {
     Backend(shardtls::origin::OriginArgs),
 }
 
+fn read_token(path: &Option<PathBuf>) -> Result<Option<String>, String> {
+    match path {
+        None => Ok(None),
+        Some(p) => std::fs::read_to_string(p)
+            .map(|t| Some(t.trim().to_string()))
+            .map_err(|e| format!("cannot read token file {}: {e}", p.display())),
+    }
+}
+
+fn check(config: &std::path::Path) -> ExitCode {
+    match shardtls::config::load_file(config) {
+        Ok(m) => {
+            println!(
+                "{}: OK ({} certKeys, {} vservers, {} services, {} serviceGroups)",
+                config.display(),
+                m.certkeys.len(),
+                m.vservers.len(),
+                m.services.len(),
+                m.service_groups.len()
+            );
+            match shardtls::control::Snapshot::build(&m, None, 1, Default::default()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}: {e}", config.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(errs) => {
+            for e in errs {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ctl(admin: &str, token: Option<String>, file: Option<PathBuf>, words: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    let body = match file {
+        Some(f) => std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+        None if words.is_empty() => return Err("give a command, or -f FILE".into()),
+        None => words
+            .iter()
+            .map(|w| if w.contains(char::is_whitespace) { format!("\"{w}\"") } else { w.clone() })
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let (method, path, body) = match body.trim() {
+        "stats" | "GET /stats" => ("GET", "/stats", String::new()),
+        "metrics" | "GET /metrics" => ("GET", "/metrics", String::new()),
+        _ => ("POST", "/cmd", body),
+    };
+    let (ok, reply) = shardtls::control::admin::client_request(admin, method, path, &body, token.as_deref())?;
+    print!("{reply}");
+    if ok {
+        Ok(())
+    } else {
+        Err("command refused".into())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SHARDTLS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.cmd {
+        Cmd::Run { config, shards, admin, admin_token_file } => read_token(&admin_token_file)
+            .and_then(|admin_token| {
+                shardtls::control::run(shardtls::control::RunOptions { config, shards, admin, admin_token })
+            })
+            .map_err(Into::into),
+        Cmd::Check { config } => return check(&config),
+        Cmd::Ctl { admin, admin_token_file, file, command } => {
+            read_token(&admin_token_file).map_err(Into::into).and_then(|t| ctl(&admin, t, file, command))
+        }
+        Cmd::Demo => shardtls::demo::main(),
         Cmd::Bench(a) => shardtls::bench::main(a),
         Cmd::Backend(a) => shardtls::origin::main(a),
-        other => Err(format!("not built yet: {other:?}").into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
