@@ -1,0 +1,263 @@
+//! Shared harness for end-to-end tests: a throwaway PKI on disk, the proxy
+//! binary started with a config, built-in back ends, and TLS clients.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use shardtls::control::admin::client_request;
+use shardtls::origin::{self, OriginConfig, OriginHandle, OriginMode};
+use shardtls::pki::Ca;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A temporary folder with a CA; issues certificates as files.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+    serial: std::cell::Cell<u64>,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        Pki { dir: tempfile::tempdir().unwrap(), ca: Ca::new("test CA").unwrap(), serial: std::cell::Cell::new(100) }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issue a leaf for `names`, written as NAME.pem / NAME.key; returns (cert, key, serial hex).
+    pub fn issue(&self, file: &str, names: &[&str]) -> (PathBuf, PathBuf, String) {
+        let serial = self.serial.get() + 1;
+        self.serial.set(serial);
+        let issued = self.ca.issue(names, serial).unwrap();
+        let cert = self.path(&format!("{file}.pem"));
+        let key = self.path(&format!("{file}.key"));
+        std::fs::write(&cert, issued.cert_pem).unwrap();
+        std::fs::write(&key, issued.key_pem).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (cert, key, serial_hex(serial))
+    }
+
+    /// The CA certificate as a file.
+    pub fn ca_file(&self) -> PathBuf {
+        let p = self.path("ca.pem");
+        if !p.exists() {
+            std::fs::write(&p, self.ca.cert_pem()).unwrap();
+        }
+        p
+    }
+
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        client_config(&self.ca, None)
+    }
+}
+
+pub fn serial_hex(serial: u64) -> String {
+    // x509-parser's raw_serial_as_string: colon-separated hex bytes, minimal length.
+    let bytes = serial.to_be_bytes();
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(7);
+    let mut v: Vec<u8> = bytes[first..].to_vec();
+    if v[0] & 0x80 != 0 {
+        v.insert(0, 0);
+    }
+    v.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls client config trusting `ca`, limited to `version` if given.
+pub fn client_config(ca: &Ca, version: Option<&'static rustls::SupportedProtocolVersion>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider());
+    let b = match version {
+        Some(v) => b.with_protocol_versions(&[v]).unwrap(),
+        None => b.with_safe_default_protocol_versions().unwrap(),
+    };
+    Arc::new(b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Start a built-in back end on loopback.
+pub fn backend(mode: OriginMode) -> OriginHandle {
+    origin::spawn(OriginConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        mode,
+        response_size: 64,
+        tls: None,
+        threads: 1,
+    })
+    .unwrap()
+}
+
+/// Start a built-in TLS back end with `server` config.
+pub fn tls_backend(mode: OriginMode, server: Arc<rustls::ServerConfig>) -> OriginHandle {
+    origin::spawn(OriginConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        mode,
+        response_size: 64,
+        tls: Some(server),
+        threads: 1,
+    })
+    .unwrap()
+}
+
+/// A server config for a TLS back end from issued files.
+pub fn server_config_from(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
+    origin::load_server_config(cert, key).unwrap()
+}
+
+/// The proxy binary running with a config file.
+pub struct Proxy {
+    pub child: Child,
+    pub admin: String,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Write `config` to a file and start `shardtls run --shards N` on it.
+    pub fn start(config: &str, shards: usize) -> Proxy {
+        Self::try_start(config, shards).unwrap()
+    }
+
+    pub fn try_start(config: &str, shards: usize) -> Result<Proxy, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardtls.conf");
+        std::fs::write(&path, config).unwrap();
+        let admin = dir.path().join("admin.sock").to_string_lossy().into_owned();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+            .args(["run", "-c"])
+            .arg(&path)
+            .args(["--shards", &shards.to_string(), "--admin", &admin])
+            .env("SHARDTLS_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut p = Proxy { child, admin, config: path, dir };
+        let t0 = Instant::now();
+        loop {
+            if client_request(&p.admin, "GET", "/stats", "", None).is_ok() {
+                return Ok(p);
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(format!("proxy exited with {status}: {}", p.log()));
+            }
+            if t0.elapsed() > Duration::from_secs(15) {
+                return Err(format!("proxy did not start: {}", p.log()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Send a command (or batch); Ok(reply) when accepted.
+    pub fn ctl(&self, cmd: &str) -> Result<String, String> {
+        let (ok, body) = client_request(&self.admin, "POST", "/cmd", cmd, None)?;
+        if ok {
+            Ok(body)
+        } else {
+            Err(body)
+        }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let (_, body) = client_request(&self.admin, "GET", "/stats", "", None).unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// SIGTERM and wait for exit; returns the exit code.
+    pub fn terminate(&mut self, within: Duration) -> Option<i32> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while t0.elapsed() < within {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking TLS client connection.
+pub struct Client {
+    pub tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr, sni: &str, cfg: Arc<rustls::ClientConfig>) -> Result<Client, BoxError> {
+        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let conn = rustls::ClientConnection::new(cfg, ServerName::try_from(sni.to_string())?)?;
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Client { tls })
+    }
+
+    pub fn serial(&self) -> String {
+        self.tls
+            .conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|d| x509_parser::parse_x509_certificate(d.as_ref()).ok())
+            .map(|(_, x)| x.tbs_certificate.raw_serial_as_string())
+            .unwrap_or_default()
+    }
+
+    pub fn resumed(&self) -> bool {
+        self.tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
+    pub fn version(&self) -> Option<rustls::ProtocolVersion> {
+        self.tls.conn.protocol_version()
+    }
+
+    /// Write `data` and read back exactly as many bytes (echo back end).
+    pub fn echo(&mut self, data: &[u8]) -> Result<Vec<u8>, BoxError> {
+        self.tls.write_all(data)?;
+        self.tls.flush()?;
+        let mut out = vec![0u8; data.len()];
+        self.tls.read_exact(&mut out)?;
+        Ok(out)
+    }
+
+    /// Drive IO once so session tickets sent after the handshake are received.
+    pub fn pump_tickets(&mut self) {
+        let _ = self.echo(b"x");
+    }
+
+    pub fn close(mut self) {
+        self.tls.conn.send_close_notify();
+        let _ = self.tls.conn.complete_io(&mut self.tls.sock);
+    }
+}
