@@ -202,14 +202,17 @@ impl ClientSessionStore for TaggedStore {
         let mut g = lock(&self.tls13);
         let q = g.entry(server_name).or_default();
         if q.len() >= TICKETS_PER_SERVER {
+            // Drop the oldest; keeps the store bounded when the server sends
+            // more tickets than connections use.
             q.pop_front();
         }
         q.push_back((epoch, value));
     }
 
     fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
-        // Newest first: the freshest ticket is the likeliest to be accepted.
-        let (epoch, v) = lock(&self.tls13).get_mut(server_name)?.pop_back()?;
+        // Oldest first: every ticket gets used, so after a change the ones
+        // obtained before it are offered (and must be refused) before newer ones.
+        let (epoch, v) = lock(&self.tls13).get_mut(server_name)?.pop_front()?;
         OFFERED.with(|c| c.set(Some(epoch)));
         Some(v)
     }
