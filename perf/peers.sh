@@ -24,7 +24,7 @@ SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 WORK=${WORK:-$ROOT/perf/work}
 SHARDTLS=${SHARDTLS:-$ROOT/target/release/shardtls}
-mkdir -p "$WORK"
+mkdir -p "$WORK/logs"
 WORK=$(cd "$WORK" && pwd)
 
 install_peers() {
