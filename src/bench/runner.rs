@@ -274,7 +274,7 @@ impl Running {
             }
             let t = self.shared.totals();
             let dt = last_t.elapsed().as_secs_f64();
-            let phase = if Instant::now() < self.clock.measure_start { "warmup" } else { "run" };
+            let phase = if last_t < self.clock.measure_start { "warmup" } else { "run" };
             let el = self.clock.t0.elapsed().as_secs_f64();
             eprintln!("[{el:6.1}s {phase:>6}] {}", line(&t.since(&last), dt));
             last = t;
