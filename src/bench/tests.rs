@@ -1,0 +1,142 @@
+//! Every scenario, briefly, against the built-in back end as a TLS server.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use clap::Parser;
+
+use super::*;
+use crate::origin::pki::TestPki;
+use crate::origin::{self, OriginConfig, OriginHandle, OriginMode};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn backend(pki: &TestPki, mode: OriginMode, size: usize) -> OriginHandle {
+    origin::spawn(OriginConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        mode,
+        response_size: size,
+        tls: Some(pki.server_config().unwrap()),
+        threads: 1,
+    })
+    .unwrap()
+}
+
+fn plan(scenario: &str, target: &OriginHandle, ca: &std::path::Path, extra: &[&str]) -> Arc<Plan> {
+    let target = target.local_addr().to_string();
+    let ca = ca.to_str().unwrap();
+    let mut argv = vec![
+        "bench", scenario, "--target", &target, "--ca", ca, "--duration", "400ms", "--warmup", "100ms",
+        "--threads", "1",
+    ];
+    argv.extend_from_slice(extra);
+    let args = Cli::try_parse_from(argv).unwrap().args;
+    let s = args.scenario.unwrap();
+    let plan = Arc::new(Plan::new(s, args).unwrap());
+    runner::preflight(&plan).unwrap();
+    plan
+}
+
+fn metric(r: &Report, name: &str) -> f64 {
+    r.to_json()["metrics"][name]["value"].as_f64().unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// Answers every admin request with 200 until the listener is dropped.
+fn fake_admin() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        }
+    });
+    addr
+}
+
+#[test]
+fn every_scenario_against_the_builtin_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+    pki.write_to(dir.path()).unwrap();
+    let ca = dir.path().join("ca.pem");
+    let pid = std::process::id().to_string();
+
+    let http = backend(&pki, OriginMode::Http, 100);
+    let r = scenarios::handshake::run(plan("handshake", &http, &ca, &["--request", "--server-pid", &pid])).unwrap();
+    assert!(r.failures.is_empty(), "{}", r.table());
+    assert!(metric(&r, "handshakes") > 0.0 && metric(&r, "resumed") == 0.0);
+    assert_eq!(metric(&r, "errors"), 0.0);
+    assert!(metric(&r, "handshakes_per_s_per_server_core") > 0.0);
+
+    let r = scenarios::handshake::run(plan("handshake", &http, &ca, &["--rate", "200", "--concurrency", "4"])).unwrap();
+    assert!(r.failures.is_empty(), "{}", r.table());
+
+    let r = scenarios::handshake::run(plan("resume", &http, &ca, &["--concurrency", "4"])).unwrap();
+    assert!(metric(&r, "resumption_hit_rate") > 90.0, "{}", r.table());
+
+    let r = scenarios::latency::run(plan("latency", &http, &ca, &["--rate", "500", "--connections", "4"])).unwrap();
+    assert!(r.failures.is_empty(), "{}", r.table());
+    let req = metric(&r, "requests");
+    assert!((100.0..=260.0).contains(&req), "paced at 500/s for 0.4 s, got {req}");
+
+    let r = scenarios::idle::run(plan("idle", &http, &ca, &["--connections", "50", "--server-pid", &pid])).unwrap();
+    assert!(r.failures.is_empty(), "{}", r.table());
+    assert_eq!(metric(&r, "connections_open"), 50.0);
+    assert!(r.to_json()["metrics"]["server_bytes_per_connection"].is_object());
+
+    let sink = backend(&pki, OriginMode::Sink, 0);
+    let r = scenarios::bulk::run(plan("bulk", &sink, &ca, &["--direction", "up", "--connections", "2"])).unwrap();
+    assert!(r.failures.is_empty() && metric(&r, "up_gbytes_per_s") > 0.0, "{}", r.table());
+    let echo = backend(&pki, OriginMode::Echo, 0);
+    let r = scenarios::bulk::run(plan("bulk", &echo, &ca, &["--direction", "both", "--connections", "2"])).unwrap();
+    assert!(metric(&r, "down_gbytes_per_s") > 0.0 && metric(&r, "up_gbytes_per_s") > 0.0, "{}", r.table());
+    let big = backend(&pki, OriginMode::Http, 1 << 20);
+    let r = scenarios::bulk::run(plan("bulk", &big, &ca, &["--direction", "down", "--connections", "2"])).unwrap();
+    assert!(metric(&r, "down_gbytes_per_s") > 0.0, "{}", r.table());
+
+    // The back end knows nothing of changes, so sessions from before a
+    // change resume after it: rotate must notice and fail.
+    let admin = fake_admin().to_string();
+    let r = scenarios::rotate::run(plan(
+        "rotate",
+        &http,
+        &ca,
+        &["--admin", &admin, "--vserver", "v1", "--interval", "10ms", "--concurrency", "2", "--connections", "2"],
+    ))
+    .unwrap();
+    assert!(metric(&r, "changes_applied") >= 10.0, "{}", r.table());
+    assert_eq!(metric(&r, "established_errors"), 0.0);
+    let crossed = metric(&r, "resumptions_across_change_succeeded");
+    assert!(crossed > 0.0, "{}", r.table());
+    assert_eq!(r.failures, vec!["no_resumption_across_a_change".to_string()]);
+}
+
+#[test]
+fn unreachable_target_is_an_error() {
+    let args = Cli::try_parse_from(["bench", "handshake", "--target", "127.0.0.1:1", "--insecure", "--timeout", "1s"])
+        .unwrap()
+        .args;
+    let plan = Arc::new(Plan::new(Scenario::Handshake, args).unwrap());
+    let e = runner::preflight(&plan).unwrap_err().to_string();
+    assert!(e.contains("unreachable"), "{e}");
+}
+
+#[test]
+fn parses_durations_and_cpu_lists() {
+    use std::time::Duration;
+    assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("-1").is_err() && parse_duration("5h").is_err() && parse_duration("x").is_err());
+    assert_eq!(parse_cpus("1").unwrap(), vec![1]);
+    assert_eq!(parse_cpus("0-2,5").unwrap(), vec![0, 1, 2, 5]);
+    assert!(parse_cpus("3-1").is_err() && parse_cpus("").is_err() && parse_cpus("a").is_err());
+}
