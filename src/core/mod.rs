@@ -1,39 +1,38 @@
-//! Placeholder of the IO-free per-shard lifecycle (replaced by the real module).
-#![allow(dead_code, unused_variables)]
-use std::time::{Duration, Instant};
-use crate::config::{EntityRef, Epoch};
+//! The IO-free lifecycle of one shard: connection states, epochs, timers
+//! and counters.
+//!
+//! What it does: for every connection of a shard it decides, from the
+//! events the shell reports, which epoch the connection handshakes and runs
+//! under and when it must close. It applies the epoch rules of the design
+//! brief: established connections keep their epoch and drain (R1),
+//! mid-handshake ones are killed while unbound ones pick the new epoch
+//! (R2), refused resumptions are counted (R3), `disable` closes everything
+//! (R7), sessions of connections that did not end cleanly are flagged for
+//! removal (R8), and drain deadlines close what is left of a retired epoch
+//! (R12). It keeps per (entity, epoch) counters for the stats.
+//!
+//! What it does not do: no sockets, no rustls, no caches, no clock. Events
+//! come in as `on_*` calls and `set_epoch` / `disable` / `enable`; the
+//! decisions go out as return values and through `poll_timeouts`; the shell
+//! does the closing, flushes caches and swaps ticket keys. Time is passed in
+//! as `now` on every call: nothing here reads the system clock (there is
+//! no `Instant::now` or `SystemTime::now` call in this module, which a test
+//! checks), so every rule is tested with a fake clock.
+//!
+//! See `LIFECYCLE.md` beside this file for the states and transitions.
 
-pub type ConnId = u64;
-#[derive(Clone, Debug)]
-pub struct EpochPolicy { pub drain_timeout: Option<Duration>, pub handshake_timeout: Duration, pub strict_session_cleanup: bool, pub max_conns: Option<u32> }
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseKind { Clean, PeerReset, ProtocolError, Timeout, Killed, BackendFailed }
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason { HandshakeTimeout, EpochChanged, DrainTimeout, Disabled }
-#[derive(Debug)]
-pub struct Refused;
-#[derive(Debug)]
-pub struct Stale;
-#[derive(Debug, Default)]
-pub struct EpochChange { pub killed: Vec<ConnId>, pub draining: usize, pub opened: bool }
-#[derive(Debug, Default)]
-pub struct CloseOutcome { pub drop_session: bool, pub epoch: Option<Epoch> }
-#[derive(Debug, Default, serde::Serialize)]
-pub struct ShardStats { pub shard: usize }
-pub struct ShardCore { shard: usize }
-impl ShardCore {
-  pub fn new(shard: usize) -> Self { ShardCore { shard } }
-  pub fn set_epoch(&mut self, entity: &EntityRef, epoch: Epoch, policy: EpochPolicy, now: Instant) -> EpochChange { EpochChange::default() }
-  pub fn disable(&mut self, entity: &EntityRef, now: Instant) -> Vec<ConnId> { vec![] }
-  pub fn enable(&mut self, entity: &EntityRef) {}
-  pub fn remove_entity(&mut self, entity: &EntityRef) -> Vec<ConnId> { vec![] }
-  pub fn current_epoch(&self, entity: &EntityRef) -> Option<Epoch> { None }
-  pub fn on_accept(&mut self, entity: &EntityRef, now: Instant) -> Result<ConnId, Refused> { Ok(0) }
-  pub fn on_handshake_start(&mut self, id: ConnId, now: Instant) -> Epoch { 1 }
-  pub fn on_established(&mut self, id: ConnId, resumed: bool, now: Instant) -> Result<(), Stale> { Ok(()) }
-  pub fn on_close(&mut self, id: ConnId, kind: CloseKind, now: Instant) -> CloseOutcome { CloseOutcome::default() }
-  pub fn on_refused_resumption(&mut self, entity: &EntityRef, now: Instant) {}
-  pub fn poll_timeouts(&mut self, now: Instant) -> Vec<(ConnId, CloseReason)> { vec![] }
-  pub fn next_deadline(&self) -> Option<Instant> { None }
-  pub fn stats(&self) -> ShardStats { ShardStats::default() }
-}
+mod lifecycle;
+mod stats;
+mod timers;
+mod types;
+
+pub use lifecycle::ShardCore;
+pub use stats::{
+    EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals, DRAINED_HISTORY,
+};
+pub use types::{CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused, Stale};
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod storm;
