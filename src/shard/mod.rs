@@ -270,7 +270,7 @@ impl Shard {
             "backend_failures": c.backend_failures.get(),
             "bytes_client_to_backend": c.bytes_up.get(),
             "bytes_backend_to_client": c.bytes_down.get(),
-            "epochs": core,
+            "core": core,
         })
     }
 
