@@ -6,6 +6,9 @@
 //! model back as commands. This module does no IO except reading the files a
 //! command names (certificates and keys) through a [`FileSource`].
 
+pub mod lexer;
 pub mod model;
+pub mod parser;
 
 pub use model::*;
+pub use parser::{parse_line, parse_words, Command, ObjectKind, ShowWhat, SslBind};
