@@ -1,0 +1,185 @@
+//! Reads a whole configuration: text to commands to a validated [`Model`].
+//!
+//! Loading keeps going after an error so that one run reports every bad
+//! line of a file (a later line that depends on a failed one fails too).
+//! Each error reads `FILE:LINE: reason`. A file that loads with errors
+//! gives no model at all. Certificate and key paths are resolved against
+//! the config file's folder.
+
+use std::fmt;
+use std::path::Path;
+
+use super::apply::{DirFileSource, FileSource};
+use super::model::Model;
+use super::parser::{parse_line, Command};
+
+/// One error in a configuration text, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or other source) name, as given to the loader.
+    pub file: String,
+    /// 1-based line number; 0 when the error concerns the whole file.
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.file, self.line, self.reason)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parse every line of `text`. Returns the commands with their 1-based
+/// line numbers, or every line that does not parse.
+pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>, Vec<ConfigError>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut cmds = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        match parse_line(line) {
+            Ok(Some(c)) => cmds.push((i + 1, c)),
+            Ok(None) => {}
+            Err(reason) => errors.push(ConfigError { file: source_name.to_string(), line: i + 1, reason }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(cmds)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Parse and apply `text` to an empty model, reporting every error.
+pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Result<Model, Vec<ConfigError>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut model = Model::default();
+    let mut errors = Vec::new();
+    let err = |line: usize, reason: String| ConfigError { file: source_name.to_string(), line, reason };
+    for (i, line) in text.lines().enumerate() {
+        let cmd = match parse_line(line) {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(reason) => {
+                errors.push(err(i + 1, reason));
+                continue;
+            }
+        };
+        if cmd.is_query() {
+            errors.push(err(i + 1, format!("'{cmd}' does not belong in a configuration file")));
+            continue;
+        }
+        if let Err(reason) = model.apply(&cmd, files) {
+            errors.push(err(i + 1, reason));
+        }
+    }
+    if errors.is_empty() {
+        Ok(model)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Read the configuration file at `path`. Certificate and key paths in it
+/// are relative to its folder.
+pub fn load_file(path: &Path) -> Result<Model, Vec<ConfigError>> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path)
+        .map_err(|e| vec![ConfigError { file: name.clone(), line: 0, reason: format!("cannot read: {e}") }])?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        vec![ConfigError { file: name.clone(), line: 0, reason: format!("not UTF-8 text: {e}") }]
+    })?;
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    load_text(&text, &name, &DirFileSource::new(base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::testutil::Fixture;
+
+    #[test]
+    fn reports_every_error_with_file_and_line() {
+        let fx = Fixture::new();
+        fx.leaf("a", "a.test");
+        fx.leaf("b", "b.test");
+        let text = "\
+# certificates
+add ssl certKey a -cert a.crt -key a.key
+add ssl certKey bad -cert b.crt -key a.key
+add ssl certKey gone -cert missing.crt
+bind ssl cipher nogroup -cipherName TLS1.3-AES999
+add ssl cipher g
+bind ssl cipher g -cipherName TLS1.3-AES128-GCM-SHA256
+add lb vserver v SSL_TCP 10.0.0.300 443
+add lb vserver v SSL_TCP 127.0.0.1 8443
+add lb vserver v SSL_TCP 127.0.0.1 8444
+bind ssl vserver v -certkeyName nosuch
+bind ssl vserver v -eccCurveName P_999
+show stats
+bind ssl vserver v -certkeyName a
+";
+        let path = fx.write("ns.conf", text.as_bytes());
+        let errs = load_file(&path).unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let name = path.display().to_string();
+        let expect = [
+            (3, "does not match certificate"),
+            (4, "cannot read"),
+            (5, "unknown cipher 'TLS1.3-AES999'"),
+            (8, "bad IP address '10.0.0.300'"),
+            (10, "lb vserver v already exists"),
+            (11, "unknown certKey nosuch"),
+            (12, "unknown ECC curve 'P_999'"),
+            (13, "does not belong in a configuration file"),
+        ];
+        assert_eq!(lines.len(), expect.len(), "{lines:#?}");
+        for (got, (line, reason)) in lines.iter().zip(expect) {
+            let prefix = format!("{name}:{line}: ");
+            assert!(got.starts_with(&prefix) && got.contains(reason), "{got} (wanted {prefix}...{reason})");
+        }
+        assert!(lines[1].contains("missing.crt"), "{}", lines[1]);
+    }
+
+    #[test]
+    fn loads_a_good_file_relative_to_its_folder() {
+        let fx = Fixture::new();
+        std::fs::create_dir(fx.path().join("certs")).unwrap();
+        fx.leaf("certs/a", "a.test");
+        let path = fx.write("ns.conf", b"\xef\xbb\xbfadd ssl certKey a -cert certs/a.crt -key certs/a.key\r\n\
+            add lb vserver v SSL_TCP 127.0.0.1 443\r\nbind ssl vserver v -certkeyName a\r\n");
+        let m = load_file(&path).unwrap();
+        assert_eq!(m.vservers["v"].bindings.certkeys.len(), 1);
+        assert_eq!(m.certkeys["a"].cert_path, Path::new("certs/a.crt"));
+    }
+
+    #[test]
+    fn missing_or_binary_file() {
+        let fx = Fixture::new();
+        let e = load_file(&fx.path().join("nope.conf")).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].to_string().contains("nope.conf: cannot read"), "{}", e[0]);
+        let p = fx.write("bin.conf", &[0xff, 0xfe, 0x00]);
+        assert!(load_file(&p).unwrap_err()[0].reason.contains("not UTF-8"));
+    }
+
+    #[test]
+    fn parse_text_collects_all_parse_errors() {
+        let errs = parse_text("add ssl cipher g\nbogus\n\nadd service s 1.2.3.4 80 UDP\n", "x.conf").unwrap_err();
+        let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("x.conf:2: unknown command"));
+        assert!(lines[1].starts_with("x.conf:4: bad protocol 'UDP'"));
+        let ok = parse_text("# c\nadd ssl cipher g\n", "x").unwrap();
+        assert_eq!(ok.len(), 1);
+        assert_eq!(ok[0].0, 2);
+    }
+}
