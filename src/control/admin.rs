@@ -147,7 +147,7 @@ async fn handle(ctl: &mut Control, req: Request) -> (u16, &'static str, String) 
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/stats") => (200, "application/json", format!("{:#}\n", ctl.stats().await)),
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", prometheus(&ctl.stats().await)),
-        ("GET", "/config") => (200, "text/plain", ctl.model.to_commands()),
+        ("GET", "/config") => (200, "text/plain", super::pending::to_commands(&ctl.model)),
         ("POST", "/cmd") => {
             let Ok(text) = String::from_utf8(req.body) else {
                 return (400, "text/plain", "command text is not UTF-8\n".into());
@@ -175,9 +175,9 @@ async fn run_command_text(ctl: &mut Control, text: &str) -> (u16, &'static str, 
                     Err(e) => (400, "text/plain", format!("ERROR: {e}\n")),
                 }
             }
-            ["show", "ns", "runningconfig"] => return (200, "text/plain", ctl.model.to_commands()),
+            ["show", "ns", "runningconfig"] => return (200, "text/plain", super::pending::to_commands(&ctl.model)),
             ["show", ..] => {
-                return match crate::config::show(&ctl.model, lines[0]) {
+                return match super::pending::show(&ctl.model, lines[0]) {
                     Ok(s) => (200, "text/plain", s),
                     Err(e) => (400, "text/plain", format!("ERROR: {e}\n")),
                 }

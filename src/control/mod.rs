@@ -6,6 +6,7 @@
 //! apply a snapshot.
 
 pub mod admin;
+mod pending;
 pub mod runtime;
 pub mod snapshot;
 

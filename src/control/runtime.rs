@@ -118,7 +118,7 @@ impl Control {
     }
 
     pub async fn apply_commands(&mut self, cmds: &[(usize, config::Command)]) -> Result<ApplyReport, String> {
-        let files = config::DirFileSource::for_config(&self.config_path);
+        let files = config::DirFileSource::new(config_dir(&self.config_path));
         let (model, changes) = self.model.apply_batch(cmds, &files).map_err(|e| e.to_string())?;
         let mut notes = ChangeNotes::default();
         for ch in &changes {
@@ -157,8 +157,8 @@ impl Control {
 
     /// `save ns config`: write the running configuration back atomically.
     pub fn save(&self) -> Result<String, String> {
-        let text = self.model.to_commands();
-        config::save_atomically(&self.config_path, &text)
+        let text = super::pending::to_commands(&self.model);
+        super::pending::save_atomically(&self.config_path, &text)
             .map_err(|e| format!("cannot save to {}: {e}", self.config_path.display()))?;
         Ok(format!("Done. saved to {}\n", self.config_path.display()))
     }
@@ -168,7 +168,7 @@ impl Control {
         let new = config::load_file(&self.config_path)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
         let cmds: Vec<(usize, config::Command)> =
-            config::diff(&self.model, &new).into_iter().enumerate().map(|(i, c)| (i + 1, c)).collect();
+            super::pending::diff(&self.model, &new).into_iter().enumerate().map(|(i, c)| (i + 1, c)).collect();
         if cmds.is_empty() {
             return Ok(ApplyReport { generation: self.snapshot.generation, ..Default::default() });
         }
