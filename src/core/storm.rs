@@ -93,7 +93,9 @@ struct Coverage {
 
 fn random_policy(rng: &mut Rng) -> EpochPolicy {
     EpochPolicy {
-        drain_timeout: rng.chance(70).then(|| Duration::from_millis(200 + rng.below(6_000))),
+        drain_timeout: rng
+            .chance(70)
+            .then(|| Duration::from_millis(200 + rng.below(6_000))),
         handshake_timeout: Duration::from_millis(2000 + rng.below(20_000)),
         strict_session_cleanup: rng.chance(80),
         max_conns: rng.chance(30).then(|| 5 + rng.below(40) as u32),
@@ -106,11 +108,18 @@ impl Model {
     }
 
     fn live_of(&self, e: usize, epoch: Epoch) -> usize {
-        self.conns.values().filter(|c| c.entity == e && c.epoch == Some(epoch)).count()
+        self.conns
+            .values()
+            .filter(|c| c.entity == e && c.epoch == Some(epoch))
+            .count()
     }
 
     fn ids_where(&self, f: impl Fn(&ShConn) -> bool) -> Vec<ConnId> {
-        self.conns.iter().filter(|(_, c)| f(c)).map(|(&id, _)| id).collect()
+        self.conns
+            .iter()
+            .filter(|(_, c)| f(c))
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Open a newer epoch of entity `e` and check what the core did.
@@ -119,10 +128,18 @@ impl Model {
         let new = old + 1;
         let ch = core.set_epoch(&self.entities[e], new, policy.clone(), self.now);
         let handshaking = self.ids_where(|c| c.entity == e && c.state == Sh::Handshaking);
-        assert!(handshaking.iter().all(|id| self.conns[id].epoch == Some(old)));
+        assert!(handshaking
+            .iter()
+            .all(|id| self.conns[id].epoch == Some(old)));
         // Invariant: only mid-handshake connections are killed by a change.
-        assert_eq!(ch.killed, handshaking, "killed set at {:?}", self.now - t0());
-        let est = self.ids_where(|c| c.entity == e && c.epoch == Some(old) && c.state == Sh::Established);
+        assert_eq!(
+            ch.killed,
+            handshaking,
+            "killed set at {:?}",
+            self.now - t0()
+        );
+        let est =
+            self.ids_where(|c| c.entity == e && c.epoch == Some(old) && c.state == Sh::Established);
         assert_eq!(ch.draining, est.len());
         assert!(ch.opened);
         assert_eq!(ch.retired, Some(old));
@@ -133,7 +150,10 @@ impl Model {
             c.state = Sh::Closing(CloseReason::EpochChanged);
             c.deadline = None;
         }
-        let deadline = policy.drain_timeout.filter(|_| !est.is_empty()).map(|d| self.now + d);
+        let deadline = policy
+            .drain_timeout
+            .filter(|_| !est.is_empty())
+            .map(|d| self.now + d);
         assert_eq!(ch.retired_drained, self.live_of(e, old) == 0);
         if !ch.retired_drained {
             self.retired.insert((e, old), Retired { deadline });
@@ -149,15 +169,25 @@ impl Model {
             return;
         };
         assert_eq!(out.epoch, c.epoch);
-        let strict = c.epoch.is_some_and(|ep| self.policies[&(c.entity, ep)].strict_session_cleanup);
-        assert_eq!(out.drop_session, strict && kind != CloseKind::Clean, "R8 for {id} {kind:?}");
+        let strict = c
+            .epoch
+            .is_some_and(|ep| self.policies[&(c.entity, ep)].strict_session_cleanup);
+        assert_eq!(
+            out.drop_session,
+            strict && kind != CloseKind::Clean,
+            "R8 for {id} {kind:?}"
+        );
         if let Some(ep) = c.epoch {
-            let last = self.retired.contains_key(&(c.entity, ep)) && self.live_of(c.entity, ep) == 0;
+            let last =
+                self.retired.contains_key(&(c.entity, ep)) && self.live_of(c.entity, ep) == 0;
             assert_eq!(out.epoch_drained, last, "drained flag of {id}");
             if last {
                 self.seen.drained += 1;
                 self.retired.remove(&(c.entity, ep));
-                assert_ne!(core.epoch_status(&self.entities[c.entity], ep), Some(EpochStatus::Draining));
+                assert_ne!(
+                    core.epoch_status(&self.entities[c.entity], ep),
+                    Some(EpochStatus::Draining)
+                );
             }
         }
     }
@@ -165,11 +195,21 @@ impl Model {
     fn poll(&mut self, core: &mut ShardCore) {
         let due = core.poll_timeouts(self.now);
         for (id, reason) in due {
-            let c = self.conns.get_mut(&id).expect("poll returns open connections");
+            let c = self
+                .conns
+                .get_mut(&id)
+                .expect("poll returns open connections");
             match reason {
                 CloseReason::HandshakeTimeout => {
-                    assert!(matches!(c.state, Sh::Accepted | Sh::Handshaking), "{id} {:?}", c.state);
-                    assert!(c.deadline.is_some_and(|d| d <= self.now), "handshake timer of {id} early");
+                    assert!(
+                        matches!(c.state, Sh::Accepted | Sh::Handshaking),
+                        "{id} {:?}",
+                        c.state
+                    );
+                    assert!(
+                        c.deadline.is_some_and(|d| d <= self.now),
+                        "handshake timer of {id} early"
+                    );
                     self.seen.timeouts += 1;
                 }
                 CloseReason::DrainTimeout => {
@@ -177,7 +217,10 @@ impl Model {
                     // (its epoch retired and past its deadline) or by disable.
                     assert_eq!(c.state, Sh::Established);
                     let r = &self.retired[&(c.entity, c.epoch.unwrap())];
-                    assert!(r.deadline.is_some_and(|d| d <= self.now), "drain of {id} early");
+                    assert!(
+                        r.deadline.is_some_and(|d| d <= self.now),
+                        "drain of {id} early"
+                    );
                     self.seen.drain_closes += 1;
                 }
                 other => panic!("poll_timeouts returned {other:?}"),
@@ -188,11 +231,17 @@ impl Model {
         // Nothing due is left running.
         for (id, c) in &self.conns {
             if matches!(c.state, Sh::Accepted | Sh::Handshaking) {
-                assert!(c.deadline.is_some_and(|d| d > self.now), "{id} missed its handshake timeout");
+                assert!(
+                    c.deadline.is_some_and(|d| d > self.now),
+                    "{id} missed its handshake timeout"
+                );
             }
             if c.state == Sh::Established {
                 if let Some(r) = self.retired.get(&(c.entity, c.epoch.unwrap())) {
-                    assert!(r.deadline.is_none_or(|d| d > self.now), "{id} outlived its drain deadline");
+                    assert!(
+                        r.deadline.is_none_or(|d| d > self.now),
+                        "{id} outlived its drain deadline"
+                    );
                 }
             }
         }
@@ -219,14 +268,23 @@ impl Model {
         let mut draining = 0;
         for (e, ent) in self.entities.iter().enumerate() {
             let Some(cur) = self.current[e] else { continue };
-            let line = stats.entities.iter().find(|s| s.name == *ent.name && s.kind == ent.kind.keyword()).unwrap();
+            let line = stats
+                .entities
+                .iter()
+                .find(|s| s.name == *ent.name && s.kind == ent.kind.keyword())
+                .unwrap();
             assert_eq!(line.current_epoch, cur);
             assert_eq!(line.enabled, self.enabled[e]);
             assert_eq!(line.open, self.open_of(e));
             let bound: usize = line.epochs.iter().map(|l| l.live).sum();
             assert_eq!(line.open - bound, line.unbound);
             for l in &line.epochs {
-                assert_eq!(l.live, self.live_of(e, l.epoch), "live of {ent} epoch {}", l.epoch);
+                assert_eq!(
+                    l.live,
+                    self.live_of(e, l.epoch),
+                    "live of {ent} epoch {}",
+                    l.epoch
+                );
                 match l.status {
                     EpochStatus::Current => assert_eq!(l.epoch, cur),
                     EpochStatus::Draining => {
@@ -237,7 +295,11 @@ impl Model {
                 }
             }
         }
-        assert_eq!(draining, self.retired.len(), "every retired epoch with connections is draining, no other");
+        assert_eq!(
+            draining,
+            self.retired.len(),
+            "every retired epoch with connections is draining, no other"
+        );
         assert_eq!(stats.totals.epochs_draining, self.retired.len());
     }
 }
@@ -318,7 +380,8 @@ fn storm(seed: u64, steps: usize) -> Coverage {
             }
             // first byte / handshake start
             25..=39 => {
-                let ids = m.ids_where(|c| !c.started && matches!(c.state, Sh::Accepted | Sh::Handshaking));
+                let ids = m
+                    .ids_where(|c| !c.started && matches!(c.state, Sh::Accepted | Sh::Handshaking));
                 let Some(id) = rng.pick(&ids) else { continue };
                 let c = m.conns[&id];
                 let epoch = c.epoch.unwrap_or(m.current[c.entity].unwrap());
@@ -332,14 +395,19 @@ fn storm(seed: u64, steps: usize) -> Coverage {
             }
             // handshake completes (sometimes for a connection already closing)
             40..=54 => {
-                let ids = m.ids_where(|c| matches!(c.state, Sh::Handshaking | Sh::Closing(_)) && c.epoch.is_some());
+                let ids = m.ids_where(|c| {
+                    matches!(c.state, Sh::Handshaking | Sh::Closing(_)) && c.epoch.is_some()
+                });
                 let Some(id) = rng.pick(&ids) else { continue };
                 let c = m.conns[&id];
                 let resumed = rng.chance(40);
                 let res = core.on_established(id, resumed, m.now);
                 if c.state == Sh::Handshaking {
                     // Invariant: established only under the epoch current now.
-                    assert_eq!(c.epoch, m.current[c.entity], "handshaking under a retired epoch");
+                    assert_eq!(
+                        c.epoch, m.current[c.entity],
+                        "handshaking under a retired epoch"
+                    );
                     assert_eq!(res, Ok(()));
                     let c = m.conns.get_mut(&id).unwrap();
                     c.state = Sh::Established;
@@ -371,7 +439,10 @@ fn storm(seed: u64, steps: usize) -> Coverage {
                     }
                 }
                 for id in std::mem::take(&mut orphans) {
-                    assert_eq!(core.on_close(id, CloseKind::Clean, m.now), CloseOutcome::default());
+                    assert_eq!(
+                        core.on_close(id, CloseKind::Clean, m.now),
+                        CloseOutcome::default()
+                    );
                 }
             }
             // configuration change
@@ -383,7 +454,10 @@ fn storm(seed: u64, steps: usize) -> Coverage {
             85 => {
                 let Some(cur) = m.current[e] else { continue };
                 let p = random_policy(&mut rng);
-                assert_eq!(core.set_epoch(&m.entities[e], cur, p.clone(), m.now), EpochChange::default());
+                assert_eq!(
+                    core.set_epoch(&m.entities[e], cur, p.clone(), m.now),
+                    EpochChange::default()
+                );
                 m.policies.insert((e, cur), p);
             }
             // disable, or enable with a new epoch
@@ -418,7 +492,11 @@ fn storm(seed: u64, steps: usize) -> Coverage {
             89 => core.on_refused_resumption(&m.entities[e], m.now),
             // time passes
             _ => {
-                let step = if rng.chance(5) { rng.below(10_000) } else { rng.below(300) };
+                let step = if rng.chance(5) {
+                    rng.below(10_000)
+                } else {
+                    rng.below(300)
+                };
                 m.now += Duration::from_millis(step);
                 m.poll(&mut core);
                 // Whatever is left is due later.
@@ -436,7 +514,10 @@ fn storm(seed: u64, steps: usize) -> Coverage {
     }
     m.check(&core);
     // Every retired epoch with a drain deadline is drained by now.
-    assert!(m.retired.values().all(|r| r.deadline.is_none()), "an epoch outlived its drain deadline");
+    assert!(
+        m.retired.values().all(|r| r.deadline.is_none()),
+        "an epoch outlived its drain deadline"
+    );
     // And once the remaining connections close, every retired epoch drains.
     for id in m.ids_where(|_| true) {
         m.close(&mut core, id, CloseKind::Clean);

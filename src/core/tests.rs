@@ -34,7 +34,10 @@ fn policy() -> EpochPolicy {
 }
 
 fn drain(s: u64) -> EpochPolicy {
-    EpochPolicy { drain_timeout: Some(Duration::from_secs(s)), ..EpochPolicy::default() }
+    EpochPolicy {
+        drain_timeout: Some(Duration::from_secs(s)),
+        ..EpochPolicy::default()
+    }
 }
 
 fn core_with(entities: &[&EntityRef]) -> ShardCore {
@@ -61,8 +64,16 @@ fn handshaking(c: &mut ShardCore, e: &EntityRef, now: Instant) -> ConnId {
 
 fn epoch_line(c: &ShardCore, e: &EntityRef, epoch: Epoch) -> EpochStats {
     let s = c.stats();
-    let ent = s.entities.iter().find(|x| x.name == *e.name && x.kind == e.kind.keyword()).expect("entity in stats");
-    ent.epochs.iter().find(|l| l.epoch == epoch).cloned().expect("epoch in stats")
+    let ent = s
+        .entities
+        .iter()
+        .find(|x| x.name == *e.name && x.kind == e.kind.keyword())
+        .expect("entity in stats");
+    ent.epochs
+        .iter()
+        .find(|l| l.epoch == epoch)
+        .cloned()
+        .expect("epoch in stats")
 }
 
 #[test]
@@ -73,10 +84,23 @@ fn r1_established_keeps_running_across_changes_until_it_closes() {
     assert_eq!(c.conn_state(id), Some(ConnState::Established { epoch: 1 }));
 
     let ch = c.set_epoch(&a, 2, policy(), secs(2));
-    assert_eq!(ch, EpochChange { killed: vec![], draining: 1, opened: true, retired: Some(1), retired_drained: false });
+    assert_eq!(
+        ch,
+        EpochChange {
+            killed: vec![],
+            draining: 1,
+            opened: true,
+            retired: Some(1),
+            retired_drained: false
+        }
+    );
     assert_eq!(c.conn_state(id), Some(ConnState::Draining { epoch: 1 }));
     let ch = c.set_epoch(&a, 3, policy(), secs(3));
-    assert_eq!((ch.draining, ch.retired_drained), (0, true), "epoch 2 had no connection");
+    assert_eq!(
+        (ch.draining, ch.retired_drained),
+        (0, true),
+        "epoch 2 had no connection"
+    );
 
     // No drain timeout: nothing ever closes it.
     assert_eq!(c.next_deadline(), None);
@@ -86,10 +110,20 @@ fn r1_established_keeps_running_across_changes_until_it_closes() {
     assert_eq!(epoch_line(&c, &a, 1).live, 1);
 
     let out = c.on_close(id, CloseKind::Clean, secs(100_001));
-    assert_eq!(out, CloseOutcome { drop_session: false, epoch: Some(1), epoch_drained: true });
+    assert_eq!(
+        out,
+        CloseOutcome {
+            drop_session: false,
+            epoch: Some(1),
+            epoch_drained: true
+        }
+    );
     assert_eq!(c.epoch_status(&a, 1), Some(EpochStatus::Drained));
     let line = epoch_line(&c, &a, 1);
-    assert_eq!((line.live, line.drained_at, line.retired_at), (0, Some(100_001.0), Some(2.0)));
+    assert_eq!(
+        (line.live, line.drained_at, line.retired_at),
+        (0, Some(100_001.0), Some(2.0))
+    );
     assert_eq!(c.conn_state(id), None);
     c.check_consistency();
 }
@@ -108,19 +142,36 @@ fn r2_mid_handshake_killed_unbound_takes_new_epoch_other_entity_untouched() {
     assert_eq!(c.conn_state(hs), Some(ConnState::Closing));
     assert_eq!(c.conn_state(unbound), Some(ConnState::Accepted));
     assert_eq!(c.on_handshake_start(unbound, secs(3)), 2);
-    assert_eq!(c.conn_state(unbound), Some(ConnState::Handshaking { epoch: 2 }));
+    assert_eq!(
+        c.conn_state(unbound),
+        Some(ConnState::Handshaking { epoch: 2 })
+    );
     assert_eq!(c.on_established(unbound, false, secs(3)), Ok(()));
 
     // Control: entity b saw nothing.
-    assert_eq!(c.conn_state(other), Some(ConnState::Handshaking { epoch: 1 }));
+    assert_eq!(
+        c.conn_state(other),
+        Some(ConnState::Handshaking { epoch: 1 })
+    );
     assert_eq!(c.on_established(other, true, secs(3)), Ok(()));
     assert_eq!(c.current_epoch(&b), Some(1));
     assert_eq!(epoch_line(&c, &b, 1).counters.killed, 0);
 
     assert_eq!(epoch_line(&c, &a, 1).counters.killed, 1);
     let out = c.on_close(hs, CloseKind::Killed, secs(4));
-    assert_eq!(out, CloseOutcome { drop_session: true, epoch: Some(1), epoch_drained: true });
-    assert_eq!(epoch_line(&c, &a, 1).counters.killed, 1, "the close does not count it twice");
+    assert_eq!(
+        out,
+        CloseOutcome {
+            drop_session: true,
+            epoch: Some(1),
+            epoch_drained: true
+        }
+    );
+    assert_eq!(
+        epoch_line(&c, &a, 1).counters.killed,
+        1,
+        "the close does not count it twice"
+    );
     c.check_consistency();
 }
 
@@ -137,7 +188,10 @@ fn r2_back_end_connections_bind_at_once() {
     assert_eq!(c.on_established(id2, true, secs(3)), Ok(()));
     assert!(c.is_reusable(id2));
     c.set_epoch(&s, 3, policy(), secs(4));
-    assert!(!c.is_reusable(id2), "R4: a back-end connection of a retired epoch is never reused");
+    assert!(
+        !c.is_reusable(id2),
+        "R4: a back-end connection of a retired epoch is never reused"
+    );
 }
 
 #[test]
@@ -171,7 +225,10 @@ fn r7_disable_closes_every_state_and_refuses_until_enable() {
     for id in [draining, est, hs, acc] {
         assert_eq!(c.conn_state(id), Some(ConnState::Closing));
     }
-    assert_eq!(c.conn_state(other), Some(ConnState::Established { epoch: 1 }));
+    assert_eq!(
+        c.conn_state(other),
+        Some(ConnState::Established { epoch: 1 })
+    );
     assert!(c.disable(&a, secs(3)).is_empty(), "twice is harmless");
     assert_eq!(c.on_accept(&a, secs(4)), Err(Refused));
     assert!(c.on_established(hs, false, secs(4)).is_err());
@@ -202,7 +259,15 @@ fn r8_only_clean_closes_keep_the_session_when_strict() {
     for strict in [true, false] {
         let a = vs("a");
         let mut c = ShardCore::new(3);
-        c.set_epoch(&a, 1, EpochPolicy { strict_session_cleanup: strict, ..policy() }, t0());
+        c.set_epoch(
+            &a,
+            1,
+            EpochPolicy {
+                strict_session_cleanup: strict,
+                ..policy()
+            },
+            t0(),
+        );
         for kind in CloseKind::ALL {
             for done in [false, true] {
                 let id = handshaking(&mut c, &a, secs(1));
@@ -211,7 +276,10 @@ fn r8_only_clean_closes_keep_the_session_when_strict() {
                 }
                 let out = c.on_close(id, kind, secs(2));
                 let want = strict && kind != CloseKind::Clean;
-                assert_eq!(out.drop_session, want, "strict={strict} kind={kind:?} established={done}");
+                assert_eq!(
+                    out.drop_session, want,
+                    "strict={strict} kind={kind:?} established={done}"
+                );
                 assert_eq!(out.epoch, Some(1));
             }
             // No byte read: no session, nothing to drop.
@@ -220,7 +288,10 @@ fn r8_only_clean_closes_keep_the_session_when_strict() {
         }
         let line = epoch_line(&c, &a, 1);
         assert_eq!(line.counters.sessions_dropped, if strict { 10 } else { 0 });
-        assert_eq!((line.counters.closed_clean, line.counters.closed_unclean), (2, 10));
+        assert_eq!(
+            (line.counters.closed_clean, line.counters.closed_unclean),
+            (2, 10)
+        );
     }
 }
 
@@ -229,7 +300,15 @@ fn r8_strictness_follows_the_connections_epoch() {
     let a = vs("a");
     let mut c = core_with(&[&a]);
     let old = established(&mut c, &a, secs(1));
-    c.set_epoch(&a, 2, EpochPolicy { strict_session_cleanup: false, ..policy() }, secs(2));
+    c.set_epoch(
+        &a,
+        2,
+        EpochPolicy {
+            strict_session_cleanup: false,
+            ..policy()
+        },
+        secs(2),
+    );
     let new = established(&mut c, &a, secs(2));
     assert!(c.on_close(old, CloseKind::PeerReset, secs(3)).drop_session);
     assert!(!c.on_close(new, CloseKind::PeerReset, secs(3)).drop_session);
@@ -244,20 +323,38 @@ fn r12_drain_deadline_fires_exactly_at_t() {
     c.set_epoch(&a, 2, drain(30), secs(10));
     let fresh = established(&mut c, &a, secs(11));
     assert_eq!(c.next_deadline(), Some(secs(40)));
-    assert!(c.poll_timeouts(secs(40) - Duration::from_nanos(1)).is_empty());
+    assert!(c
+        .poll_timeouts(secs(40) - Duration::from_nanos(1))
+        .is_empty());
     assert_eq!(c.conn_state(x), Some(ConnState::Draining { epoch: 1 }));
     let due = c.poll_timeouts(secs(40));
-    assert_eq!(due, vec![(x, CloseReason::DrainTimeout), (y, CloseReason::DrainTimeout)]);
+    assert_eq!(
+        due,
+        vec![
+            (x, CloseReason::DrainTimeout),
+            (y, CloseReason::DrainTimeout)
+        ]
+    );
     assert_eq!(c.conn_state(x), Some(ConnState::Closing));
-    assert_eq!(c.conn_state(fresh), Some(ConnState::Established { epoch: 2 }));
+    assert_eq!(
+        c.conn_state(fresh),
+        Some(ConnState::Established { epoch: 2 })
+    );
     assert_eq!(c.next_deadline(), None);
-    assert_eq!(c.epoch_status(&a, 1), Some(EpochStatus::Draining), "drained once the shell closed them");
+    assert_eq!(
+        c.epoch_status(&a, 1),
+        Some(EpochStatus::Draining),
+        "drained once the shell closed them"
+    );
 
     assert!(!c.on_close(x, CloseKind::Clean, secs(40)).epoch_drained);
     assert!(c.on_close(y, CloseKind::Clean, secs(41)).epoch_drained);
     let line = epoch_line(&c, &a, 1);
     assert_eq!(line.status, EpochStatus::Drained);
-    assert_eq!((line.drain_deadline, line.drained_at), (Some(40.0), Some(41.0)));
+    assert_eq!(
+        (line.drain_deadline, line.drained_at),
+        (Some(40.0), Some(41.0))
+    );
     assert_eq!(line.counters.closed_by_drain, 2);
     c.check_consistency();
 }
@@ -275,14 +372,21 @@ fn r12_no_deadline_without_drain_timeout_and_none_when_drained_early() {
     c.set_epoch(&a, 2, drain(5), secs(2));
     assert_eq!(c.next_deadline(), Some(secs(7)));
     assert!(c.on_close(id, CloseKind::Clean, secs(3)).epoch_drained);
-    assert_eq!(c.next_deadline(), None, "the deadline of a drained epoch is cancelled");
+    assert_eq!(
+        c.next_deadline(),
+        None,
+        "the deadline of a drained epoch is cancelled"
+    );
 }
 
 #[test]
 fn handshake_timeouts() {
     let (a, s) = (vs("a"), svc("s"));
     let mut c = core_with(&[&a, &s]);
-    let hs_policy = EpochPolicy { handshake_timeout: Duration::from_secs(5), ..policy() };
+    let hs_policy = EpochPolicy {
+        handshake_timeout: Duration::from_secs(5),
+        ..policy()
+    };
     c.set_epoch(&a, 1, hs_policy.clone(), t0());
     c.set_epoch(&s, 1, hs_policy, t0());
 
@@ -297,10 +401,21 @@ fn handshake_timeouts() {
 
     c.on_established(ok, false, secs(14)).unwrap();
     assert_eq!(c.next_deadline(), Some(secs(15)));
-    assert!(c.poll_timeouts(secs(15) - Duration::from_millis(1)).is_empty());
-    assert_eq!(c.poll_timeouts(secs(15)), vec![(silent, CloseReason::HandshakeTimeout)]);
-    assert_eq!(c.poll_timeouts(secs(16)), vec![(back, CloseReason::HandshakeTimeout)]);
-    assert_eq!(c.poll_timeouts(secs(100)), vec![(slow, CloseReason::HandshakeTimeout)]);
+    assert!(c
+        .poll_timeouts(secs(15) - Duration::from_millis(1))
+        .is_empty());
+    assert_eq!(
+        c.poll_timeouts(secs(15)),
+        vec![(silent, CloseReason::HandshakeTimeout)]
+    );
+    assert_eq!(
+        c.poll_timeouts(secs(16)),
+        vec![(back, CloseReason::HandshakeTimeout)]
+    );
+    assert_eq!(
+        c.poll_timeouts(secs(100)),
+        vec![(slow, CloseReason::HandshakeTimeout)]
+    );
     assert_eq!(c.conn_state(ok), Some(ConnState::Established { epoch: 1 }));
     assert_eq!(c.on_established(slow, false, secs(100)), Err(Stale));
     assert_eq!(epoch_line(&c, &a, 1).counters.handshake_timeouts, 1);
@@ -330,7 +445,10 @@ fn race_change_between_start_and_establish_makes_it_stale() {
     // The shell's handshake future finished before it saw the kill.
     assert_eq!(c.on_established(id, true, secs(2)), Err(Stale));
     let line = epoch_line(&c, &a, 1);
-    assert_eq!((line.counters.killed, line.counters.handshakes_completed), (1, 0));
+    assert_eq!(
+        (line.counters.killed, line.counters.handshakes_completed),
+        (1, 0)
+    );
     assert!(c.on_close(id, CloseKind::Killed, secs(2)).epoch_drained);
 }
 
@@ -359,11 +477,17 @@ fn two_changes_in_a_row_keep_separate_deadlines() {
     assert_eq!(c.conn_state(e1), Some(ConnState::Draining { epoch: 1 }));
     assert_eq!(c.conn_state(e2), Some(ConnState::Draining { epoch: 2 }));
     assert_eq!(c.next_deadline(), Some(secs(80)));
-    assert_eq!(c.poll_timeouts(secs(80)), vec![(e2, CloseReason::DrainTimeout)]);
+    assert_eq!(
+        c.poll_timeouts(secs(80)),
+        vec![(e2, CloseReason::DrainTimeout)]
+    );
     assert_eq!(c.conn_state(e1), Some(ConnState::Draining { epoch: 1 }));
     assert!(c.on_close(e2, CloseKind::Clean, secs(81)).epoch_drained);
     assert_eq!(c.epoch_status(&a, 1), Some(EpochStatus::Draining));
-    assert_eq!(c.poll_timeouts(secs(110)), vec![(e1, CloseReason::DrainTimeout)]);
+    assert_eq!(
+        c.poll_timeouts(secs(110)),
+        vec![(e1, CloseReason::DrainTimeout)]
+    );
     assert!(c.on_close(e1, CloseKind::Clean, secs(110)).epoch_drained);
     assert_eq!(c.stats().totals.epochs_drained, 2);
     c.check_consistency();
@@ -373,7 +497,15 @@ fn two_changes_in_a_row_keep_separate_deadlines() {
 fn max_conns_counts_every_open_connection() {
     let a = vs("a");
     let mut c = ShardCore::new(0);
-    c.set_epoch(&a, 1, EpochPolicy { max_conns: Some(2), ..policy() }, t0());
+    c.set_epoch(
+        &a,
+        1,
+        EpochPolicy {
+            max_conns: Some(2),
+            ..policy()
+        },
+        t0(),
+    );
     let x = established(&mut c, &a, secs(1));
     let _y = c.on_accept(&a, secs(1)).unwrap();
     assert_eq!(c.on_accept(&a, secs(1)), Err(Refused));
@@ -384,7 +516,15 @@ fn max_conns_counts_every_open_connection() {
     c.on_close(x, CloseKind::Clean, secs(3));
     assert!(c.on_accept(&a, secs(3)).is_ok());
     // Raised by a policy update on the same epoch.
-    c.set_epoch(&a, 1, EpochPolicy { max_conns: Some(3), ..policy() }, secs(4));
+    c.set_epoch(
+        &a,
+        1,
+        EpochPolicy {
+            max_conns: Some(3),
+            ..policy()
+        },
+        secs(4),
+    );
     assert!(c.on_accept(&a, secs(4)).is_ok());
     assert_eq!(c.stats().totals.entity_counters.refused_accepts, 2);
     assert_eq!(c.on_accept(&vs("unknown"), secs(4)), Err(Refused));
@@ -396,8 +536,14 @@ fn older_epochs_are_ignored_and_same_epoch_only_updates_policy() {
     let mut c = core_with(&[&a]);
     c.set_epoch(&a, 5, policy(), secs(1));
     let id = handshaking(&mut c, &a, secs(2));
-    assert_eq!(c.set_epoch(&a, 4, policy(), secs(3)), EpochChange::default());
-    assert_eq!(c.set_epoch(&a, 5, drain(1), secs(3)), EpochChange::default());
+    assert_eq!(
+        c.set_epoch(&a, 4, policy(), secs(3)),
+        EpochChange::default()
+    );
+    assert_eq!(
+        c.set_epoch(&a, 5, drain(1), secs(3)),
+        EpochChange::default()
+    );
     assert_eq!(c.current_epoch(&a), Some(5));
     assert_eq!(c.conn_state(id), Some(ConnState::Handshaking { epoch: 5 }));
 }
@@ -408,7 +554,10 @@ fn unknown_ids_and_entities_never_panic() {
     let mut c = ShardCore::new(0);
     assert_eq!(c.on_handshake_start(42, secs(1)), 0);
     assert_eq!(c.on_established(42, false, secs(1)), Err(Stale));
-    assert_eq!(c.on_close(42, CloseKind::PeerReset, secs(1)), CloseOutcome::default());
+    assert_eq!(
+        c.on_close(42, CloseKind::PeerReset, secs(1)),
+        CloseOutcome::default()
+    );
     assert_eq!(c.conn_state(42), None);
     assert!(c.disable(&a, secs(1)).is_empty());
     assert!(c.remove_entity(&a).is_empty());
@@ -431,11 +580,21 @@ fn remove_entity_forgets_everything() {
     c.set_epoch(&a, 3, policy(), secs(3)); // y and w killed: closing
     c.on_close(w, CloseKind::Killed, secs(3));
     let keep = established(&mut c, &b, secs(3));
-    assert_eq!(c.remove_entity(&a), vec![x, z], "closing ones are not returned again");
-    assert_eq!(c.on_close(y, CloseKind::Killed, secs(4)), CloseOutcome::default());
+    assert_eq!(
+        c.remove_entity(&a),
+        vec![x, z],
+        "closing ones are not returned again"
+    );
+    assert_eq!(
+        c.on_close(y, CloseKind::Killed, secs(4)),
+        CloseOutcome::default()
+    );
     assert_eq!(c.open_conns(), 1);
     assert_eq!(c.next_deadline(), None, "a's timers went with it");
-    assert_eq!(c.conn_state(keep), Some(ConnState::Established { epoch: 1 }));
+    assert_eq!(
+        c.conn_state(keep),
+        Some(ConnState::Established { epoch: 1 })
+    );
     c.check_consistency();
 }
 
@@ -455,9 +614,19 @@ fn ids_are_never_reused_and_history_is_bounded() {
     let ent = &s.entities[0];
     assert_eq!(ent.epochs.len(), 1 + DRAINED_HISTORY);
     assert_eq!(ent.epochs[0].status, EpochStatus::Current);
-    let kept: u64 = ent.epochs.iter().map(|l| l.counters.handshakes_completed).sum();
-    assert_eq!(kept + ent.older_epochs.handshakes_completed, 3 * DRAINED_HISTORY as u64);
-    assert_eq!(s.totals.counters.handshakes_completed, 3 * DRAINED_HISTORY as u64);
+    let kept: u64 = ent
+        .epochs
+        .iter()
+        .map(|l| l.counters.handshakes_completed)
+        .sum();
+    assert_eq!(
+        kept + ent.older_epochs.handshakes_completed,
+        3 * DRAINED_HISTORY as u64
+    );
+    assert_eq!(
+        s.totals.counters.handshakes_completed,
+        3 * DRAINED_HISTORY as u64
+    );
     assert_eq!(s.totals.epochs_drained, 3 * DRAINED_HISTORY as u64);
 }
 
@@ -473,8 +642,14 @@ fn stats_serialize_to_json() {
     assert_eq!(v["entities"][0]["side"], "front");
     assert_eq!(v["entities"][1]["side"], "back");
     let e1 = &v["entities"][0]["epochs"][1];
-    assert_eq!((e1["epoch"].as_u64(), e1["status"].as_str()), (Some(1), Some("draining")));
-    assert_eq!((e1["live"].as_u64(), e1["full"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (e1["epoch"].as_u64(), e1["status"].as_str()),
+        (Some(1), Some("draining"))
+    );
+    assert_eq!(
+        (e1["live"].as_u64(), e1["full"].as_u64()),
+        (Some(1), Some(1))
+    );
     assert_eq!(e1["drain_deadline"].as_f64(), Some(7.0));
     assert!(e1["drained_at"].is_null());
     assert_eq!(v["totals"]["open"], 1);
@@ -490,10 +665,17 @@ fn no_clock_or_io_in_the_core() {
         ("timers.rs", include_str!("timers.rs")),
         ("types.rs", include_str!("types.rs")),
     ];
-    let banned: Vec<String> = [("Instant", "::now("), ("SystemTime", "::now("), ("std::", "net"), ("std::", "fs"), ("glommio", "::"), ("rustls", "::")]
-        .iter()
-        .map(|(a, b)| format!("{a}{b}"))
-        .collect();
+    let banned: Vec<String> = [
+        ("Instant", "::now("),
+        ("SystemTime", "::now("),
+        ("std::", "net"),
+        ("std::", "fs"),
+        ("glommio", "::"),
+        ("rustls", "::"),
+    ]
+    .iter()
+    .map(|(a, b)| format!("{a}{b}"))
+    .collect();
     for (file, text) in sources {
         for b in &banned {
             assert!(!text.contains(b.as_str()), "{file} uses {b}");
