@@ -218,9 +218,13 @@ impl Signals {
 
 /// Load, validate and serve `opts.config` until SIGTERM.
 pub fn run(opts: RunOptions) -> Result<(), String> {
-    let model = config::load_file(&opts.config).map_err(|errs| {
+    let mut model = config::load_file(&opts.config).map_err(|errs| {
         errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
     })?;
+    // Start-up is the first epoch of everything, however many commands built it.
+    for e in model.epochs.values_mut() {
+        *e = 1;
+    }
     let snapshot = Arc::new(Snapshot::build(&model, None, 1, ChangeNotes::default())?);
     let cpus = allowed_cpus();
     let n = opts.shards.unwrap_or(cpus.len()).max(1);

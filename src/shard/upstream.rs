@@ -107,6 +107,10 @@ async fn try_member(
     };
     let _ = stream.set_nodelay(true);
     let Some(tls) = pool.tls.clone() else {
+        shard.core.borrow_mut().on_handshake_start(id, Instant::now());
+        if shard.core.borrow_mut().on_established(id, false, Instant::now()).is_err() {
+            return Err(fail(CloseKind::Killed, "back-end epoch changed while connecting".into()));
+        }
         return Ok(Backend { leg: Leg::plain(stream), id, pool: pool.clone(), server_name: None, addr });
     };
     let spec = pool.spec.tls.as_ref().expect("tls config implies tls spec");
