@@ -747,3 +747,315 @@ fn describe_bind(b: &SslBind) -> String {
         SslBind::Curve(c) => format!("curve {}", c.adc_name()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parser::parse_line;
+    use crate::config::testutil::Fixture;
+
+    fn cmd(line: &str) -> Command {
+        parse_line(line).unwrap_or_else(|e| panic!("{line}: {e}")).expect("a command")
+    }
+
+    fn ok(m: &mut Model, fx: &Fixture, line: &str) -> Change {
+        m.apply(&cmd(line), &fx.files()).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    /// Applies `line`, expects an error containing `reason`, and checks the model did not change.
+    fn refused(m: &mut Model, fx: &Fixture, line: &str, reason: &str) {
+        let before = crate::config::save::snapshot(m);
+        let e = m.apply(&cmd(line), &fx.files()).expect_err(line);
+        assert!(e.contains(reason), "{line}: got '{e}', wanted '{reason}'");
+        assert_eq!(crate::config::save::snapshot(m), before, "{line} changed the model");
+    }
+
+    fn v(n: &str) -> EntityRef {
+        EntityRef::new(EntityKind::Vserver, n)
+    }
+    fn s(n: &str) -> EntityRef {
+        EntityRef::new(EntityKind::Service, n)
+    }
+    fn g(n: &str) -> EntityRef {
+        EntityRef::new(EntityKind::ServiceGroup, n)
+    }
+
+    /// Two vservers, an SSL service, an SSL serviceGroup and a TCP service,
+    /// with certificates a (leaf), ca/inter (CA chain) and leaf (signed by inter).
+    fn setup() -> (Fixture, Model) {
+        let mut fx = Fixture::new();
+        fx.leaf("a", "a.test");
+        fx.leaf("b", "b.test");
+        fx.ca("ca", None);
+        fx.ca("inter", Some("ca"));
+        fx.signed_leaf("leaf", "leaf.test", "inter");
+        let m = fx.model(
+            "add ssl certKey a -cert a.crt -key a.key
+             add ssl certKey b -cert b.crt -key b.key
+             add ssl certKey ca -cert ca.crt
+             add ssl certKey inter -cert inter.crt
+             add ssl certKey leaf -cert leaf.crt -key leaf.key
+             add ssl cipher grp
+             bind ssl cipher grp -cipherName TLS1.3-AES128-GCM-SHA256
+             add ssl profile fe
+             add ssl profile be
+             add lb vserver v1 SSL_TCP 127.0.0.1 8441
+             add lb vserver v2 SSL_TCP 127.0.0.1 8442
+             add service s1 127.0.0.1 9001 SSL_TCP
+             add service plain 127.0.0.1 9002 TCP
+             add serviceGroup g1 SSL_TCP
+             bind serviceGroup g1 127.0.0.1 9003
+             set ssl vserver v1 -sslProfile fe
+             set ssl service s1 -sslProfile be
+             bind ssl vserver v1 -certkeyName a
+             bind ssl vserver v2 -certkeyName leaf
+             bind ssl vserver v2 -cipherName grp
+             bind ssl service s1 -cipherName grp
+             bind ssl serviceGroup g1 -certkeyName ca -CA
+             bind lb vserver v1 s1
+             bind lb vserver v2 g1",
+        );
+        (fx, m)
+    }
+
+    fn epochs(m: &Model) -> Vec<(String, Epoch)> {
+        m.epochs.iter().map(|(e, n)| (e.to_string(), *n)).collect()
+    }
+
+    /// Apply `line` and check exactly `expect` were bumped, by one each.
+    fn bumps(m: &mut Model, fx: &Fixture, line: &str, expect: &[EntityRef]) {
+        let before = m.epochs.clone();
+        let ch = ok(m, fx, line);
+        let mut got = ch.bumped.clone();
+        got.sort();
+        let mut want = expect.to_vec();
+        want.sort();
+        assert_eq!(got, want, "{line}");
+        for (e, n) in &m.epochs {
+            let old = before.get(e).copied().unwrap_or(0);
+            let delta = if want.contains(e) { 1 } else { 0 };
+            assert_eq!(*n, old + delta, "{line}: epoch of {e}");
+        }
+    }
+
+    #[test]
+    fn added_entities_start_at_epoch_one() {
+        let fx = Fixture::new();
+        let mut m = Model::default();
+        let ch = ok(&mut m, &fx, "add lb vserver v SSL_TCP 127.0.0.1 443");
+        assert_eq!(ch.kind, ChangeKind::Add);
+        assert_eq!(ch.added, [v("v")]);
+        assert_eq!(m.epochs[&v("v")], 1);
+        ok(&mut m, &fx, "add service s 127.0.0.1 80 TCP");
+        ok(&mut m, &fx, "add serviceGroup g TCP");
+        assert_eq!(epochs(&m), [("vserver v".into(), 1), ("service s".into(), 1), ("serviceGroup g".into(), 1)]);
+    }
+
+    #[test]
+    fn epoch_scope_per_design_table() {
+        let (fx, mut m) = setup();
+        // Entity's own settings and bindings: that entity only.
+        bumps(&mut m, &fx, "set ssl vserver v1 -tls12 DISABLED", &[v("v1")]);
+        bumps(&mut m, &fx, "bind ssl vserver v1 -eccCurveName X25519", &[v("v1")]);
+        bumps(&mut m, &fx, "unbind ssl vserver v1 -eccCurveName X25519", &[v("v1")]);
+        bumps(&mut m, &fx, "set ssl service s1 -commonName b.test", &[s("s1")]);
+        bumps(&mut m, &fx, "bind ssl service s1 -eccCurveName P_256", &[s("s1")]);
+        bumps(&mut m, &fx, "set ssl serviceGroup g1 -serverAuth ENABLED", &[g("g1")]);
+        bumps(&mut m, &fx, "bind ssl serviceGroup g1 -cipherName TLS1.3-AES256-GCM-SHA384", &[g("g1")]);
+        bumps(&mut m, &fx, "bind ssl vserver v1 -certkeyName b -SNICert", &[v("v1")]);
+        // Profiles: every entity using it, on its side.
+        bumps(&mut m, &fx, "set ssl profile fe -sessTimeout 60", &[v("v1")]);
+        bumps(&mut m, &fx, "set ssl profile be -sessReuse DISABLED", &[s("s1")]);
+        // Cipher group: every entity bound to it, front and back.
+        bumps(&mut m, &fx, "bind ssl cipher grp -cipherName TLS1.3-AES256-GCM-SHA384", &[v("v2"), s("s1")]);
+        bumps(&mut m, &fx, "unbind ssl cipher grp -cipherName TLS1.3-AES256-GCM-SHA384", &[v("v2"), s("s1")]);
+        bumps(&mut m, &fx, "set ssl cipher grp -cipherName TLS1.3-AES256-GCM-SHA384,TLS1.3-AES128-GCM-SHA256", &[
+            v("v2"),
+            s("s1"),
+        ]);
+        // certKey update/link/unlink: users directly or through a chain.
+        bumps(&mut m, &fx, "update ssl certKey a -cert a.crt", &[v("v1")]);
+        bumps(&mut m, &fx, "link ssl certKey leaf inter", &[v("v2")]);
+        // inter is now in v2's chain; ca is bound to g1 directly.
+        bumps(&mut m, &fx, "link ssl certKey inter ca", &[v("v2")]);
+        bumps(&mut m, &fx, "update ssl certKey ca -cert ca.crt", &[v("v2"), g("g1")]);
+        bumps(&mut m, &fx, "update ssl certKey inter -cert inter.crt", &[v("v2")]);
+        bumps(&mut m, &fx, "unlink ssl certKey inter", &[v("v2")]);
+        bumps(&mut m, &fx, "update ssl certKey ca -cert ca.crt", &[g("g1")]);
+        // Non-SSL changes are changes but bump nothing.
+        for line in [
+            "set lb vserver v1 -maxClients 10 -cltTimeout 30",
+            "unbind lb vserver v1 s1",
+            "bind lb vserver v1 s1",
+            "bind serviceGroup g1 127.0.0.1 9004",
+            "unbind serviceGroup g1 127.0.0.1 9004",
+            "add ssl profile unused",
+            "set ssl profile unused -tls13 DISABLED",
+            "add ssl cipher lonely",
+            "bind ssl cipher lonely -cipherName TLS1.3-AES128-GCM-SHA256",
+        ] {
+            bumps(&mut m, &fx, line, &[]);
+        }
+        assert_eq!(ok(&mut m, &fx, "set lb vserver v1 -maxClients 0").kind, ChangeKind::Plain);
+        assert_eq!(m.vservers["v1"].max_clients, None);
+    }
+
+    #[test]
+    fn disable_and_enable() {
+        let (fx, mut m) = setup();
+        let ch = ok(&mut m, &fx, "disable lb vserver v1");
+        assert_eq!((ch.kind, ch.disabled.clone(), ch.bumped.clone()), (ChangeKind::Disable, vec![v("v1")], vec![]));
+        assert!(!m.vservers["v1"].enabled);
+        let again = ok(&mut m, &fx, "disable lb vserver v1");
+        assert!(again.disabled.is_empty());
+        let e1 = m.epochs[&v("v1")];
+        let ch = ok(&mut m, &fx, "enable lb vserver v1");
+        assert_eq!((ch.enabled.clone(), ch.bumped.clone()), (vec![v("v1")], vec![v("v1")]));
+        assert_eq!(m.epochs[&v("v1")], e1 + 1);
+        assert!(ok(&mut m, &fx, "enable lb vserver v1").bumped.is_empty());
+        ok(&mut m, &fx, "disable service s1");
+        ok(&mut m, &fx, "disable serviceGroup g1");
+        assert!(!m.services["s1"].enabled && !m.service_groups["g1"].enabled);
+        refused(&mut m, &fx, "enable service nosuch", "unknown service nosuch");
+    }
+
+    #[test]
+    fn rm_in_use_is_refused_then_allowed() {
+        let (fx, mut m) = setup();
+        refused(&mut m, &fx, "rm ssl certKey a", "cannot remove ssl certKey a: it is bound to vserver v1");
+        refused(&mut m, &fx, "rm ssl cipher grp", "it is bound to");
+        refused(&mut m, &fx, "rm ssl profile fe", "vserver v1 uses it");
+        refused(&mut m, &fx, "rm service s1", "bound to lb vserver v1");
+        refused(&mut m, &fx, "rm serviceGroup g1", "bound to lb vserver v2");
+        ok(&mut m, &fx, "link ssl certKey leaf inter");
+        refused(&mut m, &fx, "rm ssl certKey inter", "certKey leaf is linked to it");
+        refused(&mut m, &fx, "rm ssl certKey nosuch", "unknown certKey nosuch");
+
+        ok(&mut m, &fx, "unbind ssl vserver v1 -certkeyName a");
+        ok(&mut m, &fx, "rm ssl certKey a");
+        ok(&mut m, &fx, "set ssl vserver v1 -sslProfile be");
+        ok(&mut m, &fx, "rm ssl profile fe");
+        ok(&mut m, &fx, "unbind lb vserver v1 s1");
+        let ch = ok(&mut m, &fx, "rm service s1");
+        assert_eq!((ch.kind, ch.removed.clone()), (ChangeKind::Remove, vec![s("s1")]));
+        assert!(!m.epochs.contains_key(&s("s1")));
+        let ch = ok(&mut m, &fx, "rm lb vserver v2");
+        assert_eq!(ch.removed, [v("v2")]);
+        ok(&mut m, &fx, "rm serviceGroup g1");
+        ok(&mut m, &fx, "rm ssl cipher grp");
+    }
+
+    #[test]
+    fn validation_errors_change_nothing() {
+        let (fx, mut m) = setup();
+        refused(&mut m, &fx, "add ssl certKey a -cert a.crt -key a.key", "certKey a already exists");
+        refused(&mut m, &fx, "add ssl certKey x -cert a.crt -key b.key", "does not match certificate");
+        refused(&mut m, &fx, "add ssl certKey x -cert nothere.crt", "cannot read");
+        refused(&mut m, &fx, "add ssl certKey x -cert a.key", "no PEM certificate");
+        refused(&mut m, &fx, "update ssl certKey a -cert b.crt", "does not match certificate");
+        refused(&mut m, &fx, "update ssl certKey zz -cert b.crt", "unknown certKey zz");
+        refused(&mut m, &fx, "add ssl cipher grp", "cipher group grp already exists");
+        refused(&mut m, &fx, "add ssl profile fe", "ssl profile fe already exists");
+        refused(&mut m, &fx, "add lb vserver v1 SSL_TCP 127.0.0.1 1", "lb vserver v1 already exists");
+        refused(&mut m, &fx, "add lb vserver v9 SSL_TCP 127.0.0.1 8441", "already used by lb vserver v1");
+        refused(&mut m, &fx, "add service g1 127.0.0.1 1 TCP", "serviceGroup named g1 already exists");
+        refused(&mut m, &fx, "add serviceGroup s1 TCP", "service named s1 already exists");
+        refused(&mut m, &fx, "add service s9 127.0.0.1 9001 SSL_TCP", "already service s1");
+        refused(&mut m, &fx, "bind ssl cipher nog -cipherName TLS1.3-AES128-GCM-SHA256", "unknown cipher group nog");
+        refused(&mut m, &fx, "bind ssl cipher grp -cipherName TLS1.3-AES128-GCM-SHA256", "already bound");
+        refused(&mut m, &fx, "unbind ssl cipher grp -cipherName TLS1.3-AES256-GCM-SHA384", "is not bound");
+        refused(&mut m, &fx, "set ssl profile nop -tls12 ENABLED", "unknown ssl profile nop");
+        refused(&mut m, &fx, "set ssl vserver nov -tls12 ENABLED", "unknown vserver nov");
+        refused(&mut m, &fx, "set ssl vserver v1 -sslProfile nop", "unknown ssl profile nop");
+        refused(&mut m, &fx, "set ssl service plain -tls12 ENABLED", "uses TCP, not SSL_TCP");
+        refused(&mut m, &fx, "bind ssl service plain -eccCurveName X25519", "uses TCP, not SSL_TCP");
+        refused(&mut m, &fx, "bind ssl vserver v1 -certkeyName nock", "unknown certKey nock");
+        refused(&mut m, &fx, "bind ssl vserver v1 -certkeyName ca", "has no key");
+        refused(&mut m, &fx, "bind ssl vserver v1 -certkeyName a", "already bound");
+        refused(&mut m, &fx, "bind ssl vserver v1 -certkeyName b", "already has certKey a");
+        refused(&mut m, &fx, "bind ssl vserver v1 -cipherName nog", "unknown cipher group or cipher suite nog");
+        refused(&mut m, &fx, "bind ssl vserver v2 -cipherName grp", "already bound");
+        refused(&mut m, &fx, "unbind ssl vserver v1 -certkeyName b", "certKey b is not bound to vserver v1");
+        refused(&mut m, &fx, "unbind ssl vserver v1 -certkeyName a -CA", "is not bound");
+        refused(&mut m, &fx, "unbind ssl vserver v1 -eccCurveName P_384", "curve P_384 is not bound");
+        refused(&mut m, &fx, "bind lb vserver v1 nos", "no service or serviceGroup named nos");
+        refused(&mut m, &fx, "bind lb vserver v1 s1", "already bound");
+        refused(&mut m, &fx, "unbind lb vserver v1 g1", "not bound");
+        refused(&mut m, &fx, "bind serviceGroup g1 127.0.0.1 9003", "already a member");
+        refused(&mut m, &fx, "unbind serviceGroup g1 127.0.0.1 9999", "not a member");
+        refused(&mut m, &fx, "bind serviceGroup nog 127.0.0.1 9003", "unknown serviceGroup nog");
+        refused(&mut m, &fx, "show stats", "not a configuration change");
+        refused(&mut m, &fx, "save config", "not a configuration change");
+        // A CA certKey may be bound as -CA; key-less is fine then.
+        ok(&mut m, &fx, "bind ssl vserver v1 -certkeyName ca -CA");
+    }
+
+    #[test]
+    fn links_are_checked() {
+        let (fx, mut m) = setup();
+        refused(&mut m, &fx, "link ssl certKey leaf nosuch", "unknown CA certKey nosuch");
+        refused(&mut m, &fx, "link ssl certKey nosuch ca", "unknown certKey nosuch");
+        refused(&mut m, &fx, "link ssl certKey leaf ca", "is not issued by");
+        refused(&mut m, &fx, "link ssl certKey a a", "loop");
+        refused(&mut m, &fx, "unlink ssl certKey leaf", "is not linked");
+        ok(&mut m, &fx, "link ssl certKey leaf inter");
+        ok(&mut m, &fx, "link ssl certKey inter ca");
+        refused(&mut m, &fx, "link ssl certKey leaf inter", "already linked to inter");
+        refused(&mut m, &fx, "link ssl certKey ca leaf", "loop");
+        assert_eq!(m.chain_of("leaf"), ["leaf", "inter", "ca"]);
+        // Updating a CA to a certificate that did not issue its children is refused.
+        refused(&mut m, &fx, "update ssl certKey inter -cert a.crt", "not issued by ca, which it is linked to");
+        refused(&mut m, &fx, "update ssl certKey leaf -cert a.crt -key a.key", "not issued by inter");
+        ok(&mut m, &fx, "unlink ssl certKey inter");
+        refused(&mut m, &fx, "update ssl certKey inter -cert a.crt", "certKey leaf is linked to it and is not issued by");
+    }
+
+    #[test]
+    fn update_rereads_files() {
+        let (fx, mut m) = setup();
+        let old = m.certkeys["a"].material.certs[0].clone();
+        fx.leaf("a", "a2.test");
+        ok(&mut m, &fx, "update ssl certKey a -cert a.crt");
+        let ck = &m.certkeys["a"];
+        assert_ne!(ck.material.certs[0], old);
+        assert_eq!(ck.material.dns_names, ["a2.test"]);
+        assert_eq!(ck.key_path.as_deref(), Some(Path::new("a.key")));
+        // Unreadable new files: refused, old material kept.
+        refused(&mut m, &fx, "update ssl certKey a -cert gone.crt", "cannot read");
+        assert_eq!(m.certkeys["a"].material.dns_names, ["a2.test"]);
+    }
+
+    #[test]
+    fn cipher_priorities() {
+        let (fx, mut m) = setup();
+        ok(&mut m, &fx, "bind ssl vserver v1 -cipherName TLS1.3-AES256-GCM-SHA384");
+        ok(&mut m, &fx, "bind ssl vserver v1 -cipherName grp -cipherPriority 7");
+        ok(&mut m, &fx, "bind ssl vserver v1 -cipherName TLS1.3-CHACHA20-POLY1305-SHA256");
+        let pr: Vec<u32> = m.vservers["v1"].bindings.ciphers.iter().map(|c| c.priority).collect();
+        assert_eq!(pr, [1, 7, 8]);
+    }
+
+    #[test]
+    fn batch_is_a_transaction() {
+        let (fx, m) = setup();
+        let before = crate::config::save::snapshot(&m);
+        let cmds = vec![
+            (1, cmd("add lb vserver v3 SSL_TCP 127.0.0.1 8443")),
+            (2, cmd("bind ssl vserver v3 -certkeyName a")),
+            (3, cmd("set ssl vserver v1 -tls12 DISABLED")),
+            (4, cmd("bind ssl vserver v3 -certkeyName missing")),
+        ];
+        let err = m.apply_batch(&cmds, &fx.files()).unwrap_err();
+        assert_eq!(err.line, 4);
+        assert!(err.to_string().starts_with("line 4: unknown certKey missing"), "{err}");
+        assert_eq!(crate::config::save::snapshot(&m), before);
+        assert!(!m.vservers.contains_key("v3"));
+
+        let (next, changes) = m.apply_batch(&cmds[..3], &fx.files()).unwrap();
+        assert_eq!(changes.len(), 3);
+        assert_eq!(changes[0].added, [v("v3")]);
+        assert_eq!(next.epochs[&v("v3")], 2);
+        assert_eq!(next.epochs[&v("v1")], m.epochs[&v("v1")] + 1);
+        assert_eq!(crate::config::save::snapshot(&m), before);
+    }
+}

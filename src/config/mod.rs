@@ -13,6 +13,7 @@ pub mod lexer;
 pub mod load;
 pub mod model;
 pub mod parser;
+pub mod save;
 
 #[cfg(test)]
 mod testutil;
@@ -21,3 +22,4 @@ pub use apply::{BatchError, Change, ChangeKind, DirFileSource, FileSource, DEFAU
 pub use load::{load_file, load_text, parse_text, ConfigError};
 pub use model::*;
 pub use parser::{parse_line, parse_words, Command, ObjectKind, ShowWhat, SslBind};
+pub use save::save_atomically;
