@@ -9,6 +9,7 @@
 //! one atomically.
 
 pub mod apply;
+pub mod diff;
 pub mod lexer;
 pub mod load;
 pub mod model;
@@ -18,6 +19,7 @@ pub mod save;
 #[cfg(test)]
 mod testutil;
 
+pub use diff::diff;
 pub use apply::{BatchError, Change, ChangeKind, DirFileSource, FileSource, DEFAULT_CLIENT_TIMEOUT};
 pub use load::{load_file, load_text, parse_text, ConfigError};
 pub use model::*;
