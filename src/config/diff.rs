@@ -26,7 +26,11 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
     let recreated_profiles: BTreeSet<&str> = old
         .profiles
         .values()
-        .filter(|p| new.profiles.get(&p.name).is_some_and(|n| !reachable(&p.params, &n.params)))
+        .filter(|p| {
+            new.profiles
+                .get(&p.name)
+                .is_some_and(|n| !reachable(&p.params, &n.params))
+        })
         .map(|p| p.name.as_str())
         .collect();
     let ents_old = entities(old);
@@ -39,12 +43,16 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
                 || o.proto != n.proto
                 || !reachable(o.params, n.params)
                 || (o.profile.is_some() && n.profile.is_none())
-                || o.profile.as_ref().is_some_and(|p| recreated_profiles.contains(p.as_str()));
+                || o.profile
+                    .as_ref()
+                    .is_some_and(|p| recreated_profiles.contains(p.as_str()));
             again.then(|| e.clone())
         })
         .collect();
     let kept = |e: &EntityRef| {
-        ents_old.iter().any(|(o, _)| o == e) && ents_new.iter().any(|(n, _)| n == e) && !recreate.contains(e)
+        ents_old.iter().any(|(o, _)| o == e)
+            && ents_new.iter().any(|(n, _)| n == e)
+            && !recreate.contains(e)
     };
 
     // Certificates whose files or material changed, and the links around them.
@@ -53,14 +61,20 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         .values()
         .filter(|o| {
             new.certkeys.get(&o.name).is_some_and(|n| {
-                n.cert_path != o.cert_path || n.key_path != o.key_path || n.material.certs != o.material.certs
+                n.cert_path != o.cert_path
+                    || n.key_path != o.key_path
+                    || n.material.certs != o.material.certs
             })
         })
         .map(|o| o.name.as_str())
         .collect();
     let relink = |m: &Model, name: &str| -> bool {
-        let Some(ck) = m.certkeys.get(name) else { return false };
-        let Some(ca) = &ck.linked_to else { return false };
+        let Some(ck) = m.certkeys.get(name) else {
+            return false;
+        };
+        let Some(ca) = &ck.linked_to else {
+            return false;
+        };
         updated.contains(name) || updated.contains(ca.as_str())
     };
 
@@ -69,52 +83,84 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         if !kept(e) {
             continue;
         }
-        let Some((_, n)) = ents_new.iter().find(|(ne, _)| ne == e) else { continue };
+        let Some((_, n)) = ents_new.iter().find(|(ne, _)| ne == e) else {
+            continue;
+        };
         if e.kind == EntityKind::Vserver {
             let (un, re) = list_diff(o.targets, n.targets, |t| {
                 let te = target_ref(new, t);
                 te.is_some_and(|te| recreate.contains(&te))
             });
-            a.extend(un.iter().map(|t| Command::UnbindLbVserver { name: e.name.to_string(), target: (*t).clone() }));
-            b.extend(re.iter().map(|t| Command::BindLbVserver { name: e.name.to_string(), target: (*t).clone() }));
+            a.extend(un.iter().map(|t| Command::UnbindLbVserver {
+                name: e.name.to_string(),
+                target: (*t).clone(),
+            }));
+            b.extend(re.iter().map(|t| Command::BindLbVserver {
+                name: e.name.to_string(),
+                target: (*t).clone(),
+            }));
         }
         let (ua, ba) = bindings_diff(e, o.bindings, n.bindings);
         a.extend(ua);
         b.extend(ba);
         if e.kind == EntityKind::ServiceGroup {
             let (un, re) = list_diff(o.members, n.members, |_| false);
-            a.extend(un.iter().map(|m| Command::UnbindServiceGroupMember { name: e.name.to_string(), addr: **m }));
-            b.extend(re.iter().map(|m| Command::BindServiceGroupMember { name: e.name.to_string(), addr: **m }));
+            a.extend(un.iter().map(|m| Command::UnbindServiceGroupMember {
+                name: e.name.to_string(),
+                addr: **m,
+            }));
+            b.extend(re.iter().map(|m| Command::BindServiceGroupMember {
+                name: e.name.to_string(),
+                addr: **m,
+            }));
         }
     }
     for o in old.certkeys.values() {
         if let Some(ca) = &o.linked_to {
             let n = new.certkeys.get(&o.name);
             if n.is_none_or(|n| n.linked_to.as_ref() != Some(ca)) || relink(old, &o.name) {
-                a.push(Command::UnlinkCertKey { name: o.name.clone() });
+                a.push(Command::UnlinkCertKey {
+                    name: o.name.clone(),
+                });
             }
         }
     }
     // Vservers first: removing one releases the services bound to it.
-    for kind in [EntityKind::Vserver, EntityKind::Service, EntityKind::ServiceGroup] {
+    for kind in [
+        EntityKind::Vserver,
+        EntityKind::Service,
+        EntityKind::ServiceGroup,
+    ] {
         for (e, _) in ents_old.iter().filter(|(e, _)| e.kind == kind) {
             if !kept(e) {
-                a.push(Command::Rm { what: ObjectKind::from(kind), name: e.name.to_string() });
+                a.push(Command::Rm {
+                    what: ObjectKind::from(kind),
+                    name: e.name.to_string(),
+                });
             }
         }
     }
     for p in &recreated_profiles {
-        a.push(Command::Rm { what: ObjectKind::Profile, name: (*p).to_string() });
+        a.push(Command::Rm {
+            what: ObjectKind::Profile,
+            name: (*p).to_string(),
+        });
     }
 
     // ---- build ----
     let mut build = Vec::new();
     for n in new.certkeys.values() {
         match old.certkeys.get(&n.name) {
-            None => build.push(Command::AddCertKey { name: n.name.clone(), cert: n.cert_path.clone(), key: n.key_path.clone() }),
-            Some(_) if updated.contains(n.name.as_str()) => {
-                build.push(Command::UpdateCertKey { name: n.name.clone(), cert: n.cert_path.clone(), key: n.key_path.clone() })
-            }
+            None => build.push(Command::AddCertKey {
+                name: n.name.clone(),
+                cert: n.cert_path.clone(),
+                key: n.key_path.clone(),
+            }),
+            Some(_) if updated.contains(n.name.as_str()) => build.push(Command::UpdateCertKey {
+                name: n.name.clone(),
+                cert: n.cert_path.clone(),
+                key: n.key_path.clone(),
+            }),
             Some(_) => {}
         }
     }
@@ -122,21 +168,35 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         if let Some(ca) = &n.linked_to {
             let o = old.certkeys.get(&n.name);
             if o.is_none_or(|o| o.linked_to.as_ref() != Some(ca)) || relink(new, &n.name) {
-                build.push(Command::LinkCertKey { name: n.name.clone(), ca: ca.clone() });
+                build.push(Command::LinkCertKey {
+                    name: n.name.clone(),
+                    ca: ca.clone(),
+                });
             }
         }
     }
     for n in new.cipher_groups.values() {
         match old.cipher_groups.get(&n.name) {
             None => {
-                build.push(Command::AddCipherGroup { name: n.name.clone() });
-                build.extend(n.suites.iter().map(|s| Command::BindCipherGroup { name: n.name.clone(), suite: *s }));
+                build.push(Command::AddCipherGroup {
+                    name: n.name.clone(),
+                });
+                build.extend(n.suites.iter().map(|s| Command::BindCipherGroup {
+                    name: n.name.clone(),
+                    suite: *s,
+                }));
             }
             Some(o) if o.suites != n.suites => {
                 if n.suites.is_empty() {
-                    build.extend(o.suites.iter().map(|s| Command::UnbindCipherGroup { name: n.name.clone(), suite: *s }));
+                    build.extend(o.suites.iter().map(|s| Command::UnbindCipherGroup {
+                        name: n.name.clone(),
+                        suite: *s,
+                    }));
                 } else {
-                    build.push(Command::SetCipherGroup { name: n.name.clone(), suites: n.suites.clone() });
+                    build.push(Command::SetCipherGroup {
+                        name: n.name.clone(),
+                        suites: n.suites.clone(),
+                    });
                 }
             }
             Some(_) => {}
@@ -147,10 +207,16 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
             Some(o) if !recreated_profiles.contains(n.name.as_str()) => {
                 let d = params_delta(&o.params, &n.params);
                 if d != SslParams::default() {
-                    build.push(Command::SetProfile { name: n.name.clone(), params: d });
+                    build.push(Command::SetProfile {
+                        name: n.name.clone(),
+                        params: d,
+                    });
                 }
             }
-            _ => build.push(Command::AddProfile { name: n.name.clone(), params: n.params.clone() }),
+            _ => build.push(Command::AddProfile {
+                name: n.name.clone(),
+                params: n.params.clone(),
+            }),
         }
     }
     // New and recreated entities: everything, as `save` writes it.
@@ -178,7 +244,13 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
     }
     let fresh_cmds = fresh.commands();
     let (fresh_adds, fresh_rest): (Vec<_>, Vec<_>) = fresh_cmds.into_iter().partition(|c| {
-        matches!(c, Command::AddService { .. } | Command::AddServiceGroup { .. } | Command::BindServiceGroupMember { .. } | Command::AddVserver { .. })
+        matches!(
+            c,
+            Command::AddService { .. }
+                | Command::AddServiceGroup { .. }
+                | Command::BindServiceGroupMember { .. }
+                | Command::AddVserver { .. }
+        )
     });
     build.extend(fresh_adds);
     // Kept entities: changed limits, SSL settings and state.
@@ -188,43 +260,99 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         if !kept(e) {
             continue;
         }
-        let Some((_, n)) = ents_new.iter().find(|(ne, _)| ne == e) else { continue };
+        let Some((_, n)) = ents_new.iter().find(|(ne, _)| ne == e) else {
+            continue;
+        };
         if let (Some(ov), Some(nv)) = (old.vservers.get(&*e.name), new.vservers.get(&*e.name)) {
-            if e.kind == EntityKind::Vserver && (ov.max_clients != nv.max_clients || ov.client_timeout != nv.client_timeout) {
+            if e.kind == EntityKind::Vserver
+                && (ov.max_clients != nv.max_clients || ov.client_timeout != nv.client_timeout)
+            {
                 kept_set.push(Command::SetLbVserver {
                     name: e.name.to_string(),
-                    max_clients: (ov.max_clients != nv.max_clients).then_some(nv.max_clients.unwrap_or(0)),
-                    client_timeout: (ov.client_timeout != nv.client_timeout).then_some(nv.client_timeout),
+                    max_clients: (ov.max_clients != nv.max_clients)
+                        .then_some(nv.max_clients.unwrap_or(0)),
+                    client_timeout: (ov.client_timeout != nv.client_timeout)
+                        .then_some(nv.client_timeout),
                 });
             }
         }
         let d = params_delta(o.params, n.params);
-        let profile = if o.profile != n.profile { n.profile.clone() } else { None };
+        let profile = if o.profile != n.profile {
+            n.profile.clone()
+        } else {
+            None
+        };
         if d != SslParams::default() || profile.is_some() {
-            kept_set.push(Command::SetSsl { entity: e.clone(), params: d, profile });
+            kept_set.push(Command::SetSsl {
+                entity: e.clone(),
+                params: d,
+                profile,
+            });
         }
         if o.enabled != n.enabled {
-            kept_state.push(if n.enabled { Command::Enable(e.clone()) } else { Command::Disable(e.clone()) });
+            kept_state.push(if n.enabled {
+                Command::Enable(e.clone())
+            } else {
+                Command::Disable(e.clone())
+            });
         }
     }
     build.extend(kept_set);
     // Unbinds of kept entities go first, then the new bindings.
-    build.extend(fresh_rest.iter().filter(|c| !matches!(c, Command::Disable(_))).cloned());
+    build.extend(
+        fresh_rest
+            .iter()
+            .filter(|c| !matches!(c, Command::Disable(_)))
+            .cloned(),
+    );
     build.extend(b);
-    build.extend(fresh_rest.into_iter().filter(|c| matches!(c, Command::Disable(_))));
+    build.extend(
+        fresh_rest
+            .into_iter()
+            .filter(|c| matches!(c, Command::Disable(_))),
+    );
     build.extend(kept_state);
 
     // ---- final removals ----
-    for o in old.cipher_groups.keys().filter(|n| !new.cipher_groups.contains_key(*n)) {
-        c.push(Command::Rm { what: ObjectKind::CipherGroup, name: o.clone() });
+    for o in old
+        .cipher_groups
+        .keys()
+        .filter(|n| !new.cipher_groups.contains_key(*n))
+    {
+        c.push(Command::Rm {
+            what: ObjectKind::CipherGroup,
+            name: o.clone(),
+        });
     }
-    for o in old.profiles.keys().filter(|n| !new.profiles.contains_key(*n)) {
-        c.push(Command::Rm { what: ObjectKind::Profile, name: o.clone() });
+    for o in old
+        .profiles
+        .keys()
+        .filter(|n| !new.profiles.contains_key(*n))
+    {
+        c.push(Command::Rm {
+            what: ObjectKind::Profile,
+            name: o.clone(),
+        });
     }
     // Children before the certKeys they were linked to.
-    let mut gone: Vec<&str> = old.certkeys.keys().filter(|n| !new.certkeys.contains_key(*n)).map(|s| s.as_str()).collect();
-    gone.sort_by_key(|n| std::cmp::Reverse(old.certkeys.values().filter(|c| c.linked_to.as_deref() == Some(n)).count()));
-    c.extend(gone.into_iter().map(|n| Command::Rm { what: ObjectKind::CertKey, name: n.to_string() }));
+    let mut gone: Vec<&str> = old
+        .certkeys
+        .keys()
+        .filter(|n| !new.certkeys.contains_key(*n))
+        .map(|s| s.as_str())
+        .collect();
+    gone.sort_by_key(|n| {
+        std::cmp::Reverse(
+            old.certkeys
+                .values()
+                .filter(|c| c.linked_to.as_deref() == Some(n))
+                .count(),
+        )
+    });
+    c.extend(gone.into_iter().map(|n| Command::Rm {
+        what: ObjectKind::CertKey,
+        name: n.to_string(),
+    }));
 
     a.extend(build);
     a.extend(c);
@@ -246,40 +374,49 @@ struct View<'a> {
 fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
     let mut out = Vec::new();
     for v in m.vservers.values() {
-        out.push((EntityRef::new(EntityKind::Vserver, &v.name), View {
-            addr: Some(v.addr),
-            proto: None,
-            enabled: v.enabled,
-            profile: &v.ssl_profile,
-            params: &v.params,
-            bindings: &v.bindings,
-            targets: &v.targets,
-            members: &[],
-        }));
+        out.push((
+            EntityRef::new(EntityKind::Vserver, &v.name),
+            View {
+                addr: Some(v.addr),
+                proto: None,
+                enabled: v.enabled,
+                profile: &v.ssl_profile,
+                params: &v.params,
+                bindings: &v.bindings,
+                targets: &v.targets,
+                members: &[],
+            },
+        ));
     }
     for s in m.services.values() {
-        out.push((EntityRef::new(EntityKind::Service, &s.name), View {
-            addr: Some(s.addr),
-            proto: Some(s.proto),
-            enabled: s.enabled,
-            profile: &s.ssl_profile,
-            params: &s.params,
-            bindings: &s.bindings,
-            targets: &[],
-            members: &[],
-        }));
+        out.push((
+            EntityRef::new(EntityKind::Service, &s.name),
+            View {
+                addr: Some(s.addr),
+                proto: Some(s.proto),
+                enabled: s.enabled,
+                profile: &s.ssl_profile,
+                params: &s.params,
+                bindings: &s.bindings,
+                targets: &[],
+                members: &[],
+            },
+        ));
     }
     for g in m.service_groups.values() {
-        out.push((EntityRef::new(EntityKind::ServiceGroup, &g.name), View {
-            addr: None,
-            proto: Some(g.proto),
-            enabled: g.enabled,
-            profile: &g.ssl_profile,
-            params: &g.params,
-            bindings: &g.bindings,
-            targets: &[],
-            members: &g.members,
-        }));
+        out.push((
+            EntityRef::new(EntityKind::ServiceGroup, &g.name),
+            View {
+                addr: None,
+                proto: Some(g.proto),
+                enabled: g.enabled,
+                profile: &g.ssl_profile,
+                params: &g.params,
+                bindings: &g.bindings,
+                targets: &[],
+                members: &g.members,
+            },
+        ));
     }
     out
 }
@@ -302,8 +439,20 @@ fn reachable(old: &SslParams, new: &SslParams) -> bool {
         ($($f:ident),*) => { $( if d.$f.is_some() { merged.$f = d.$f.clone(); } )* };
     }
     take!(
-        tls12, tls13, sess_reuse, sess_timeout, session_ticket, client_auth, client_cert, sni_enable,
-        server_auth, common_name, alpn_protocols, deny_ssl_reneg, drain_timeout, strict_session_cleanup,
+        tls12,
+        tls13,
+        sess_reuse,
+        sess_timeout,
+        session_ticket,
+        client_auth,
+        client_cert,
+        sni_enable,
+        server_auth,
+        common_name,
+        alpn_protocols,
+        deny_ssl_reneg,
+        drain_timeout,
+        strict_session_cleanup,
         handshake_timeout
     );
     merged == *new
@@ -316,8 +465,20 @@ fn params_delta(old: &SslParams, new: &SslParams) -> SslParams {
         ($($f:ident),*) => { $( if new.$f.is_some() && new.$f != old.$f { d.$f = new.$f.clone(); } )* };
     }
     delta!(
-        tls12, tls13, sess_reuse, sess_timeout, session_ticket, client_auth, client_cert, sni_enable,
-        server_auth, common_name, alpn_protocols, deny_ssl_reneg, drain_timeout, strict_session_cleanup,
+        tls12,
+        tls13,
+        sess_reuse,
+        sess_timeout,
+        session_ticket,
+        client_auth,
+        client_cert,
+        sni_enable,
+        server_auth,
+        common_name,
+        alpn_protocols,
+        deny_ssl_reneg,
+        drain_timeout,
+        strict_session_cleanup,
         handshake_timeout
     );
     d
@@ -327,8 +488,15 @@ fn params_delta(old: &SslParams, new: &SslParams) -> SslParams {
 /// `new`, in order. Keeps a common prefix-compatible part; when the order
 /// would come out wrong, or `force` says an item must be redone, removes
 /// and re-adds from the first difference on.
-fn list_diff<'a, T: PartialEq>(old: &'a [T], new: &'a [T], force: impl Fn(&T) -> bool) -> (Vec<&'a T>, Vec<&'a T>) {
-    let kept: Vec<&T> = old.iter().filter(|x| new.contains(x) && !force(x)).collect();
+fn list_diff<'a, T: PartialEq>(
+    old: &'a [T],
+    new: &'a [T],
+    force: impl Fn(&T) -> bool,
+) -> (Vec<&'a T>, Vec<&'a T>) {
+    let kept: Vec<&T> = old
+        .iter()
+        .filter(|x| new.contains(x) && !force(x))
+        .collect();
     let added: Vec<&T> = new.iter().filter(|x| !kept.contains(x)).collect();
     let result_ok = kept.iter().chain(added.iter()).copied().eq(new.iter());
     if result_ok {
@@ -352,7 +520,10 @@ fn bindings_diff(e: &EntityRef, o: &SslBindings, n: &SslBindings) -> (Vec<Comman
     for cmd in binding_commands(e, &as_b(&uc, &ui, &uv)) {
         if let Command::BindSsl { entity, bind } = cmd {
             let bind = match bind {
-                SslBind::Cipher { cipher, .. } => SslBind::Cipher { cipher, priority: None },
+                SslBind::Cipher { cipher, .. } => SslBind::Cipher {
+                    cipher,
+                    priority: None,
+                },
                 other => other,
             };
             un.push(Command::UnbindSsl { entity, bind });
@@ -371,7 +542,9 @@ mod tests {
         let cmds = diff(old, new);
         let numbered: Vec<(usize, Command)> = cmds.iter().cloned().enumerate().collect();
         let text: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
-        let (got, _) = old.apply_batch(&numbered, &fx.files()).unwrap_or_else(|e| panic!("{e}\n{text:#?}"));
+        let (got, _) = old
+            .apply_batch(&numbered, &fx.files())
+            .unwrap_or_else(|e| panic!("{e}\n{text:#?}"));
         assert_eq!(got.to_commands(), new.to_commands(), "{text:#?}");
         cmds
     }
@@ -430,8 +603,15 @@ bind lb vserver v2 g1
         let old = fx.model(BASE);
         let new = fx.model(&format!("{BASE}\nset ssl profile fe -tls12 DISABLED\nlink ssl certKey inter ca\nbind ssl vserver v2 -eccCurveName P_256\ndisable lb vserver v1\n"));
         let cmds = check(&fx, &old, &new);
-        let (next, changes) = old.apply_batch(&cmds.into_iter().enumerate().collect::<Vec<_>>(), &fx.files()).unwrap();
-        assert!(changes.iter().all(|c| c.removed.is_empty() && c.added.is_empty()));
+        let (next, changes) = old
+            .apply_batch(
+                &cmds.into_iter().enumerate().collect::<Vec<_>>(),
+                &fx.files(),
+            )
+            .unwrap();
+        assert!(changes
+            .iter()
+            .all(|c| c.removed.is_empty() && c.added.is_empty()));
         assert!(next.epochs.keys().all(|e| old.epochs.contains_key(e)));
         assert_eq!(next.epochs[&EntityRef::new(EntityKind::Service, "s1")], 1);
     }
@@ -440,17 +620,33 @@ bind lb vserver v2 g1
     fn unexpressible_changes_recreate() {
         let fx = fixture();
         let old = fx.model(BASE);
-        let new = fx.model(&BASE.replace("set ssl vserver v1 -sslProfile fe\n", "")
-            .replace("add service s1 127.0.0.1 9001", "add service s1 127.0.0.1 9999")
-            .replace("add ssl profile fe -sessTimeout 60", "add ssl profile fe")
-            .replace("bind ssl cipher grp -cipherName TLS1.3-AES128-GCM-SHA256", "bind ssl cipher grp -cipherName TLS1.3-AES256-GCM-SHA384")
-            .replace("link ssl certKey leaf inter\n", "")
-            .replace("bind serviceGroup g1 127.0.0.1 9003", "bind serviceGroup g1 127.0.0.1 9004"));
+        let new = fx.model(
+            &BASE
+                .replace("set ssl vserver v1 -sslProfile fe\n", "")
+                .replace(
+                    "add service s1 127.0.0.1 9001",
+                    "add service s1 127.0.0.1 9999",
+                )
+                .replace("add ssl profile fe -sessTimeout 60", "add ssl profile fe")
+                .replace(
+                    "bind ssl cipher grp -cipherName TLS1.3-AES128-GCM-SHA256",
+                    "bind ssl cipher grp -cipherName TLS1.3-AES256-GCM-SHA384",
+                )
+                .replace("link ssl certKey leaf inter\n", "")
+                .replace(
+                    "bind serviceGroup g1 127.0.0.1 9003",
+                    "bind serviceGroup g1 127.0.0.1 9004",
+                ),
+        );
         check(&fx, &old, &new);
         // Certificates that changed on disk are updated.
         fx.leaf("a", "a2.test");
         let newer = fx.model(BASE);
         let cmds = check(&fx, &old, &newer);
-        assert!(cmds.iter().any(|c| matches!(c, Command::UpdateCertKey { name, .. } if name == "a")), "{cmds:?}");
+        assert!(
+            cmds.iter()
+                .any(|c| matches!(c, Command::UpdateCertKey { name, .. } if name == "a")),
+            "{cmds:?}"
+        );
     }
 }

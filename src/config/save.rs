@@ -42,25 +42,46 @@ impl Model {
         }
         for ck in self.certkeys.values() {
             if let Some(ca) = &ck.linked_to {
-                out.push(Command::LinkCertKey { name: ck.name.clone(), ca: ca.clone() });
+                out.push(Command::LinkCertKey {
+                    name: ck.name.clone(),
+                    ca: ca.clone(),
+                });
             }
         }
         for g in self.cipher_groups.values() {
-            out.push(Command::AddCipherGroup { name: g.name.clone() });
+            out.push(Command::AddCipherGroup {
+                name: g.name.clone(),
+            });
             for s in &g.suites {
-                out.push(Command::BindCipherGroup { name: g.name.clone(), suite: *s });
+                out.push(Command::BindCipherGroup {
+                    name: g.name.clone(),
+                    suite: *s,
+                });
             }
         }
         for p in self.profiles.values() {
-            out.push(Command::AddProfile { name: p.name.clone(), params: p.params.clone() });
+            out.push(Command::AddProfile {
+                name: p.name.clone(),
+                params: p.params.clone(),
+            });
         }
         for s in self.services.values() {
-            out.push(Command::AddService { name: s.name.clone(), addr: s.addr, proto: s.proto });
+            out.push(Command::AddService {
+                name: s.name.clone(),
+                addr: s.addr,
+                proto: s.proto,
+            });
         }
         for g in self.service_groups.values() {
-            out.push(Command::AddServiceGroup { name: g.name.clone(), proto: g.proto });
+            out.push(Command::AddServiceGroup {
+                name: g.name.clone(),
+                proto: g.proto,
+            });
             for m in &g.members {
-                out.push(Command::BindServiceGroupMember { name: g.name.clone(), addr: *m });
+                out.push(Command::BindServiceGroupMember {
+                    name: g.name.clone(),
+                    addr: *m,
+                });
             }
         }
         for v in self.vservers.values() {
@@ -74,17 +95,38 @@ impl Model {
         let ssl: Vec<(EntityRef, &Option<String>, &SslParams, &SslBindings)> = self
             .vservers
             .values()
-            .map(|v| (EntityRef::new(EntityKind::Vserver, &v.name), &v.ssl_profile, &v.params, &v.bindings))
+            .map(|v| {
+                (
+                    EntityRef::new(EntityKind::Vserver, &v.name),
+                    &v.ssl_profile,
+                    &v.params,
+                    &v.bindings,
+                )
+            })
             .chain(self.services.values().map(|s| {
-                (EntityRef::new(EntityKind::Service, &s.name), &s.ssl_profile, &s.params, &s.bindings)
+                (
+                    EntityRef::new(EntityKind::Service, &s.name),
+                    &s.ssl_profile,
+                    &s.params,
+                    &s.bindings,
+                )
             }))
             .chain(self.service_groups.values().map(|g| {
-                (EntityRef::new(EntityKind::ServiceGroup, &g.name), &g.ssl_profile, &g.params, &g.bindings)
+                (
+                    EntityRef::new(EntityKind::ServiceGroup, &g.name),
+                    &g.ssl_profile,
+                    &g.params,
+                    &g.bindings,
+                )
             }))
             .collect();
         for (e, profile, params, _) in &ssl {
             if profile.is_some() || **params != SslParams::default() {
-                out.push(Command::SetSsl { entity: e.clone(), params: (*params).clone(), profile: (*profile).clone() });
+                out.push(Command::SetSsl {
+                    entity: e.clone(),
+                    params: (*params).clone(),
+                    profile: (*profile).clone(),
+                });
             }
         }
         for (e, _, _, b) in &ssl {
@@ -92,7 +134,10 @@ impl Model {
         }
         for v in self.vservers.values() {
             for t in &v.targets {
-                out.push(Command::BindLbVserver { name: v.name.clone(), target: t.clone() });
+                out.push(Command::BindLbVserver {
+                    name: v.name.clone(),
+                    target: t.clone(),
+                });
             }
         }
         let disabled = self
@@ -100,7 +145,12 @@ impl Model {
             .values()
             .filter(|v| !v.enabled)
             .map(|v| EntityRef::new(EntityKind::Vserver, &v.name))
-            .chain(self.services.values().filter(|s| !s.enabled).map(|s| EntityRef::new(EntityKind::Service, &s.name)))
+            .chain(
+                self.services
+                    .values()
+                    .filter(|s| !s.enabled)
+                    .map(|s| EntityRef::new(EntityKind::Service, &s.name)),
+            )
             .chain(
                 self.service_groups
                     .values()
@@ -114,10 +164,24 @@ impl Model {
 
 /// `bind ssl` commands recreating `b` on `e`, in binding order.
 pub(crate) fn binding_commands(e: &EntityRef, b: &SslBindings) -> Vec<Command> {
-    let certs = b.certkeys.iter().map(|c| SslBind::CertKey { name: c.certkey.clone(), sni: c.sni, ca: c.ca });
-    let ciphers = b.ciphers.iter().map(|c| SslBind::Cipher { cipher: c.cipher.clone(), priority: Some(c.priority) });
+    let certs = b.certkeys.iter().map(|c| SslBind::CertKey {
+        name: c.certkey.clone(),
+        sni: c.sni,
+        ca: c.ca,
+    });
+    let ciphers = b.ciphers.iter().map(|c| SslBind::Cipher {
+        cipher: c.cipher.clone(),
+        priority: Some(c.priority),
+    });
     let curves = b.curves.iter().map(|c| SslBind::Curve(*c));
-    certs.chain(ciphers).chain(curves).map(|bind| Command::BindSsl { entity: e.clone(), bind }).collect()
+    certs
+        .chain(ciphers)
+        .chain(curves)
+        .map(|bind| Command::BindSsl {
+            entity: e.clone(),
+            bind,
+        })
+        .collect()
 }
 
 /// Replace the file at `path` with `text` atomically: write a temporary
@@ -126,9 +190,12 @@ pub(crate) fn binding_commands(e: &EntityRef, b: &SslBindings) -> Vec<Command> {
 /// temporary file is removed.
 pub fn save_atomically(path: &Path, text: &str) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{} has no file name", path.display())))?;
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} has no file name", path.display()),
+        )
+    })?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -151,7 +218,10 @@ pub fn save_atomically(path: &Path, text: &str) -> io::Result<()> {
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display())));
+        return Err(io::Error::new(
+            e.kind(),
+            format!("cannot save {}: {e}", path.display()),
+        ));
     }
     File::open(dir)?.sync_all()
 }
@@ -239,14 +309,25 @@ disable service s2
         assert_eq!(again.epochs, m.epochs);
         for (n, ck) in &m.certkeys {
             let ck2 = &again.certkeys[n];
-            assert_eq!((&ck2.cert_path, &ck2.key_path, &ck2.linked_to), (&ck.cert_path, &ck.key_path, &ck.linked_to));
+            assert_eq!(
+                (&ck2.cert_path, &ck2.key_path, &ck2.linked_to),
+                (&ck.cert_path, &ck.key_path, &ck.linked_to)
+            );
             assert_eq!(ck2.material.certs, ck.material.certs);
         }
         // Spot checks of what was written.
-        assert!(text.contains("add ssl certKey \"b cert\" -cert \"b dir/b.crt\" -key \"b dir/b.key\"\n"), "{text}");
-        assert!(text.contains("add lb vserver v1 SSL_TCP 127.0.0.1 8441 -maxClients 100 -cltTimeout 60\n"));
+        assert!(
+            text.contains(
+                "add ssl certKey \"b cert\" -cert \"b dir/b.crt\" -key \"b dir/b.key\"\n"
+            ),
+            "{text}"
+        );
+        assert!(text
+            .contains("add lb vserver v1 SSL_TCP 127.0.0.1 8441 -maxClients 100 -cltTimeout 60\n"));
         assert!(text.contains("add lb vserver v2 SSL_TCP 127.0.0.1 8442\n"));
-        assert!(text.contains("bind ssl vserver v1 -cipherName TLS1.3-CHACHA20-POLY1305-SHA256 -cipherPriority 6\n"));
+        assert!(text.contains(
+            "bind ssl vserver v1 -cipherName TLS1.3-CHACHA20-POLY1305-SHA256 -cipherPriority 6\n"
+        ));
         assert!(text.trim_end().ends_with("disable service s2"));
         assert_eq!(parse_text(&text, "x").unwrap().len(), FULL.lines().count());
     }
@@ -264,7 +345,10 @@ disable service s2
         save_atomically(&path, "first\n").unwrap();
         save_atomically(&path, "second\n").unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), "second\n");
-        let names: Vec<_> = fs::read_dir(fx.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(fx.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["ns.conf"], "no temporary file left behind");
     }
 
@@ -280,7 +364,10 @@ disable service s2
         let e = save_atomically(&target, "new").unwrap_err();
         assert!(e.to_string().contains("cannot save"), "{e}");
         assert_eq!(fs::read_to_string(target.join("keep")).unwrap(), "old");
-        let names: Vec<_> = fs::read_dir(fx.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(fx.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["isdir"], "temporary file removed");
         // Read-only folder (not meaningful as root, which ignores permissions).
         if unsafe { libc::geteuid() } != 0 {
