@@ -15,6 +15,7 @@ pub mod load;
 pub mod model;
 pub mod parser;
 pub mod save;
+pub mod show;
 
 #[cfg(test)]
 mod testutil;
@@ -25,3 +26,4 @@ pub use load::{load_file, load_text, parse_text, ConfigError};
 pub use model::*;
 pub use parser::{parse_line, parse_words, Command, ObjectKind, ShowWhat, SslBind};
 pub use save::save_atomically;
+pub use show::show;
