@@ -18,7 +18,12 @@ use shardtls::tls::FrontendSpec;
 
 fn model(ca: &Ca) -> Model {
     let leaf = ca.issue(&["bench.test"], 7).unwrap();
-    let material = load_cert_key(leaf.cert_pem.as_bytes(), "bench.pem", Some((leaf.key_pem.as_bytes(), "bench.key"))).unwrap();
+    let material = load_cert_key(
+        leaf.cert_pem.as_bytes(),
+        "bench.pem",
+        Some((leaf.key_pem.as_bytes(), "bench.key")),
+    )
+    .unwrap();
     let mut m = Model::default();
     m.certkeys.insert(
         "site".into(),
@@ -41,7 +46,11 @@ fn model(ca: &Ca) -> Model {
         bindings: Default::default(),
         targets: vec![],
     };
-    vs.bindings.certkeys.push(CertBinding { certkey: "site".into(), sni: false, ca: false });
+    vs.bindings.certkeys.push(CertBinding {
+        certkey: "site".into(),
+        sni: false,
+        ca: false,
+    });
     m.vservers.insert("v".into(), vs);
     m.epochs.insert(EntityRef::new(EntityKind::Vserver, "v"), 1);
     m
@@ -59,20 +68,34 @@ fn transfer(from: &mut dyn FnMut(&mut Vec<u8>), to: &mut dyn FnMut(&[u8])) -> bo
 
 fn handshake(client: &mut ClientConnection, server: &mut ServerConnection) {
     loop {
-        let a = transfer(&mut |b| while client.wants_write() { client.write_tls(b).unwrap(); }, &mut |d| {
-            let mut d = d;
-            while !d.is_empty() {
-                server.read_tls(&mut d).unwrap();
-            }
-            server.process_new_packets().unwrap();
-        });
-        let b = transfer(&mut |b| while server.wants_write() { server.write_tls(b).unwrap(); }, &mut |d| {
-            let mut d = d;
-            while !d.is_empty() {
-                client.read_tls(&mut d).unwrap();
-            }
-            client.process_new_packets().unwrap();
-        });
+        let a = transfer(
+            &mut |b| {
+                while client.wants_write() {
+                    client.write_tls(b).unwrap();
+                }
+            },
+            &mut |d| {
+                let mut d = d;
+                while !d.is_empty() {
+                    server.read_tls(&mut d).unwrap();
+                }
+                server.process_new_packets().unwrap();
+            },
+        );
+        let b = transfer(
+            &mut |b| {
+                while server.wants_write() {
+                    server.write_tls(b).unwrap();
+                }
+            },
+            &mut |d| {
+                let mut d = d;
+                while !d.is_empty() {
+                    client.read_tls(&mut d).unwrap();
+                }
+                client.process_new_packets().unwrap();
+            },
+        );
         if !a && !b && !client.is_handshaking() && !server.is_handshaking() {
             break;
         }
@@ -93,7 +116,10 @@ fn rate(label: &str, secs: f64, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
-    let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let secs: f64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
     let ca = Ca::new("bench CA").unwrap();
     let m = model(&ca);
     let spec = FrontendSpec::build(&m, "v", 1).unwrap();
@@ -167,7 +193,11 @@ fn main() {
         let total = start.elapsed();
         let server_time = total.saturating_sub(client_time);
         let r = n as f64 / server_time.as_secs_f64();
-        println!("{:<48} {r:>12.0} /s   ({:.1} us each)", "full handshake, server side only", 1e6 / r);
+        println!(
+            "{:<48} {r:>12.0} /s   ({:.1} us each)",
+            "full handshake, server side only",
+            1e6 / r
+        );
         r
     };
     results.insert("server_full_handshakes_per_s", client_only);
@@ -204,7 +234,11 @@ fn main() {
         }
     });
     let gbps = r * 16.0 * 1024.0 / 1e9;
-    println!("{:<48} {gbps:>12.2} GB/s ({:.3} ns/byte)", "record path throughput", 1e9 / (r * 16384.0));
+    println!(
+        "{:<48} {gbps:>12.2} GB/s ({:.3} ns/byte)",
+        "record path throughput",
+        1e9 / (r * 16384.0)
+    );
     results.insert("record_path_gb_per_s", gbps);
     if json {
         println!("{}", serde_json::to_string(&results).unwrap());

@@ -160,7 +160,12 @@ fn run_demo(dir: &Path) -> Result<(), BoxError> {
 
     let admin = dir.join("admin.sock").to_string_lossy().into_owned();
     let shards = crate::control::runtime::allowed_cpus().len().clamp(1, 2);
-    let opts = RunOptions { config: config.clone(), shards: Some(shards), admin: admin.clone(), admin_token: None };
+    let opts = RunOptions {
+        config: config.clone(),
+        shards: Some(shards),
+        admin: admin.clone(),
+        admin_token: None,
+    };
     let proxy = std::thread::spawn(move || crate::control::run(opts));
     let t0 = Instant::now();
     while client_request(&admin, "GET", "/stats", "", None).is_err() {
@@ -172,7 +177,10 @@ fn run_demo(dir: &Path) -> Result<(), BoxError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("proxy up: vserver demo on {vserver}, {shards} shard(s), back end on {}", backend.local_addr());
+    println!(
+        "proxy up: vserver demo on {vserver}, {shards} shard(s), back end on {}",
+        backend.local_addr()
+    );
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der())?;
@@ -201,7 +209,9 @@ fn run_demo(dir: &Path) -> Result<(), BoxError> {
 
     // Phase 2: rotations under load.
     println!("\nphase 2: rotating the certificate 3 times under load");
-    let mut long_lived: Vec<DemoClient> = (0..8).map(|_| DemoClient::connect(vserver, client_cfg.clone())).collect::<Result<_, _>>()?;
+    let mut long_lived: Vec<DemoClient> = (0..8)
+        .map(|_| DemoClient::connect(vserver, client_cfg.clone()))
+        .collect::<Result<_, _>>()?;
     let old_serial = long_lived[0].cert_serial();
     let stop = Arc::new(AtomicBool::new(false));
     let seen: Arc<Mutex<std::collections::BTreeMap<String, u64>>> = Arc::default();
@@ -229,19 +239,35 @@ fn run_demo(dir: &Path) -> Result<(), BoxError> {
     for round in 2..=4u64 {
         for _ in 0..5 {
             for c in long_lived.iter_mut() {
-                c.get().map_err(|e| format!("an established connection broke during rotation: {e}"))?;
+                c.get()
+                    .map_err(|e| format!("an established connection broke during rotation: {e}"))?;
                 long_lived_requests += 1;
             }
             std::thread::sleep(Duration::from_millis(40));
         }
         let (cert, key) = write_pair(dir, &format!("site-{round}"), &ca.issue(&[SNI], round)?)?;
-        let report = ctl(&admin, &format!("update ssl certKey site -cert {} -key {}", cert.display(), key.display()))?;
-        let line: Vec<&str> = report.lines().filter(|l| l.contains("epoch opened") || l.contains("propagation")).collect();
-        println!("  rotation {}: {}", round - 1, line.iter().map(|s| s.trim()).collect::<Vec<_>>().join("; "));
+        let report = ctl(
+            &admin,
+            &format!(
+                "update ssl certKey site -cert {} -key {}",
+                cert.display(),
+                key.display()
+            ),
+        )?;
+        let line: Vec<&str> = report
+            .lines()
+            .filter(|l| l.contains("epoch opened") || l.contains("propagation"))
+            .collect();
+        println!(
+            "  rotation {}: {}",
+            round - 1,
+            line.iter().map(|s| s.trim()).collect::<Vec<_>>().join("; ")
+        );
     }
     for _ in 0..5 {
         for c in long_lived.iter_mut() {
-            c.get().map_err(|e| format!("an established connection broke after rotation: {e}"))?;
+            c.get()
+                .map_err(|e| format!("an established connection broke after rotation: {e}"))?;
             long_lived_requests += 1;
         }
         std::thread::sleep(Duration::from_millis(40));
@@ -264,7 +290,10 @@ fn run_demo(dir: &Path) -> Result<(), BoxError> {
         "  8 long-lived connections made {long_lived_requests} requests across all rotations: 0 lost; still on their original certificate: {still_old}"
     );
     println!("  a connection opened now gets serial {new_serial}");
-    println!("  failed new connections during rotations: {}", errors.load(Ordering::Relaxed));
+    println!(
+        "  failed new connections during rotations: {}",
+        errors.load(Ordering::Relaxed)
+    );
 
     let (_, stats) = client_request(&admin, "GET", "/stats", "", None)?;
     println!("\nper-shard, per-epoch report (GET /stats):\n{stats}");

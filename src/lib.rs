@@ -16,9 +16,8 @@ pub mod bench;
 pub mod config;
 pub mod control;
 pub mod core;
+pub mod demo;
 pub mod origin;
 pub mod pki;
-pub mod demo;
 pub mod shard;
 pub mod tls;
-

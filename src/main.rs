@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "shardtls", version, about = "Thread-per-core TLS-terminating proxy with graceful, epoch-based reconfiguration")]
+#[command(
+    name = "shardtls",
+    version,
+    about = "Thread-per-core TLS-terminating proxy with graceful, epoch-based reconfiguration"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -51,7 +55,7 @@ enum Cmd {
     /// Run an embedded demo: throwaway CA, back end and proxy on loopback, real traffic, live rotations.
     Demo,
     /// Load generator and benchmark scenarios.
-    Bench(shardtls::bench::BenchArgs),
+    Bench(Box<shardtls::bench::BenchArgs>),
     /// Built-in back end for tests and benchmarks.
     Backend(shardtls::origin::OriginArgs),
 }
@@ -93,13 +97,24 @@ fn check(config: &std::path::Path) -> ExitCode {
     }
 }
 
-fn ctl(admin: &str, token: Option<String>, file: Option<PathBuf>, words: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+fn ctl(
+    admin: &str,
+    token: Option<String>,
+    file: Option<PathBuf>,
+    words: Vec<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let body = match file {
         Some(f) => std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
         None if words.is_empty() => return Err("give a command, or -f FILE".into()),
         None => words
             .iter()
-            .map(|w| if w.contains(char::is_whitespace) { format!("\"{w}\"") } else { w.clone() })
+            .map(|w| {
+                if w.contains(char::is_whitespace) {
+                    format!("\"{w}\"")
+                } else {
+                    w.clone()
+                }
+            })
             .collect::<Vec<_>>()
             .join(" "),
     };
@@ -120,23 +135,36 @@ fn ctl(admin: &str, token: Option<String>, file: Option<PathBuf>, words: Vec<Str
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SHARDTLS_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SHARDTLS_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.cmd {
-        Cmd::Run { config, shards, admin, admin_token_file } => read_token(&admin_token_file)
+        Cmd::Run {
+            config,
+            shards,
+            admin,
+            admin_token_file,
+        } => read_token(&admin_token_file)
             .and_then(|admin_token| {
-                shardtls::control::run(shardtls::control::RunOptions { config, shards, admin, admin_token })
+                shardtls::control::run(shardtls::control::RunOptions {
+                    config,
+                    shards,
+                    admin,
+                    admin_token,
+                })
             })
             .map_err(Into::into),
         Cmd::Check { config } => return check(&config),
-        Cmd::Ctl { admin, admin_token_file, file, command } => {
-            read_token(&admin_token_file).map_err(Into::into).and_then(|t| ctl(&admin, t, file, command))
-        }
+        Cmd::Ctl {
+            admin,
+            admin_token_file,
+            file,
+            command,
+        } => read_token(&admin_token_file)
+            .map_err(Into::into)
+            .and_then(|t| ctl(&admin, t, file, command)),
         Cmd::Demo => shardtls::demo::main(),
-        Cmd::Bench(a) => shardtls::bench::main(a),
+        Cmd::Bench(a) => shardtls::bench::main(*a),
         Cmd::Backend(a) => shardtls::origin::main(a),
     };
     match result {

@@ -76,7 +76,10 @@ fn exchange<S: Read + Write>(s: &mut S, req: &[u8]) -> io::Result<AdminReply> {
         }
         let n = s.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "admin API closed before replying"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "admin API closed before replying",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }

@@ -26,7 +26,9 @@ pub async fn read_response(s: &mut Client, pending: &mut Vec<u8>) -> io::Result<
                 let mut body = None;
                 for h in resp.headers.iter() {
                     if h.name.eq_ignore_ascii_case("content-length") {
-                        let v = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<u64>().ok());
+                        let v = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<u64>().ok());
                         body = Some(v.ok_or_else(|| bad("bad Content-Length in response"))?);
                     } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                         return Err(bad("chunked responses are not supported"));
@@ -40,7 +42,10 @@ pub async fn read_response(s: &mut Client, pending: &mut Vec<u8>) -> io::Result<
         }
         let n = s.read(&mut buf).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
         }
         pending.extend_from_slice(&buf[..n]);
     };
@@ -56,7 +61,10 @@ pub async fn read_response(s: &mut Client, pending: &mut Vec<u8>) -> io::Result<
     while left > 0 {
         let n = s.read(&mut buf).await?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed in a response body"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed in a response body",
+            ));
         }
         if n as u64 > left {
             pending.extend_from_slice(&buf[left as usize..n]);

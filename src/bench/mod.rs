@@ -206,8 +206,7 @@ impl Plan {
             .map_err(|e| format!("--target {}: {e}", args.target))?
             .next()
             .ok_or_else(|| format!("--target {}: no address", args.target))?;
-        let server_name = ServerName::try_from(args.sni.clone())
-            .map_err(|e| format!("--sni {}: {e}", args.sni))?;
+        let server_name = ServerName::try_from(args.sni.clone()).map_err(|e| format!("--sni {}: {e}", args.sni))?;
         let resumption = matches!(scenario, Scenario::Resume | Scenario::Rotate);
         let client = tlsconf::client_config(&args, resumption)?;
         let cpus = match &args.cpus {
@@ -224,10 +223,20 @@ impl Plan {
                 }
             }
         };
-        let request =
-            format!("GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shardtls-bench\r\n\r\n", args.path, args.sni)
-                .into_bytes();
-        Ok(Self { scenario, args, target, server_name, client, cpus, request })
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: shardtls-bench\r\n\r\n",
+            args.path, args.sni
+        )
+        .into_bytes();
+        Ok(Self {
+            scenario,
+            args,
+            target,
+            server_name,
+            client,
+            cpus,
+            request,
+        })
     }
 }
 
@@ -237,7 +246,10 @@ pub fn main(args: BenchArgs) -> Result<()> {
     if let Some(dir) = &args.gen_cert {
         let pki = crate::origin::pki::TestPki::generate(&["localhost", "127.0.0.1"])?;
         pki.write_to(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        eprintln!("wrote {}/{{ca,cert,key}}.pem (ECDSA P-256, localhost, 127.0.0.1)", dir.display());
+        eprintln!(
+            "wrote {}/{{ca,cert,key}}.pem (ECDSA P-256, localhost, 127.0.0.1)",
+            dir.display()
+        );
         if args.scenario.is_none() {
             return Ok(());
         }
@@ -276,7 +288,10 @@ pub fn main(args: BenchArgs) -> Result<()> {
 fn raise_nofile_limit() {
     // SAFETY: getrlimit/setrlimit only read and write the struct passed in.
     unsafe {
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);

@@ -106,7 +106,11 @@ pub struct Clock {
 impl Clock {
     pub fn new(warmup: Duration, duration: Duration) -> Self {
         let t0 = Instant::now();
-        Clock { t0, measure_start: t0 + warmup, end: t0 + warmup + duration }
+        Clock {
+            t0,
+            measure_start: t0 + warmup,
+            end: t0 + warmup + duration,
+        }
     }
 
     pub fn in_window(&self, t: Instant) -> bool {
@@ -243,7 +247,13 @@ where
                     .name(&format!("bench-{id}"))
                     .make()
                     .map_err(|e| format!("worker {id}: cannot start executor: {e}"))?;
-                let w = Rc::new(Worker { id, plan, shared, clock, hists: RefCell::new(Hists::new()) });
+                let w = Rc::new(Worker {
+                    id,
+                    plan,
+                    shared,
+                    clock,
+                    hists: RefCell::new(Hists::new()),
+                });
                 let w2 = w.clone();
                 ex.run(async move { scenario(w2).await });
                 Ok(w.hists.take())
@@ -257,7 +267,12 @@ where
 impl Running {
     /// Prints a progress line on stderr every second until `until`, or until
     /// `stop` says so. `line` formats the change over the last second.
-    pub fn progress_until(&self, until: Instant, mut stop: impl FnMut(&Totals) -> bool, line: impl Fn(&Totals, f64) -> String) {
+    pub fn progress_until(
+        &self,
+        until: Instant,
+        mut stop: impl FnMut(&Totals) -> bool,
+        line: impl Fn(&Totals, f64) -> String,
+    ) {
         let mut last = self.shared.totals();
         let mut last_t = Instant::now();
         loop {
@@ -274,7 +289,11 @@ impl Running {
             }
             let t = self.shared.totals();
             let dt = last_t.elapsed().as_secs_f64();
-            let phase = if last_t < self.clock.measure_start { "warmup" } else { "run" };
+            let phase = if last_t < self.clock.measure_start {
+                "warmup"
+            } else {
+                "run"
+            };
             let el = self.clock.t0.elapsed().as_secs_f64();
             eprintln!("[{el:6.1}s {phase:>6}] {}", line(&t.since(&last), dt));
             last = t;
@@ -297,7 +316,11 @@ impl Running {
             (Some(a), Some(b)) => Some(b.seconds - a.seconds),
             _ => None,
         };
-        Measured { totals: after.since(&before), wall, server_cpu }
+        Measured {
+            totals: after.since(&before),
+            wall,
+            server_cpu,
+        }
     }
 
     /// Tells workers to finish and collects their histograms.
@@ -335,7 +358,10 @@ pub async fn with_timeout<T>(d: Duration, what: &str, fut: impl Future<Output = 
     let what = what.to_string();
     futures_lite::future::or(fut, async move {
         glommio::timer::sleep(d).await;
-        Err(io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out after {d:?}")))
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("{what} timed out after {d:?}"),
+        ))
     })
     .await
 }
@@ -370,16 +396,20 @@ pub type Client = TlsStream<rustls::ClientConnection>;
 /// tag of the session offered for resumption, if any.
 pub async fn connect(plan: &Plan) -> std::result::Result<(Client, Option<u64>), ConnectError> {
     let t = plan.args.timeout;
-    let sock = with_timeout(t, "connect", async { TcpStream::connect(plan.target).await.map_err(io::Error::from) })
-        .await
-        .map_err(ConnectError::Connect)?;
+    let sock = with_timeout(t, "connect", async {
+        TcpStream::connect(plan.target).await.map_err(io::Error::from)
+    })
+    .await
+    .map_err(ConnectError::Connect)?;
     let _ = sock.set_nodelay(true);
     super::tlsconf::reset_offered();
     let conn = rustls::ClientConnection::new(plan.client.clone(), plan.server_name.clone())
         .map_err(|e| ConnectError::Handshake(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let offered = super::tlsconf::offered_epoch();
     let mut s = TlsStream::new(sock, conn);
-    with_timeout(t, "TLS handshake", s.handshake()).await.map_err(ConnectError::Handshake)?;
+    with_timeout(t, "TLS handshake", s.handshake())
+        .await
+        .map_err(ConnectError::Handshake)?;
     Ok((s, offered))
 }
 

@@ -30,8 +30,18 @@ fn plan(scenario: &str, target: &OriginHandle, ca: &std::path::Path, extra: &[&s
     let target = target.local_addr().to_string();
     let ca = ca.to_str().unwrap();
     let mut argv = vec![
-        "bench", scenario, "--target", &target, "--ca", ca, "--duration", "400ms", "--warmup", "100ms",
-        "--threads", "1",
+        "bench",
+        scenario,
+        "--target",
+        &target,
+        "--ca",
+        ca,
+        "--duration",
+        "400ms",
+        "--warmup",
+        "100ms",
+        "--threads",
+        "1",
     ];
     argv.extend_from_slice(extra);
     let args = Cli::try_parse_from(argv).unwrap().args;
@@ -42,7 +52,9 @@ fn plan(scenario: &str, target: &OriginHandle, ca: &std::path::Path, extra: &[&s
 }
 
 fn metric(r: &Report, name: &str) -> f64 {
-    r.to_json()["metrics"][name]["value"].as_f64().unwrap_or_else(|| panic!("no metric {name}"))
+    r.to_json()["metrics"][name]["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 /// Answers every admin request with 200 until the listener is dropped.
@@ -93,10 +105,18 @@ fn every_scenario_against_the_builtin_backend() {
 
     let sink = backend(&pki, OriginMode::Sink, 0);
     let r = scenarios::bulk::run(plan("bulk", &sink, &ca, &["--direction", "up", "--connections", "2"])).unwrap();
-    assert!(r.failures.is_empty() && metric(&r, "up_gbytes_per_s") > 0.0, "{}", r.table());
+    assert!(
+        r.failures.is_empty() && metric(&r, "up_gbytes_per_s") > 0.0,
+        "{}",
+        r.table()
+    );
     let echo = backend(&pki, OriginMode::Echo, 0);
     let r = scenarios::bulk::run(plan("bulk", &echo, &ca, &["--direction", "both", "--connections", "2"])).unwrap();
-    assert!(metric(&r, "down_gbytes_per_s") > 0.0 && metric(&r, "up_gbytes_per_s") > 0.0, "{}", r.table());
+    assert!(
+        metric(&r, "down_gbytes_per_s") > 0.0 && metric(&r, "up_gbytes_per_s") > 0.0,
+        "{}",
+        r.table()
+    );
     let big = backend(&pki, OriginMode::Http, 1 << 20);
     let r = scenarios::bulk::run(plan("bulk", &big, &ca, &["--direction", "down", "--connections", "2"])).unwrap();
     assert!(metric(&r, "down_gbytes_per_s") > 0.0, "{}", r.table());
@@ -108,7 +128,18 @@ fn every_scenario_against_the_builtin_backend() {
         "rotate",
         &http,
         &ca,
-        &["--admin", &admin, "--vserver", "v1", "--interval", "10ms", "--concurrency", "2", "--connections", "2"],
+        &[
+            "--admin",
+            &admin,
+            "--vserver",
+            "v1",
+            "--interval",
+            "10ms",
+            "--concurrency",
+            "2",
+            "--connections",
+            "2",
+        ],
     ))
     .unwrap();
     assert!(metric(&r, "changes_applied") >= 10.0, "{}", r.table());
@@ -120,9 +151,17 @@ fn every_scenario_against_the_builtin_backend() {
 
 #[test]
 fn unreachable_target_is_an_error() {
-    let args = Cli::try_parse_from(["bench", "handshake", "--target", "127.0.0.1:1", "--insecure", "--timeout", "1s"])
-        .unwrap()
-        .args;
+    let args = Cli::try_parse_from([
+        "bench",
+        "handshake",
+        "--target",
+        "127.0.0.1:1",
+        "--insecure",
+        "--timeout",
+        "1s",
+    ])
+    .unwrap()
+    .args;
     let plan = Arc::new(Plan::new(Scenario::Handshake, args).unwrap());
     let e = runner::preflight(&plan).unwrap_err().to_string();
     assert!(e.contains("unreachable"), "{e}");

@@ -52,7 +52,10 @@ pub fn offered_epoch() -> Option<u64> {
 pub fn client_config(args: &BenchArgs, resumption: bool) -> Result<Arc<rustls::ClientConfig>> {
     let base = rustls::crypto::ring::default_provider();
     let suites = select_suites(&base.cipher_suites, &args.cipher)?;
-    let provider = Arc::new(CryptoProvider { cipher_suites: suites, ..base });
+    let provider = Arc::new(CryptoProvider {
+        cipher_suites: suites,
+        ..base
+    });
     let versions: &[&'static rustls::SupportedProtocolVersion] = match args.tls_version {
         Some(TlsVersion::V12) => &[&rustls::version::TLS12],
         Some(TlsVersion::V13) => &[&rustls::version::TLS13],

@@ -120,9 +120,7 @@ fn load_material(
     key: Option<&Path>,
     files: &dyn FileSource,
 ) -> Result<CertKeyMaterial, String> {
-    let cert_pem = files
-        .read(cert)
-        .map_err(|e| format!("certKey {name}: {e}"))?;
+    let cert_pem = files.read(cert).map_err(|e| format!("certKey {name}: {e}"))?;
     let key_pem = match key {
         Some(k) => Some(files.read(k).map_err(|e| format!("certKey {name}: {e}"))?),
         None => None,
@@ -308,17 +306,11 @@ impl Model {
         let not_ssl = || format!("{e} uses TCP, not SSL_TCP: SSL settings do not apply");
         match e.kind {
             EntityKind::Vserver => {
-                let v = self
-                    .vservers
-                    .get_mut(&*e.name)
-                    .ok_or_else(|| format!("unknown {e}"))?;
+                let v = self.vservers.get_mut(&*e.name).ok_or_else(|| format!("unknown {e}"))?;
                 Ok((&mut v.ssl_profile, &mut v.params, &mut v.bindings))
             }
             EntityKind::Service => {
-                let s = self
-                    .services
-                    .get_mut(&*e.name)
-                    .ok_or_else(|| format!("unknown {e}"))?;
+                let s = self.services.get_mut(&*e.name).ok_or_else(|| format!("unknown {e}"))?;
                 if s.proto != BackendProto::SslTcp {
                     return Err(not_ssl());
                 }
@@ -338,9 +330,7 @@ impl Model {
     }
 
     fn certkey(&self, name: &str) -> Result<&CertKey, String> {
-        self.certkeys
-            .get(name)
-            .ok_or_else(|| format!("unknown certKey {name}"))
+        self.certkeys.get(name).ok_or_else(|| format!("unknown certKey {name}"))
     }
 
     fn backend_name_free(&self, name: &str) -> Result<(), String> {
@@ -357,9 +347,7 @@ impl Model {
     pub fn apply(&mut self, cmd: &Command, files: &dyn FileSource) -> Result<Change, String> {
         use ChangeKind::*;
         match cmd {
-            Command::Save | Command::Show { .. } => {
-                Err(format!("'{cmd}' is not a configuration change"))
-            }
+            Command::Save | Command::Show { .. } => Err(format!("'{cmd}' is not a configuration change")),
 
             Command::AddCertKey { name, cert, key } => {
                 if self.certkeys.contains_key(name) {
@@ -418,9 +406,7 @@ impl Model {
                     .certkey(ca)
                     .map_err(|_| format!("cannot link {name}: unknown CA certKey {ca}"))?;
                 if let Some(cur) = &ck.linked_to {
-                    return Err(format!(
-                        "certKey {name} is already linked to {cur}; unlink it first"
-                    ));
+                    return Err(format!("certKey {name} is already linked to {cur}; unlink it first"));
                 }
                 if name == ca || self.chain_of(ca).contains(&name.as_str()) {
                     return Err(format!(
@@ -459,9 +445,7 @@ impl Model {
                     return Err(format!("cipher group {name} already exists"));
                 }
                 if CipherSuiteName::from_adc(name).is_some() {
-                    return Err(format!(
-                        "cipher group name {name} is the name of a cipher suite"
-                    ));
+                    return Err(format!("cipher group name {name} is the name of a cipher suite"));
                 }
                 self.cipher_groups.insert(
                     name.clone(),
@@ -587,8 +571,7 @@ impl Model {
                     .vservers
                     .get(name)
                     .ok_or_else(|| format!("unknown lb vserver {name}"))?;
-                if !self.services.contains_key(target) && !self.service_groups.contains_key(target)
-                {
+                if !self.services.contains_key(target) && !self.service_groups.contains_key(target) {
                     return Err(format!(
                         "bind lb vserver {name}: no service or serviceGroup named {target}"
                     ));
@@ -643,9 +626,7 @@ impl Model {
                             .max()
                             .map_or(1, |m| m.saturating_add(1))
                     }
-                    SslBind::Cipher {
-                        priority: Some(p), ..
-                    } => *p,
+                    SslBind::Cipher { priority: Some(p), .. } => *p,
                     _ => 0,
                 };
                 let (_, _, b) = self.ssl_parts_mut(entity)?;
@@ -671,9 +652,7 @@ impl Model {
                     SslBind::CertKey { name, ca, .. } => {
                         take_first(&mut b.certkeys, |x| x.certkey == *name && x.ca == *ca)
                     }
-                    SslBind::Cipher { cipher, .. } => {
-                        take_first(&mut b.ciphers, |x| x.cipher == *cipher)
-                    }
+                    SslBind::Cipher { cipher, .. } => take_first(&mut b.ciphers, |x| x.cipher == *cipher),
                     SslBind::Curve(c) => take_first(&mut b.curves, |x| x == c),
                 };
                 if !removed {
@@ -686,11 +665,7 @@ impl Model {
 
             Command::AddService { name, addr, proto } => {
                 self.backend_name_free(name)?;
-                if let Some(other) = self
-                    .services
-                    .values()
-                    .find(|s| s.addr == *addr && s.proto == *proto)
-                {
+                if let Some(other) = self.services.values().find(|s| s.addr == *addr && s.proto == *proto) {
                     return Err(format!(
                         "service {name}: {addr} {} is already service {}",
                         proto.keyword(),
@@ -754,10 +729,7 @@ impl Model {
                 let enabled = match e.kind {
                     EntityKind::Vserver => self.vservers.get_mut(&*e.name).map(|v| &mut v.enabled),
                     EntityKind::Service => self.services.get_mut(&*e.name).map(|s| &mut s.enabled),
-                    EntityKind::ServiceGroup => self
-                        .service_groups
-                        .get_mut(&*e.name)
-                        .map(|g| &mut g.enabled),
+                    EntityKind::ServiceGroup => self.service_groups.get_mut(&*e.name).map(|g| &mut g.enabled),
                 }
                 .ok_or_else(|| format!("unknown {e}"))?;
                 let was = std::mem::replace(enabled, on);
@@ -804,11 +776,7 @@ impl Model {
         match bind {
             SslBind::CertKey { name, sni, ca } => {
                 let ck = self.certkey(name)?;
-                if bindings
-                    .certkeys
-                    .iter()
-                    .any(|b| b.certkey == *name && b.ca == *ca)
-                {
+                if bindings.certkeys.iter().any(|b| b.certkey == *name && b.ca == *ca) {
                     return Err(format!("certKey {name} is already bound to {entity}"));
                 }
                 if !ca {
@@ -834,18 +802,12 @@ impl Model {
                     }
                 }
                 if bindings.ciphers.iter().any(|b| b.cipher == *cipher) {
-                    return Err(format!(
-                        "{} is already bound to {entity}",
-                        describe_bind(bind)
-                    ));
+                    return Err(format!("{} is already bound to {entity}", describe_bind(bind)));
                 }
             }
             SslBind::Curve(c) => {
                 if bindings.curves.contains(c) {
-                    return Err(format!(
-                        "curve {} is already bound to {entity}",
-                        c.adc_name()
-                    ));
+                    return Err(format!("curve {} is already bound to {entity}", c.adc_name()));
                 }
             }
         }
@@ -863,11 +825,7 @@ impl Model {
                 {
                     return Err(in_use(&format!("it is bound to {e}; unbind it first")));
                 }
-                if let Some(child) = self
-                    .certkeys
-                    .values()
-                    .find(|c| c.linked_to.as_deref() == Some(name))
-                {
+                if let Some(child) = self.certkeys.values().find(|c| c.linked_to.as_deref() == Some(name)) {
                     return Err(in_use(&format!(
                         "certKey {} is linked to it; unlink that first",
                         child.name
@@ -901,9 +859,7 @@ impl Model {
                 }
                 if kind != EntityKind::Vserver {
                     if let Some(v) = self.lb_users(name).first() {
-                        return Err(in_use(&format!(
-                            "it is bound to lb vserver {v}; unbind it first"
-                        )));
+                        return Err(in_use(&format!("it is bound to lb vserver {v}; unbind it first")));
                     }
                 }
                 match kind {
@@ -931,10 +887,9 @@ impl Model {
         let mut next = self.clone();
         let mut changes = Vec::with_capacity(cmds.len());
         for (line, cmd) in cmds {
-            let ch = next.apply(cmd, files).map_err(|reason| BatchError {
-                line: *line,
-                reason,
-            })?;
+            let ch = next
+                .apply(cmd, files)
+                .map_err(|reason| BatchError { line: *line, reason })?;
             changes.push(ch);
         }
         Ok((next, changes))
@@ -989,11 +944,7 @@ mod tests {
         let before = crate::config::save::snapshot(m);
         let e = m.apply(&cmd(line), &fx.files()).expect_err(line);
         assert!(e.contains(reason), "{line}: got '{e}', wanted '{reason}'");
-        assert_eq!(
-            crate::config::save::snapshot(m),
-            before,
-            "{line} changed the model"
-        );
+        assert_eq!(crate::config::save::snapshot(m), before, "{line} changed the model");
     }
 
     fn v(n: &str) -> EntityRef {
@@ -1088,67 +1039,22 @@ mod tests {
     fn epoch_scope_per_design_table() {
         let (fx, mut m) = setup();
         // Entity's own settings and bindings: that entity only.
-        bumps(
-            &mut m,
-            &fx,
-            "set ssl vserver v1 -tls12 DISABLED",
-            &[v("v1")],
-        );
-        bumps(
-            &mut m,
-            &fx,
-            "bind ssl vserver v1 -eccCurveName X25519",
-            &[v("v1")],
-        );
-        bumps(
-            &mut m,
-            &fx,
-            "unbind ssl vserver v1 -eccCurveName X25519",
-            &[v("v1")],
-        );
-        bumps(
-            &mut m,
-            &fx,
-            "set ssl service s1 -commonName b.test",
-            &[s("s1")],
-        );
-        bumps(
-            &mut m,
-            &fx,
-            "bind ssl service s1 -eccCurveName P_256",
-            &[s("s1")],
-        );
-        bumps(
-            &mut m,
-            &fx,
-            "set ssl serviceGroup g1 -serverAuth ENABLED",
-            &[g("g1")],
-        );
+        bumps(&mut m, &fx, "set ssl vserver v1 -tls12 DISABLED", &[v("v1")]);
+        bumps(&mut m, &fx, "bind ssl vserver v1 -eccCurveName X25519", &[v("v1")]);
+        bumps(&mut m, &fx, "unbind ssl vserver v1 -eccCurveName X25519", &[v("v1")]);
+        bumps(&mut m, &fx, "set ssl service s1 -commonName b.test", &[s("s1")]);
+        bumps(&mut m, &fx, "bind ssl service s1 -eccCurveName P_256", &[s("s1")]);
+        bumps(&mut m, &fx, "set ssl serviceGroup g1 -serverAuth ENABLED", &[g("g1")]);
         bumps(
             &mut m,
             &fx,
             "bind ssl serviceGroup g1 -cipherName TLS1.3-AES256-GCM-SHA384",
             &[g("g1")],
         );
-        bumps(
-            &mut m,
-            &fx,
-            "bind ssl vserver v1 -certkeyName b -SNICert",
-            &[v("v1")],
-        );
+        bumps(&mut m, &fx, "bind ssl vserver v1 -certkeyName b -SNICert", &[v("v1")]);
         // Profiles: every entity using it, on its side.
-        bumps(
-            &mut m,
-            &fx,
-            "set ssl profile fe -sessTimeout 60",
-            &[v("v1")],
-        );
-        bumps(
-            &mut m,
-            &fx,
-            "set ssl profile be -sessReuse DISABLED",
-            &[s("s1")],
-        );
+        bumps(&mut m, &fx, "set ssl profile fe -sessTimeout 60", &[v("v1")]);
+        bumps(&mut m, &fx, "set ssl profile be -sessReuse DISABLED", &[s("s1")]);
         // Cipher group: every entity bound to it, front and back.
         bumps(
             &mut m,
@@ -1173,25 +1079,10 @@ mod tests {
         bumps(&mut m, &fx, "link ssl certKey leaf inter", &[v("v2")]);
         // inter is now in v2's chain; ca is bound to g1 directly.
         bumps(&mut m, &fx, "link ssl certKey inter ca", &[v("v2")]);
-        bumps(
-            &mut m,
-            &fx,
-            "update ssl certKey ca -cert ca.crt",
-            &[v("v2"), g("g1")],
-        );
-        bumps(
-            &mut m,
-            &fx,
-            "update ssl certKey inter -cert inter.crt",
-            &[v("v2")],
-        );
+        bumps(&mut m, &fx, "update ssl certKey ca -cert ca.crt", &[v("v2"), g("g1")]);
+        bumps(&mut m, &fx, "update ssl certKey inter -cert inter.crt", &[v("v2")]);
         bumps(&mut m, &fx, "unlink ssl certKey inter", &[v("v2")]);
-        bumps(
-            &mut m,
-            &fx,
-            "update ssl certKey ca -cert ca.crt",
-            &[g("g1")],
-        );
+        bumps(&mut m, &fx, "update ssl certKey ca -cert ca.crt", &[g("g1")]);
         // Non-SSL changes are changes but bump nothing.
         for line in [
             "set lb vserver v1 -maxClients 10 -cltTimeout 30",
@@ -1226,21 +1117,13 @@ mod tests {
         assert!(again.disabled.is_empty());
         let e1 = m.epochs[&v("v1")];
         let ch = ok(&mut m, &fx, "enable lb vserver v1");
-        assert_eq!(
-            (ch.enabled.clone(), ch.bumped.clone()),
-            (vec![v("v1")], vec![v("v1")])
-        );
+        assert_eq!((ch.enabled.clone(), ch.bumped.clone()), (vec![v("v1")], vec![v("v1")]));
         assert_eq!(m.epochs[&v("v1")], e1 + 1);
         assert!(ok(&mut m, &fx, "enable lb vserver v1").bumped.is_empty());
         ok(&mut m, &fx, "disable service s1");
         ok(&mut m, &fx, "disable serviceGroup g1");
         assert!(!m.services["s1"].enabled && !m.service_groups["g1"].enabled);
-        refused(
-            &mut m,
-            &fx,
-            "enable service nosuch",
-            "unknown service nosuch",
-        );
+        refused(&mut m, &fx, "enable service nosuch", "unknown service nosuch");
     }
 
     #[test]
@@ -1257,18 +1140,8 @@ mod tests {
         refused(&mut m, &fx, "rm service s1", "bound to lb vserver v1");
         refused(&mut m, &fx, "rm serviceGroup g1", "bound to lb vserver v2");
         ok(&mut m, &fx, "link ssl certKey leaf inter");
-        refused(
-            &mut m,
-            &fx,
-            "rm ssl certKey inter",
-            "certKey leaf is linked to it",
-        );
-        refused(
-            &mut m,
-            &fx,
-            "rm ssl certKey nosuch",
-            "unknown certKey nosuch",
-        );
+        refused(&mut m, &fx, "rm ssl certKey inter", "certKey leaf is linked to it");
+        refused(&mut m, &fx, "rm ssl certKey nosuch", "unknown certKey nosuch");
 
         ok(&mut m, &fx, "unbind ssl vserver v1 -certkeyName a");
         ok(&mut m, &fx, "rm ssl certKey a");
@@ -1276,10 +1149,7 @@ mod tests {
         ok(&mut m, &fx, "rm ssl profile fe");
         ok(&mut m, &fx, "unbind lb vserver v1 s1");
         let ch = ok(&mut m, &fx, "rm service s1");
-        assert_eq!(
-            (ch.kind, ch.removed.clone()),
-            (ChangeKind::Remove, vec![s("s1")])
-        );
+        assert_eq!((ch.kind, ch.removed.clone()), (ChangeKind::Remove, vec![s("s1")]));
         assert!(!m.epochs.contains_key(&s("s1")));
         let ch = ok(&mut m, &fx, "rm lb vserver v2");
         assert_eq!(ch.removed, [v("v2")]);
@@ -1302,42 +1172,17 @@ mod tests {
             "add ssl certKey x -cert a.crt -key b.key",
             "does not match certificate",
         );
-        refused(
-            &mut m,
-            &fx,
-            "add ssl certKey x -cert nothere.crt",
-            "cannot read",
-        );
-        refused(
-            &mut m,
-            &fx,
-            "add ssl certKey x -cert a.key",
-            "no PEM certificate",
-        );
+        refused(&mut m, &fx, "add ssl certKey x -cert nothere.crt", "cannot read");
+        refused(&mut m, &fx, "add ssl certKey x -cert a.key", "no PEM certificate");
         refused(
             &mut m,
             &fx,
             "update ssl certKey a -cert b.crt",
             "does not match certificate",
         );
-        refused(
-            &mut m,
-            &fx,
-            "update ssl certKey zz -cert b.crt",
-            "unknown certKey zz",
-        );
-        refused(
-            &mut m,
-            &fx,
-            "add ssl cipher grp",
-            "cipher group grp already exists",
-        );
-        refused(
-            &mut m,
-            &fx,
-            "add ssl profile fe",
-            "ssl profile fe already exists",
-        );
+        refused(&mut m, &fx, "update ssl certKey zz -cert b.crt", "unknown certKey zz");
+        refused(&mut m, &fx, "add ssl cipher grp", "cipher group grp already exists");
+        refused(&mut m, &fx, "add ssl profile fe", "ssl profile fe already exists");
         refused(
             &mut m,
             &fx,
@@ -1392,12 +1237,7 @@ mod tests {
             "set ssl profile nop -tls12 ENABLED",
             "unknown ssl profile nop",
         );
-        refused(
-            &mut m,
-            &fx,
-            "set ssl vserver nov -tls12 ENABLED",
-            "unknown vserver nov",
-        );
+        refused(&mut m, &fx, "set ssl vserver nov -tls12 ENABLED", "unknown vserver nov");
         refused(
             &mut m,
             &fx,
@@ -1422,18 +1262,8 @@ mod tests {
             "bind ssl vserver v1 -certkeyName nock",
             "unknown certKey nock",
         );
-        refused(
-            &mut m,
-            &fx,
-            "bind ssl vserver v1 -certkeyName ca",
-            "has no key",
-        );
-        refused(
-            &mut m,
-            &fx,
-            "bind ssl vserver v1 -certkeyName a",
-            "already bound",
-        );
+        refused(&mut m, &fx, "bind ssl vserver v1 -certkeyName ca", "has no key");
+        refused(&mut m, &fx, "bind ssl vserver v1 -certkeyName a", "already bound");
         refused(
             &mut m,
             &fx,
@@ -1446,24 +1276,14 @@ mod tests {
             "bind ssl vserver v1 -cipherName nog",
             "unknown cipher group or cipher suite nog",
         );
-        refused(
-            &mut m,
-            &fx,
-            "bind ssl vserver v2 -cipherName grp",
-            "already bound",
-        );
+        refused(&mut m, &fx, "bind ssl vserver v2 -cipherName grp", "already bound");
         refused(
             &mut m,
             &fx,
             "unbind ssl vserver v1 -certkeyName b",
             "certKey b is not bound to vserver v1",
         );
-        refused(
-            &mut m,
-            &fx,
-            "unbind ssl vserver v1 -certkeyName a -CA",
-            "is not bound",
-        );
+        refused(&mut m, &fx, "unbind ssl vserver v1 -certkeyName a -CA", "is not bound");
         refused(
             &mut m,
             &fx,
@@ -1478,18 +1298,8 @@ mod tests {
         );
         refused(&mut m, &fx, "bind lb vserver v1 s1", "already bound");
         refused(&mut m, &fx, "unbind lb vserver v1 g1", "not bound");
-        refused(
-            &mut m,
-            &fx,
-            "bind serviceGroup g1 127.0.0.1 9003",
-            "already a member",
-        );
-        refused(
-            &mut m,
-            &fx,
-            "unbind serviceGroup g1 127.0.0.1 9999",
-            "not a member",
-        );
+        refused(&mut m, &fx, "bind serviceGroup g1 127.0.0.1 9003", "already a member");
+        refused(&mut m, &fx, "unbind serviceGroup g1 127.0.0.1 9999", "not a member");
         refused(
             &mut m,
             &fx,
@@ -1505,29 +1315,14 @@ mod tests {
     #[test]
     fn links_are_checked() {
         let (fx, mut m) = setup();
-        refused(
-            &mut m,
-            &fx,
-            "link ssl certKey leaf nosuch",
-            "unknown CA certKey nosuch",
-        );
-        refused(
-            &mut m,
-            &fx,
-            "link ssl certKey nosuch ca",
-            "unknown certKey nosuch",
-        );
+        refused(&mut m, &fx, "link ssl certKey leaf nosuch", "unknown CA certKey nosuch");
+        refused(&mut m, &fx, "link ssl certKey nosuch ca", "unknown certKey nosuch");
         refused(&mut m, &fx, "link ssl certKey leaf ca", "is not issued by");
         refused(&mut m, &fx, "link ssl certKey a a", "loop");
         refused(&mut m, &fx, "unlink ssl certKey leaf", "is not linked");
         ok(&mut m, &fx, "link ssl certKey leaf inter");
         ok(&mut m, &fx, "link ssl certKey inter ca");
-        refused(
-            &mut m,
-            &fx,
-            "link ssl certKey leaf inter",
-            "already linked to inter",
-        );
+        refused(&mut m, &fx, "link ssl certKey leaf inter", "already linked to inter");
         refused(&mut m, &fx, "link ssl certKey ca leaf", "loop");
         assert_eq!(m.chain_of("leaf"), ["leaf", "inter", "ca"]);
         // Updating a CA to a certificate that did not issue its children is refused.
@@ -1563,39 +1358,21 @@ mod tests {
         assert_eq!(ck.material.dns_names, ["a2.test"]);
         assert_eq!(ck.key_path.as_deref(), Some(Path::new("a.key")));
         // Unreadable new files: refused, old material kept.
-        refused(
-            &mut m,
-            &fx,
-            "update ssl certKey a -cert gone.crt",
-            "cannot read",
-        );
+        refused(&mut m, &fx, "update ssl certKey a -cert gone.crt", "cannot read");
         assert_eq!(m.certkeys["a"].material.dns_names, ["a2.test"]);
     }
 
     #[test]
     fn cipher_priorities() {
         let (fx, mut m) = setup();
-        ok(
-            &mut m,
-            &fx,
-            "bind ssl vserver v1 -cipherName TLS1.3-AES256-GCM-SHA384",
-        );
-        ok(
-            &mut m,
-            &fx,
-            "bind ssl vserver v1 -cipherName grp -cipherPriority 7",
-        );
+        ok(&mut m, &fx, "bind ssl vserver v1 -cipherName TLS1.3-AES256-GCM-SHA384");
+        ok(&mut m, &fx, "bind ssl vserver v1 -cipherName grp -cipherPriority 7");
         ok(
             &mut m,
             &fx,
             "bind ssl vserver v1 -cipherName TLS1.3-CHACHA20-POLY1305-SHA256",
         );
-        let pr: Vec<u32> = m.vservers["v1"]
-            .bindings
-            .ciphers
-            .iter()
-            .map(|c| c.priority)
-            .collect();
+        let pr: Vec<u32> = m.vservers["v1"].bindings.ciphers.iter().map(|c| c.priority).collect();
         assert_eq!(pr, [1, 7, 8]);
     }
 
@@ -1611,11 +1388,7 @@ mod tests {
         ];
         let err = m.apply_batch(&cmds, &fx.files()).unwrap_err();
         assert_eq!(err.line, 4);
-        assert!(
-            err.to_string()
-                .starts_with("line 4: unknown certKey missing"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("line 4: unknown certKey missing"), "{err}");
         assert_eq!(crate::config::save::snapshot(&m), before);
         assert!(!m.vservers.contains_key("v3"));
 

@@ -50,9 +50,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         })
         .collect();
     let kept = |e: &EntityRef| {
-        ents_old.iter().any(|(o, _)| o == e)
-            && ents_new.iter().any(|(n, _)| n == e)
-            && !recreate.contains(e)
+        ents_old.iter().any(|(o, _)| o == e) && ents_new.iter().any(|(n, _)| n == e) && !recreate.contains(e)
     };
 
     // Certificates whose files or material changed, and the links around them.
@@ -61,9 +59,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         .values()
         .filter(|o| {
             new.certkeys.get(&o.name).is_some_and(|n| {
-                n.cert_path != o.cert_path
-                    || n.key_path != o.key_path
-                    || n.material.certs != o.material.certs
+                n.cert_path != o.cert_path || n.key_path != o.key_path || n.material.certs != o.material.certs
             })
         })
         .map(|o| o.name.as_str())
@@ -119,18 +115,12 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         if let Some(ca) = &o.linked_to {
             let n = new.certkeys.get(&o.name);
             if n.is_none_or(|n| n.linked_to.as_ref() != Some(ca)) || relink(old, &o.name) {
-                a.push(Command::UnlinkCertKey {
-                    name: o.name.clone(),
-                });
+                a.push(Command::UnlinkCertKey { name: o.name.clone() });
             }
         }
     }
     // Vservers first: removing one releases the services bound to it.
-    for kind in [
-        EntityKind::Vserver,
-        EntityKind::Service,
-        EntityKind::ServiceGroup,
-    ] {
+    for kind in [EntityKind::Vserver, EntityKind::Service, EntityKind::ServiceGroup] {
         for (e, _) in ents_old.iter().filter(|(e, _)| e.kind == kind) {
             if !kept(e) {
                 a.push(Command::Rm {
@@ -178,9 +168,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
     for n in new.cipher_groups.values() {
         match old.cipher_groups.get(&n.name) {
             None => {
-                build.push(Command::AddCipherGroup {
-                    name: n.name.clone(),
-                });
+                build.push(Command::AddCipherGroup { name: n.name.clone() });
                 build.extend(n.suites.iter().map(|s| Command::BindCipherGroup {
                     name: n.name.clone(),
                     suite: *s,
@@ -269,10 +257,8 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
             {
                 kept_set.push(Command::SetLbVserver {
                     name: e.name.to_string(),
-                    max_clients: (ov.max_clients != nv.max_clients)
-                        .then_some(nv.max_clients.unwrap_or(0)),
-                    client_timeout: (ov.client_timeout != nv.client_timeout)
-                        .then_some(nv.client_timeout),
+                    max_clients: (ov.max_clients != nv.max_clients).then_some(nv.max_clients.unwrap_or(0)),
+                    client_timeout: (ov.client_timeout != nv.client_timeout).then_some(nv.client_timeout),
                 });
             }
         }
@@ -299,36 +285,19 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
     }
     build.extend(kept_set);
     // Unbinds of kept entities go first, then the new bindings.
-    build.extend(
-        fresh_rest
-            .iter()
-            .filter(|c| !matches!(c, Command::Disable(_)))
-            .cloned(),
-    );
+    build.extend(fresh_rest.iter().filter(|c| !matches!(c, Command::Disable(_))).cloned());
     build.extend(b);
-    build.extend(
-        fresh_rest
-            .into_iter()
-            .filter(|c| matches!(c, Command::Disable(_))),
-    );
+    build.extend(fresh_rest.into_iter().filter(|c| matches!(c, Command::Disable(_))));
     build.extend(kept_state);
 
     // ---- final removals ----
-    for o in old
-        .cipher_groups
-        .keys()
-        .filter(|n| !new.cipher_groups.contains_key(*n))
-    {
+    for o in old.cipher_groups.keys().filter(|n| !new.cipher_groups.contains_key(*n)) {
         c.push(Command::Rm {
             what: ObjectKind::CipherGroup,
             name: o.clone(),
         });
     }
-    for o in old
-        .profiles
-        .keys()
-        .filter(|n| !new.profiles.contains_key(*n))
-    {
+    for o in old.profiles.keys().filter(|n| !new.profiles.contains_key(*n)) {
         c.push(Command::Rm {
             what: ObjectKind::Profile,
             name: o.clone(),
@@ -488,15 +457,8 @@ fn params_delta(old: &SslParams, new: &SslParams) -> SslParams {
 /// `new`, in order. Keeps a common prefix-compatible part; when the order
 /// would come out wrong, or `force` says an item must be redone, removes
 /// and re-adds from the first difference on.
-fn list_diff<'a, T: PartialEq>(
-    old: &'a [T],
-    new: &'a [T],
-    force: impl Fn(&T) -> bool,
-) -> (Vec<&'a T>, Vec<&'a T>) {
-    let kept: Vec<&T> = old
-        .iter()
-        .filter(|x| new.contains(x) && !force(x))
-        .collect();
+fn list_diff<'a, T: PartialEq>(old: &'a [T], new: &'a [T], force: impl Fn(&T) -> bool) -> (Vec<&'a T>, Vec<&'a T>) {
+    let kept: Vec<&T> = old.iter().filter(|x| new.contains(x) && !force(x)).collect();
     let added: Vec<&T> = new.iter().filter(|x| !kept.contains(x)).collect();
     let result_ok = kept.iter().chain(added.iter()).copied().eq(new.iter());
     if result_ok {
@@ -520,10 +482,7 @@ fn bindings_diff(e: &EntityRef, o: &SslBindings, n: &SslBindings) -> (Vec<Comman
     for cmd in binding_commands(e, &as_b(&uc, &ui, &uv)) {
         if let Command::BindSsl { entity, bind } = cmd {
             let bind = match bind {
-                SslBind::Cipher { cipher, .. } => SslBind::Cipher {
-                    cipher,
-                    priority: None,
-                },
+                SslBind::Cipher { cipher, .. } => SslBind::Cipher { cipher, priority: None },
                 other => other,
             };
             un.push(Command::UnbindSsl { entity, bind });
@@ -604,14 +563,9 @@ bind lb vserver v2 g1
         let new = fx.model(&format!("{BASE}\nset ssl profile fe -tls12 DISABLED\nlink ssl certKey inter ca\nbind ssl vserver v2 -eccCurveName P_256\ndisable lb vserver v1\n"));
         let cmds = check(&fx, &old, &new);
         let (next, changes) = old
-            .apply_batch(
-                &cmds.into_iter().enumerate().collect::<Vec<_>>(),
-                &fx.files(),
-            )
+            .apply_batch(&cmds.into_iter().enumerate().collect::<Vec<_>>(), &fx.files())
             .unwrap();
-        assert!(changes
-            .iter()
-            .all(|c| c.removed.is_empty() && c.added.is_empty()));
+        assert!(changes.iter().all(|c| c.removed.is_empty() && c.added.is_empty()));
         assert!(next.epochs.keys().all(|e| old.epochs.contains_key(e)));
         assert_eq!(next.epochs[&EntityRef::new(EntityKind::Service, "s1")], 1);
     }
@@ -623,10 +577,7 @@ bind lb vserver v2 g1
         let new = fx.model(
             &BASE
                 .replace("set ssl vserver v1 -sslProfile fe\n", "")
-                .replace(
-                    "add service s1 127.0.0.1 9001",
-                    "add service s1 127.0.0.1 9999",
-                )
+                .replace("add service s1 127.0.0.1 9001", "add service s1 127.0.0.1 9999")
                 .replace("add ssl profile fe -sessTimeout 60", "add ssl profile fe")
                 .replace(
                     "bind ssl cipher grp -cipherName TLS1.3-AES128-GCM-SHA256",

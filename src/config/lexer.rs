@@ -122,15 +122,7 @@ mod tests {
 
     #[test]
     fn quote_round_trip() {
-        for s in [
-            "plain",
-            "with space",
-            "",
-            "q\"uote",
-            "back\\slash",
-            "ha#sh",
-            "tab\tx",
-        ] {
+        for s in ["plain", "with space", "", "q\"uote", "back\\slash", "ha#sh", "tab\tx"] {
             assert_eq!(split_words(&quote_word(s)).unwrap(), [s], "{s}");
         }
         assert_eq!(quote_word("plain"), "plain");

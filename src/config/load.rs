@@ -37,10 +37,7 @@ impl std::error::Error for ConfigError {}
 
 /// Parse every line of `text`. Returns the commands with their 1-based
 /// line numbers, or every line that does not parse.
-pub fn parse_text(
-    text: &str,
-    source_name: &str,
-) -> Result<Vec<(usize, Command)>, Vec<ConfigError>> {
+pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>, Vec<ConfigError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut cmds = Vec::new();
     let mut errors = Vec::new();
@@ -63,11 +60,7 @@ pub fn parse_text(
 }
 
 /// Parse and apply `text` to an empty model, reporting every error.
-pub fn load_text(
-    text: &str,
-    source_name: &str,
-    files: &dyn FileSource,
-) -> Result<Model, Vec<ConfigError>> {
+pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Result<Model, Vec<ConfigError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut model = Model::default();
     let mut errors = Vec::new();
@@ -86,10 +79,7 @@ pub fn load_text(
             }
         };
         if cmd.is_query() {
-            errors.push(err(
-                i + 1,
-                format!("'{cmd}' does not belong in a configuration file"),
-            ));
+            errors.push(err(i + 1, format!("'{cmd}' does not belong in a configuration file")));
             continue;
         }
         if let Err(reason) = model.apply(&cmd, files) {
@@ -199,22 +189,14 @@ bind ssl vserver v -certkeyName a
         let fx = Fixture::new();
         let e = load_file(&fx.path().join("nope.conf")).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert!(
-            e[0].to_string().contains("nope.conf: cannot read"),
-            "{}",
-            e[0]
-        );
+        assert!(e[0].to_string().contains("nope.conf: cannot read"), "{}", e[0]);
         let p = fx.write("bin.conf", &[0xff, 0xfe, 0x00]);
         assert!(load_file(&p).unwrap_err()[0].reason.contains("not UTF-8"));
     }
 
     #[test]
     fn parse_text_collects_all_parse_errors() {
-        let errs = parse_text(
-            "add ssl cipher g\nbogus\n\nadd service s 1.2.3.4 80 UDP\n",
-            "x.conf",
-        )
-        .unwrap_err();
+        let errs = parse_text("add ssl cipher g\nbogus\n\nadd service s 1.2.3.4 80 UDP\n", "x.conf").unwrap_err();
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("x.conf:2: unknown command"));

@@ -66,7 +66,10 @@ pub struct EntityRef {
 
 impl EntityRef {
     pub fn new(kind: EntityKind, name: &str) -> Self {
-        EntityRef { kind, name: Arc::from(name) }
+        EntityRef {
+            kind,
+            name: Arc::from(name),
+        }
     }
     pub fn side(&self) -> Side {
         self.kind.side()

@@ -15,10 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::lexer::{quote_word, split_words};
-use super::model::{
-    BackendProto, CipherRef, CipherSuiteName, ClientCertMode, Curve, EntityKind, EntityRef,
-    SslParams,
-};
+use super::model::{BackendProto, CipherRef, CipherSuiteName, ClientCertMode, Curve, EntityKind, EntityRef, SslParams};
 
 /// Longest entity name accepted, as on the ADC.
 pub const MAX_NAME_LEN: usize = 127;
@@ -88,10 +85,7 @@ pub enum SslBind {
     CertKey { name: String, sni: bool, ca: bool },
     /// `-cipherName G|S [-cipherPriority N]`. Without a priority, `apply`
     /// places the binding after the existing ones.
-    Cipher {
-        cipher: CipherRef,
-        priority: Option<u32>,
-    },
+    Cipher { cipher: CipherRef, priority: Option<u32> },
     /// `-eccCurveName X`.
     Curve(Curve),
 }
@@ -277,12 +271,7 @@ pub fn parse_words(words: &[String]) -> Result<Command, String> {
             match w.as_str() {
                 "config" => {}
                 "ns" => c.expect_words(&["config"], "save ns")?,
-                _ => {
-                    return Err(format!(
-                        "save: expected 'ns config' or 'config', found '{}'",
-                        c.last()
-                    ))
-                }
+                _ => return Err(format!("save: expected 'ns config' or 'config', found '{}'", c.last())),
             }
             Command::Save
         }
@@ -339,8 +328,7 @@ impl<'a> Cursor<'a> {
     }
     /// The value of `flag`, which must follow it.
     fn value(&mut self, flag: &str) -> Result<&'a str, String> {
-        self.next()
-            .ok_or_else(|| format!("missing value for {flag}"))
+        self.next().ok_or_else(|| format!("missing value for {flag}"))
     }
     /// The next flag (lower-cased, with its original spelling), or `None` at the end.
     fn flag(&mut self) -> Result<Option<(String, &'a str)>, String> {
@@ -364,14 +352,9 @@ fn check_name<'s>(w: &'s str, what: &str) -> Result<&'s str, String> {
     } else if w.starts_with('-') {
         Err(format!("missing {what} (found flag '{w}')"))
     } else if w.len() > MAX_NAME_LEN {
-        Err(format!(
-            "{what} '{w}' is longer than {MAX_NAME_LEN} characters"
-        ))
+        Err(format!("{what} '{w}' is longer than {MAX_NAME_LEN} characters"))
     } else if w.chars().any(|c| c.is_control()) {
-        Err(format!(
-            "{what} '{}' contains a control character",
-            w.escape_debug()
-        ))
+        Err(format!("{what} '{}' contains a control character", w.escape_debug()))
     } else {
         Ok(w)
     }
@@ -380,10 +363,7 @@ fn check_name<'s>(w: &'s str, what: &str) -> Result<&'s str, String> {
 fn parse_object_kind(c: &mut Cursor<'_>, verb: &str) -> Result<ObjectKind, String> {
     let w = c.keyword("what to act on")?;
     Ok(match w.as_str() {
-        "ssl" => match c
-            .keyword("'certKey', 'cipher' or 'profile' after 'ssl'")?
-            .as_str()
-        {
+        "ssl" => match c.keyword("'certKey', 'cipher' or 'profile' after 'ssl'")?.as_str() {
             "certkey" => ObjectKind::CertKey,
             "cipher" => ObjectKind::CipherGroup,
             "profile" => ObjectKind::Profile,
@@ -401,19 +381,13 @@ fn parse_object_kind(c: &mut Cursor<'_>, verb: &str) -> Result<ObjectKind, Strin
 
 /// `vserver|service|serviceGroup` after `ssl` in set/bind/unbind.
 fn parse_ssl_entity(c: &mut Cursor<'_>, verb: &str) -> Result<EntityRef, String> {
-    let kind = match c
-        .keyword("'vserver', 'service' or 'serviceGroup'")?
-        .as_str()
-    {
+    let kind = match c.keyword("'vserver', 'service' or 'serviceGroup'")?.as_str() {
         "vserver" => EntityKind::Vserver,
         "service" => EntityKind::Service,
         "servicegroup" => EntityKind::ServiceGroup,
         _ => return Err(format!("{verb} ssl: unknown entity '{}'", c.last())),
     };
-    Ok(EntityRef::new(
-        kind,
-        &c.name(&format!("{} name", kind.keyword()))?,
-    ))
+    Ok(EntityRef::new(kind, &c.name(&format!("{} name", kind.keyword()))?))
 }
 
 fn parse_add(c: &mut Cursor<'_>) -> Result<Command, String> {
@@ -426,9 +400,7 @@ fn parse_add(c: &mut Cursor<'_>) -> Result<Command, String> {
         }
         ObjectKind::CipherGroup => {
             if CipherSuiteName::from_adc(&name).is_some() {
-                return Err(format!(
-                    "cipher group name '{name}' is the name of a cipher suite"
-                ));
+                return Err(format!("cipher group name '{name}' is the name of a cipher suite"));
             }
             Command::AddCipherGroup { name }
         }
@@ -509,11 +481,7 @@ fn parse_lb_flags(c: &mut Cursor<'_>) -> Result<(Option<u32>, Option<u32>), Stri
         match flag.as_str() {
             "-maxclients" => max_clients = Some(parse_num(c.value(orig)?, orig, 0, 4_294_967_294)?),
             "-clttimeout" => timeout = Some(parse_num(c.value(orig)?, orig, 1, 31_536_000)?),
-            _ => {
-                return Err(format!(
-                    "unknown flag '{orig}' (expected -maxClients or -cltTimeout)"
-                ))
-            }
+            _ => return Err(format!("unknown flag '{orig}' (expected -maxClients or -cltTimeout)")),
         }
     }
     Ok((max_clients, timeout))
@@ -545,7 +513,9 @@ fn parse_set(c: &mut Cursor<'_>) -> Result<Command, String> {
                     let mut suites = Vec::new();
                     while let Some((flag, orig)) = c.flag()? {
                         if flag != "-ciphername" {
-                            return Err(format!("set ssl cipher {name}: unknown flag '{orig}' (expected -cipherName)"));
+                            return Err(format!(
+                                "set ssl cipher {name}: unknown flag '{orig}' (expected -cipherName)"
+                            ));
                         }
                         for s in c.value(orig)?.split(',').filter(|s| !s.is_empty()) {
                             let suite = parse_suite(s)?;
@@ -618,14 +588,15 @@ fn parse_bind(c: &mut Cursor<'_>, bind: bool) -> Result<Command, String> {
                 let mut suite = None;
                 while let Some((flag, orig)) = c.flag()? {
                     if flag != "-ciphername" {
-                        return Err(format!("{verb} ssl cipher {name}: unknown flag '{orig}' (expected -cipherName)"));
+                        return Err(format!(
+                            "{verb} ssl cipher {name}: unknown flag '{orig}' (expected -cipherName)"
+                        ));
                     }
                     if suite.replace(parse_suite(c.value(orig)?)?).is_some() {
                         return Err(format!("{verb} ssl cipher {name}: -cipherName given twice"));
                     }
                 }
-                let suite = suite
-                    .ok_or_else(|| format!("{verb} ssl cipher {name}: missing -cipherName"))?;
+                let suite = suite.ok_or_else(|| format!("{verb} ssl cipher {name}: missing -cipherName"))?;
                 return Ok(if bind {
                     Command::BindCipherGroup { name, suite }
                 } else {
@@ -686,14 +657,10 @@ fn parse_ssl_bind(c: &mut Cursor<'_>, entity: &EntityRef, verb: &str) -> Result<
         ));
     }
     if (sni || ca) && certkey.is_none() {
-        return Err(format!(
-            "{verb} ssl {entity}: -SNICert and -CA go with -certkeyName"
-        ));
+        return Err(format!("{verb} ssl {entity}: -SNICert and -CA go with -certkeyName"));
     }
     if priority.is_some() && cipher.is_none() {
-        return Err(format!(
-            "{verb} ssl {entity}: -cipherPriority goes with -cipherName"
-        ));
+        return Err(format!("{verb} ssl {entity}: -cipherPriority goes with -cipherName"));
     }
     if sni && ca {
         return Err(format!(
@@ -701,9 +668,7 @@ fn parse_ssl_bind(c: &mut Cursor<'_>, entity: &EntityRef, verb: &str) -> Result<
         ));
     }
     if sni && entity.kind != EntityKind::Vserver {
-        return Err(format!(
-            "{verb} ssl {entity}: -SNICert applies to vservers only"
-        ));
+        return Err(format!("{verb} ssl {entity}: -SNICert applies to vservers only"));
     }
     Ok(if let Some(name) = certkey {
         SslBind::CertKey { name, sni, ca }
@@ -722,12 +687,7 @@ fn parse_show(c: &mut Cursor<'_>) -> Result<Command, String> {
         "ns" => {
             match c.keyword("'runningConfig'")?.as_str() {
                 "runningconfig" => {}
-                _ => {
-                    return Err(format!(
-                        "show ns: expected 'runningConfig', found '{}'",
-                        c.last()
-                    ))
-                }
+                _ => return Err(format!("show ns: expected 'runningConfig', found '{}'", c.last())),
             }
             ShowWhat::RunningConfig
         }
@@ -760,10 +720,7 @@ fn parse_show(c: &mut Cursor<'_>) -> Result<Command, String> {
 
 /// Parse SSL parameters up to the end of the line. `entity` is `Some` for
 /// `set ssl vserver|service|serviceGroup`, where `-sslProfile P` is allowed too.
-fn parse_ssl_params(
-    c: &mut Cursor<'_>,
-    entity: Option<&EntityRef>,
-) -> Result<(SslParams, Option<String>), String> {
+fn parse_ssl_params(c: &mut Cursor<'_>, entity: Option<&EntityRef>) -> Result<(SslParams, Option<String>), String> {
     let mut p = SslParams::default();
     let mut profile = None;
     while let Some((flag, orig)) = c.flag()? {
@@ -773,9 +730,7 @@ fn parse_ssl_params(
             "-sessreuse" => p.sess_reuse = Some(parse_enabled(c.value(orig)?, orig)?),
             "-sessionticket" => p.session_ticket = Some(parse_enabled(c.value(orig)?, orig)?),
             "-clientauth" => p.client_auth = Some(parse_enabled(c.value(orig)?, orig)?),
-            "-strictsessioncleanup" => {
-                p.strict_session_cleanup = Some(parse_enabled(c.value(orig)?, orig)?)
-            }
+            "-strictsessioncleanup" => p.strict_session_cleanup = Some(parse_enabled(c.value(orig)?, orig)?),
             "-serverauth" => p.server_auth = Some(parse_enabled(c.value(orig)?, orig)?),
             "-snienable" => {
                 // A bare `-SNIEnable` means ENABLED.
@@ -790,31 +745,19 @@ fn parse_ssl_params(
             }
             "-sesstimeout" => p.sess_timeout = Some(parse_num(c.value(orig)?, orig, 1, 604_800)?),
             "-draintimeout" => p.drain_timeout = Some(parse_num(c.value(orig)?, orig, 1, 86_400)?),
-            "-handshaketimeout" => {
-                p.handshake_timeout = Some(parse_num(c.value(orig)?, orig, 1, 3_600)?)
-            }
+            "-handshaketimeout" => p.handshake_timeout = Some(parse_num(c.value(orig)?, orig, 1, 3_600)?),
             "-clientcert" => {
                 let v = c.value(orig)?;
                 p.client_cert = Some(match v.to_ascii_lowercase().as_str() {
                     "mandatory" => ClientCertMode::Mandatory,
                     "optional" => ClientCertMode::Optional,
-                    _ => {
-                        return Err(format!(
-                            "{orig}: expected MANDATORY or OPTIONAL, found '{v}'"
-                        ))
-                    }
+                    _ => return Err(format!("{orig}: expected MANDATORY or OPTIONAL, found '{v}'")),
                 });
             }
             "-commonname" => {
                 let v = c.value(orig)?;
-                if v.is_empty()
-                    || v.len() > 253
-                    || v.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
-                    return Err(format!(
-                        "{orig}: '{}' is not a valid server name",
-                        v.escape_debug()
-                    ));
+                if v.is_empty() || v.len() > 253 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(format!("{orig}: '{}' is not a valid server name", v.escape_debug()));
                 }
                 p.common_name = Some(v.to_string());
             }
@@ -823,9 +766,7 @@ fn parse_ssl_params(
                 let mut list = Vec::new();
                 for proto in v.split(',') {
                     if proto.is_empty() || proto.len() > 255 {
-                        return Err(format!(
-                            "{orig}: '{v}' must be a comma list of names of 1 to 255 bytes"
-                        ));
+                        return Err(format!("{orig}: '{v}' must be a comma list of names of 1 to 255 bytes"));
                     }
                     list.push(proto.to_string());
                 }
@@ -1011,8 +952,7 @@ impl fmt::Display for SslBind {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::AddCertKey { name, cert, key }
-            | Command::UpdateCertKey { name, cert, key } => {
+            Command::AddCertKey { name, cert, key } | Command::UpdateCertKey { name, cert, key } => {
                 let verb = if matches!(self, Command::AddCertKey { .. }) {
                     "add"
                 } else {
@@ -1030,29 +970,14 @@ impl fmt::Display for Command {
             Command::UnlinkCertKey { name } => write!(f, "unlink ssl certKey {}", q(name)),
             Command::AddCipherGroup { name } => write!(f, "add ssl cipher {}", q(name)),
             Command::BindCipherGroup { name, suite } => {
-                write!(
-                    f,
-                    "bind ssl cipher {} -cipherName {}",
-                    q(name),
-                    suite.adc_name()
-                )
+                write!(f, "bind ssl cipher {} -cipherName {}", q(name), suite.adc_name())
             }
             Command::UnbindCipherGroup { name, suite } => {
-                write!(
-                    f,
-                    "unbind ssl cipher {} -cipherName {}",
-                    q(name),
-                    suite.adc_name()
-                )
+                write!(f, "unbind ssl cipher {} -cipherName {}", q(name), suite.adc_name())
             }
             Command::SetCipherGroup { name, suites } => {
                 let list: Vec<_> = suites.iter().map(|s| s.adc_name()).collect();
-                write!(
-                    f,
-                    "set ssl cipher {} -cipherName {}",
-                    q(name),
-                    list.join(",")
-                )
+                write!(f, "set ssl cipher {} -cipherName {}", q(name), list.join(","))
             }
             Command::AddProfile { name, params } => {
                 write!(f, "add ssl profile {}", q(name))?;
@@ -1068,13 +993,7 @@ impl fmt::Display for Command {
                 max_clients,
                 client_timeout,
             } => {
-                write!(
-                    f,
-                    "add lb vserver {} SSL_TCP {} {}",
-                    q(name),
-                    addr.ip(),
-                    addr.port()
-                )?;
+                write!(f, "add lb vserver {} SSL_TCP {} {}", q(name), addr.ip(), addr.port())?;
                 write_lb_flags(f, *max_clients, *client_timeout)
             }
             Command::SetLbVserver {
@@ -1098,20 +1017,10 @@ impl fmt::Display for Command {
                 Ok(())
             }
             Command::BindSsl { entity, bind } => {
-                write!(
-                    f,
-                    "bind ssl {} {} {bind}",
-                    entity.kind.keyword(),
-                    q(&entity.name)
-                )
+                write!(f, "bind ssl {} {} {bind}", entity.kind.keyword(), q(&entity.name))
             }
             Command::UnbindSsl { entity, bind } => {
-                write!(
-                    f,
-                    "unbind ssl {} {} {bind}",
-                    entity.kind.keyword(),
-                    q(&entity.name)
-                )
+                write!(f, "unbind ssl {} {} {bind}", entity.kind.keyword(), q(&entity.name))
             }
             Command::BindLbVserver { name, target } => {
                 write!(f, "bind lb vserver {} {}", q(name), q(target))
@@ -1133,22 +1042,10 @@ impl fmt::Display for Command {
                 write!(f, "add serviceGroup {} {}", q(name), proto.keyword())
             }
             Command::BindServiceGroupMember { name, addr } => {
-                write!(
-                    f,
-                    "bind serviceGroup {} {} {}",
-                    q(name),
-                    addr.ip(),
-                    addr.port()
-                )
+                write!(f, "bind serviceGroup {} {} {}", q(name), addr.ip(), addr.port())
             }
             Command::UnbindServiceGroupMember { name, addr } => {
-                write!(
-                    f,
-                    "unbind serviceGroup {} {} {}",
-                    q(name),
-                    addr.ip(),
-                    addr.port()
-                )
+                write!(f, "unbind serviceGroup {} {} {}", q(name), addr.ip(), addr.port())
             }
             Command::Disable(e) => write!(f, "disable {} {}", entity_words(e), q(&e.name)),
             Command::Enable(e) => write!(f, "enable {} {}", entity_words(e), q(&e.name)),
@@ -1170,11 +1067,7 @@ impl fmt::Display for Command {
     }
 }
 
-fn write_lb_flags(
-    f: &mut fmt::Formatter<'_>,
-    max_clients: Option<u32>,
-    timeout: Option<u32>,
-) -> fmt::Result {
+fn write_lb_flags(f: &mut fmt::Formatter<'_>, max_clients: Option<u32>, timeout: Option<u32>) -> fmt::Result {
     if let Some(m) = max_clients {
         write!(f, " -maxClients {m}")?;
     }
@@ -1277,10 +1170,7 @@ mod tests {
 
     #[test]
     fn cipher_group_commands() {
-        assert_eq!(
-            p("add ssl cipher g1"),
-            Command::AddCipherGroup { name: "g1".into() }
-        );
+        assert_eq!(p("add ssl cipher g1"), Command::AddCipherGroup { name: "g1".into() });
         let c = p("bind ssl cipher g1 -cipherName tls1.3-aes128-gcm-sha256");
         assert_eq!(
             c,
@@ -1293,8 +1183,7 @@ mod tests {
         round_trip(&p(
             "unbind ssl cipher g1 -cipherName TLS1.2-ECDHE-RSA-AES256-GCM-SHA384",
         ));
-        let c =
-            p("set ssl cipher g1 -cipherName TLS1.3-AES256-GCM-SHA384,TLS1.3-AES128-GCM-SHA256");
+        let c = p("set ssl cipher g1 -cipherName TLS1.3-AES256-GCM-SHA384,TLS1.3-AES128-GCM-SHA256");
         assert_eq!(
             c,
             Command::SetCipherGroup {
@@ -1318,19 +1207,20 @@ mod tests {
         assert!(err("bind ssl cipher g1").contains("missing -cipherName"));
         assert!(err("add ssl cipher TLS1.3-AES128-GCM-SHA256").contains("name of a cipher suite"));
         assert!(err("set ssl cipher g1").contains("nothing to set"));
-        assert!(err(
-            "set ssl cipher g1 -cipherName TLS1.3-AES128-GCM-SHA256,TLS1.3-AES128-GCM-SHA256"
-        )
-        .contains("twice"));
+        assert!(
+            err("set ssl cipher g1 -cipherName TLS1.3-AES128-GCM-SHA256,TLS1.3-AES128-GCM-SHA256").contains("twice")
+        );
     }
 
     #[test]
     fn profile_params() {
-        let c = p("add ssl profile fe -tls12 DISABLED -tls13 enabled -sessReuse ENABLED -sessTimeout 600 \
+        let c = p(
+            "add ssl profile fe -tls12 DISABLED -tls13 enabled -sessReuse ENABLED -sessTimeout 600 \
                    -sessionTicket DISABLED -clientAuth ENABLED -clientCert optional -SNIEnable \
                    -serverAuth ENABLED -commonName back.test -alpnProtocols h2,http/1.1 \
                    -denySSLReneg FRONTEND_CLIENT -drainTimeout 30 -handshakeTimeout 5 \
-                   -strictSessionCleanup DISABLED");
+                   -strictSessionCleanup DISABLED",
+        );
         let Command::AddProfile { name, params } = &c else {
             panic!("{c:?}")
         };
@@ -1356,15 +1246,12 @@ mod tests {
             }
         );
         round_trip(&c);
-        let Command::SetProfile { params, .. } =
-            p("set ssl profile fe -SNIEnable DISABLED -denySSLReneg NO")
-        else {
+        let Command::SetProfile { params, .. } = p("set ssl profile fe -SNIEnable DISABLED -denySSLReneg NO") else {
             panic!()
         };
         assert_eq!(params.sni_enable, Some(false));
         assert_eq!(params.deny_ssl_reneg, Some(false));
-        let Command::SetProfile { params, .. } = p("set ssl profile fe -SNIEnable -tls12 ENABLED")
-        else {
+        let Command::SetProfile { params, .. } = p("set ssl profile fe -SNIEnable -tls12 ENABLED") else {
             panic!()
         };
         assert_eq!((params.sni_enable, params.tls12), (Some(true), Some(true)));
@@ -1377,13 +1264,10 @@ mod tests {
         );
 
         assert!(err("set ssl profile fe").contains("nothing to set"));
-        assert!(err("add ssl profile fe -tls12 MAYBE")
-            .contains("expected ENABLED or DISABLED, found 'MAYBE'"));
+        assert!(err("add ssl profile fe -tls12 MAYBE").contains("expected ENABLED or DISABLED, found 'MAYBE'"));
         assert!(err("add ssl profile fe -sessTimeout abc").contains("not a number"));
         assert!(err("add ssl profile fe -sessTimeout 0").contains("out of range"));
-        assert!(
-            err("add ssl profile fe -sessTimeout 99999999999999999999").contains("not a number")
-        );
+        assert!(err("add ssl profile fe -sessTimeout 99999999999999999999").contains("not a number"));
         assert!(err("add ssl profile fe -sessTimeout").contains("missing value for -sessTimeout"));
         assert!(err("add ssl profile fe -clientCert SOMETIMES").contains("MANDATORY or OPTIONAL"));
         assert!(err("add ssl profile fe -alpnProtocols h2,,x").contains("comma list"));
@@ -1416,15 +1300,11 @@ mod tests {
         );
         assert!(err("set lb vserver v1").contains("nothing to set"));
         assert!(err("add lb vserver v1 HTTP 10.0.0.1 80").contains("only SSL_TCP"));
-        assert!(
-            err("add lb vserver v1 SSL_TCP 10.0.0.300 443").contains("bad IP address '10.0.0.300'")
-        );
+        assert!(err("add lb vserver v1 SSL_TCP 10.0.0.300 443").contains("bad IP address '10.0.0.300'"));
         assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1 70000").contains("bad port '70000'"));
         assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1 0").contains("bad port"));
         assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1").contains("missing port"));
-        assert!(
-            err("add lb vserver v1 SSL_TCP 10.0.0.1 443 -cltTimeout 0").contains("out of range")
-        );
+        assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1 443 -cltTimeout 0").contains("out of range"));
 
         let c = p("set ssl vserver v1 -tls12 DISABLED -sslProfile fe");
         let Command::SetSsl {
@@ -1490,21 +1370,13 @@ mod tests {
         round_trip(&c);
         round_trip(&p("unbind ssl vserver v1 -eccCurveName X25519"));
 
-        assert!(
-            err("bind ssl vserver v1 -eccCurveName P_521").contains("unknown ECC curve 'P_521'")
-        );
-        assert!(err("bind ssl vserver v1 -cipherName TLS1.2-RC4")
-            .contains("unknown cipher 'TLS1.2-RC4'"));
+        assert!(err("bind ssl vserver v1 -eccCurveName P_521").contains("unknown ECC curve 'P_521'"));
+        assert!(err("bind ssl vserver v1 -cipherName TLS1.2-RC4").contains("unknown cipher 'TLS1.2-RC4'"));
         assert!(err("bind ssl vserver v1").contains("exactly one"));
-        assert!(
-            err("bind ssl vserver v1 -certkeyName a -eccCurveName X25519").contains("exactly one")
-        );
+        assert!(err("bind ssl vserver v1 -certkeyName a -eccCurveName X25519").contains("exactly one"));
         assert!(err("bind ssl vserver v1 -certkeyName a -SNICert -CA").contains("not both"));
-        assert!(
-            err("bind ssl vserver v1 -eccCurveName X25519 -CA").contains("go with -certkeyName")
-        );
-        assert!(err("bind ssl vserver v1 -certkeyName a -cipherPriority 1")
-            .contains("goes with -cipherName"));
+        assert!(err("bind ssl vserver v1 -eccCurveName X25519 -CA").contains("go with -certkeyName"));
+        assert!(err("bind ssl vserver v1 -certkeyName a -cipherPriority 1").contains("goes with -cipherName"));
         assert!(err("bind ssl vserver v1 -cipherName g -cipherPriority 0").contains("out of range"));
         assert!(err("bind ssl vserver v1 -certkeyName").contains("missing value"));
         assert!(err("bind ssl vserver v1 -foo").contains("unknown flag '-foo'"));
@@ -1559,9 +1431,7 @@ mod tests {
         assert!(matches!(&c, Command::SetSsl { entity, .. } if entity.kind == EntityKind::Service));
         round_trip(&c);
         round_trip(&p("bind ssl service s1 -certkeyName ca -CA"));
-        round_trip(&p(
-            "unbind ssl service s1 -cipherName TLS1.3-AES128-GCM-SHA256",
-        ));
+        round_trip(&p("unbind ssl service s1 -cipherName TLS1.3-AES128-GCM-SHA256"));
         assert!(err("bind ssl service s1 -certkeyName a -SNICert").contains("vservers only"));
         round_trip(&p("disable service s1"));
         round_trip(&p("enable service s1"));

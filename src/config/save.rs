@@ -49,9 +49,7 @@ impl Model {
             }
         }
         for g in self.cipher_groups.values() {
-            out.push(Command::AddCipherGroup {
-                name: g.name.clone(),
-            });
+            out.push(Command::AddCipherGroup { name: g.name.clone() });
             for s in &g.suites {
                 out.push(Command::BindCipherGroup {
                     name: g.name.clone(),
@@ -218,10 +216,7 @@ pub fn save_atomically(path: &Path, text: &str) -> io::Result<()> {
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(io::Error::new(
-            e.kind(),
-            format!("cannot save {}: {e}", path.display()),
-        ));
+        return Err(io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display())));
     }
     File::open(dir)?.sync_all()
 }
@@ -317,17 +312,12 @@ disable service s2
         }
         // Spot checks of what was written.
         assert!(
-            text.contains(
-                "add ssl certKey \"b cert\" -cert \"b dir/b.crt\" -key \"b dir/b.key\"\n"
-            ),
+            text.contains("add ssl certKey \"b cert\" -cert \"b dir/b.crt\" -key \"b dir/b.key\"\n"),
             "{text}"
         );
-        assert!(text
-            .contains("add lb vserver v1 SSL_TCP 127.0.0.1 8441 -maxClients 100 -cltTimeout 60\n"));
+        assert!(text.contains("add lb vserver v1 SSL_TCP 127.0.0.1 8441 -maxClients 100 -cltTimeout 60\n"));
         assert!(text.contains("add lb vserver v2 SSL_TCP 127.0.0.1 8442\n"));
-        assert!(text.contains(
-            "bind ssl vserver v1 -cipherName TLS1.3-CHACHA20-POLY1305-SHA256 -cipherPriority 6\n"
-        ));
+        assert!(text.contains("bind ssl vserver v1 -cipherName TLS1.3-CHACHA20-POLY1305-SHA256 -cipherPriority 6\n"));
         assert!(text.trim_end().ends_with("disable service s2"));
         assert_eq!(parse_text(&text, "x").unwrap().len(), FULL.lines().count());
     }

@@ -51,8 +51,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
                 if let Some(ca) = &ck.linked_to {
                     let _ = writeln!(out, "  linked to: {ca}");
                 }
-                let users: Vec<String> =
-                    m.certkey_users(&n).iter().map(|e| e.to_string()).collect();
+                let users: Vec<String> = m.certkey_users(&n).iter().map(|e| e.to_string()).collect();
                 let _ = writeln!(out, "  used by: {}", none_if_empty(&users));
             }
         }
@@ -61,8 +60,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
                 let Some(g) = m.cipher_groups.get(&n) else {
                     continue;
                 };
-                let suites: Vec<String> =
-                    g.suites.iter().map(|s| s.adc_name().to_string()).collect();
+                let suites: Vec<String> = g.suites.iter().map(|s| s.adc_name().to_string()).collect();
                 let _ = writeln!(out, "cipher group {n}: {}", none_if_empty(&suites));
             }
         }
@@ -73,13 +71,8 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
                 };
                 let mut params = String::new();
                 let _ = write_params(&mut params, &p.params);
-                let users: Vec<String> =
-                    m.profile_users(&n).iter().map(|e| e.to_string()).collect();
-                let _ = writeln!(
-                    out,
-                    "ssl profile {n}:{params}\n  used by: {}",
-                    none_if_empty(&users)
-                );
+                let users: Vec<String> = m.profile_users(&n).iter().map(|e| e.to_string()).collect();
+                let _ = writeln!(out, "ssl profile {n}:{params}\n  used by: {}", none_if_empty(&users));
             }
         }
         ShowWhat::Object(ObjectKind::Vserver) => {
@@ -156,21 +149,11 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
                     return Err(format!("unknown {} {n}", kind.keyword()));
                 }
             }
-            for (n, profile, params, b) in parts
-                .into_iter()
-                .filter(|(pn, ..)| name.is_none_or(|x| x == *pn))
-            {
-                let prof = profile
-                    .as_ref()
-                    .and_then(|p| m.profiles.get(p))
-                    .map(|p| &p.params);
+            for (n, profile, params, b) in parts.into_iter().filter(|(pn, ..)| name.is_none_or(|x| x == *pn)) {
+                let prof = profile.as_ref().and_then(|p| m.profiles.get(p)).map(|p| &p.params);
                 let eff = params.effective(prof);
                 let e = EntityRef::new(kind, n);
-                let _ = writeln!(
-                    out,
-                    "ssl {e} epoch {}",
-                    m.epochs.get(&e).copied().unwrap_or(0)
-                );
+                let _ = writeln!(out, "ssl {e} epoch {}", m.epochs.get(&e).copied().unwrap_or(0));
                 let _ = writeln!(out, "  profile: {}", profile.as_deref().unwrap_or("none"));
                 let _ = writeln!(out, "  effective: {eff:?}");
                 for c in &b.certkeys {
@@ -208,10 +191,7 @@ fn state(enabled: bool) -> &'static str {
 }
 
 fn secs(t: SystemTime) -> String {
-    format!(
-        "{}s",
-        t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-    )
+    format!("{}s", t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 fn none_if_empty(v: &[String]) -> String {
@@ -259,9 +239,7 @@ mod tests {
         );
         let s = show(&m, ShowWhat::Ssl(EntityKind::Vserver), Some("v")).unwrap();
         assert!(
-            s.contains("profile: p")
-                && s.contains("sess_timeout: 60")
-                && s.contains("cipher g priority 1"),
+            s.contains("profile: p") && s.contains("sess_timeout: 60") && s.contains("cipher g priority 1"),
             "{s}"
         );
         assert!(show(&m, ShowWhat::Object(ObjectKind::ServiceGroup), None)
@@ -276,10 +254,7 @@ mod tests {
         assert!(show(&m, ShowWhat::Object(ObjectKind::Profile), None)
             .unwrap()
             .contains("used by: vserver v"));
-        assert_eq!(
-            show(&m, ShowWhat::RunningConfig, None).unwrap(),
-            m.to_commands()
-        );
+        assert_eq!(show(&m, ShowWhat::RunningConfig, None).unwrap(), m.to_commands());
         assert_eq!(
             show(&m, ShowWhat::Object(ObjectKind::Service), Some("x")).unwrap_err(),
             "unknown service x"

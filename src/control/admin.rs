@@ -13,8 +13,8 @@
 //! every request must carry `Authorization: Bearer TOKEN`.
 
 use std::io::{Read, Write};
-use std::os::fd::IntoRawFd;
 use std::os::fd::FromRawFd;
+use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,8 +43,9 @@ impl AdminListener {
         if spec.contains('/') {
             return Ok(AdminListener::Unix(PathBuf::from(spec)));
         }
-        let addr: std::net::SocketAddr =
-            spec.parse().map_err(|_| format!("admin address {spec:?} is not host:port or a socket path"))?;
+        let addr: std::net::SocketAddr = spec
+            .parse()
+            .map_err(|_| format!("admin address {spec:?} is not host:port or a socket path"))?;
         if !addr.ip().is_loopback() {
             warn!("admin API on non-loopback address {addr}: protect it with --admin-token-file");
         }
@@ -104,7 +105,12 @@ async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Result<Request, (u16, 
                     body.extend_from_slice(&chunk[..n]);
                 }
                 body.truncate(len);
-                return Ok(Request { method, path, auth, body });
+                return Ok(Request {
+                    method,
+                    path,
+                    auth,
+                    body,
+                });
             }
             Ok(httparse::Status::Partial) => {
                 if buf.len() > MAX_HEAD {
@@ -139,7 +145,11 @@ async fn respond<S: AsyncWrite + Unpin>(s: &mut S, code: u16, ctype: &str, body:
 /// Answer one request.
 async fn handle(ctl: &mut Control, req: Request) -> (u16, &'static str, String) {
     if let Some(token) = &ctl.admin_token {
-        let ok = req.auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")).is_some_and(|t| t.trim() == token);
+        let ok = req
+            .auth
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| t.trim() == token);
         if !ok {
             return (401, "text/plain", "missing or wrong bearer token\n".into());
         }
@@ -154,7 +164,11 @@ async fn handle(ctl: &mut Control, req: Request) -> (u16, &'static str, String) 
             };
             run_command_text(ctl, &text).await
         }
-        _ => (404, "text/plain", "unknown endpoint; use POST /cmd, GET /stats, /metrics or /config\n".into()),
+        _ => (
+            404,
+            "text/plain",
+            "unknown endpoint; use POST /cmd, GET /stats, /metrics or /config\n".into(),
+        ),
     }
 }
 
@@ -164,7 +178,11 @@ async fn run_command_text(ctl: &mut Control, text: &str) -> (u16, &'static str, 
         Ok(c) => c,
         Err(errs) => {
             let msg: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-            return (400, "text/plain", format!("ERROR: {}\nNothing was changed.\n", msg.join("\n")));
+            return (
+                400,
+                "text/plain",
+                format!("ERROR: {}\nNothing was changed.\n", msg.join("\n")),
+            );
         }
     };
     if cmds.is_empty() {
@@ -172,16 +190,25 @@ async fn run_command_text(ctl: &mut Control, text: &str) -> (u16, &'static str, 
     }
     let queries = cmds.iter().filter(|(_, c)| c.is_query()).count();
     if queries > 0 && queries < cmds.len() {
-        return (400, "text/plain", "ERROR: show and save cannot be part of a batch of changes\nNothing was changed.\n".into());
+        return (
+            400,
+            "text/plain",
+            "ERROR: show and save cannot be part of a batch of changes\nNothing was changed.\n".into(),
+        );
     }
     if queries > 0 {
         let mut out = String::new();
         for (_, c) in &cmds {
             let r = match c {
                 Command::Save => ctl.save(),
-                Command::Show { what: ShowWhat::Stats, .. } => Ok(stats_text(&ctl.stats().await)),
-                Command::Show { what: ShowWhat::RunningConfig, .. } => Ok(ctl.model.to_commands()),
-                Command::Show { what, name } => crate::config::show(&ctl.model, what.clone(), name.as_deref()),
+                Command::Show {
+                    what: ShowWhat::Stats, ..
+                } => Ok(stats_text(&ctl.stats().await)),
+                Command::Show {
+                    what: ShowWhat::RunningConfig,
+                    ..
+                } => Ok(ctl.model.to_commands()),
+                Command::Show { what, name } => crate::config::show(&ctl.model, *what, name.as_deref()),
                 _ => Ok(String::new()),
             };
             match r {
@@ -193,7 +220,11 @@ async fn run_command_text(ctl: &mut Control, text: &str) -> (u16, &'static str, 
     }
     match ctl.apply_commands(&cmds).await {
         Ok(report) => {
-            info!(generation = report.generation, propagation_us = report.propagation.as_micros() as u64, "change applied");
+            info!(
+                generation = report.generation,
+                propagation_us = report.propagation.as_micros() as u64,
+                "change applied"
+            );
             (200, "text/plain", report.to_text())
         }
         Err(e) => (400, "text/plain", format!("ERROR: {e}\nNothing was changed.\n")),
@@ -231,7 +262,11 @@ pub fn prometheus(stats: &Value) -> String {
                     if LABEL_KEYS.contains(&k.as_str()) {
                         continue;
                     }
-                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}_{k}")
+                    };
                     walk(child, &name, &labels, out);
                 }
             }
@@ -290,8 +325,8 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
             if path.exists() {
                 let _ = std::fs::remove_file(&path);
             }
-            let l = UnixListener::bind(&path)
-                .map_err(|e| format!("admin API cannot listen on {}: {e}", path.display()))?;
+            let l =
+                UnixListener::bind(&path).map_err(|e| format!("admin API cannot listen on {}: {e}", path.display()))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
@@ -308,7 +343,11 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
         }
         if runtime::take(&signals.hup) {
             match ctl.reload().await {
-                Ok(r) => info!(generation = r.generation, "SIGHUP: configuration reloaded\n{}", r.to_text()),
+                Ok(r) => info!(
+                    generation = r.generation,
+                    "SIGHUP: configuration reloaded\n{}",
+                    r.to_text()
+                ),
                 Err(e) => warn!("SIGHUP: reload refused, running configuration kept: {e}"),
             }
         }
@@ -329,26 +368,38 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
 }
 
 /// `shardtls ctl`: send a command text to the admin API; returns (ok, body).
-pub fn client_request(admin: &str, method: &str, path: &str, body: &str, token: Option<&str>) -> Result<(bool, String), String> {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+pub fn client_request(
+    admin: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<(bool, String), String> {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: shardtls\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut resp = Vec::new();
     if admin.contains('/') {
-        let mut s = std::os::unix::net::UnixStream::connect(admin).map_err(|e| format!("cannot reach admin socket {admin}: {e}"))?;
+        let mut s = std::os::unix::net::UnixStream::connect(admin)
+            .map_err(|e| format!("cannot reach admin socket {admin}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(60))).ok();
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
         s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
     } else {
-        let mut s = std::net::TcpStream::connect(admin).map_err(|e| format!("cannot reach admin API at {admin}: {e}"))?;
+        let mut s =
+            std::net::TcpStream::connect(admin).map_err(|e| format!("cannot reach admin API at {admin}: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(60))).ok();
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
         s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
     }
     let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed reply from the admin API")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("malformed reply from the admin API")?;
     let ok = head.split_whitespace().nth(1) == Some("200");
     Ok((ok, body.to_string()))
 }

@@ -95,9 +95,18 @@ impl Control {
                 error!("a shard is gone");
             }
         }
-        let mut report = ApplyReport { generation: snap.generation, ..Default::default() };
+        let mut report = ApplyReport {
+            generation: snap.generation,
+            ..Default::default()
+        };
         for r in &self.replies {
-            if let Some(ShardReply::Applied { killed, draining, errors, .. }) = r.recv().await {
+            if let Some(ShardReply::Applied {
+                killed,
+                draining,
+                errors,
+                ..
+            }) = r.recv().await
+            {
                 report.killed += killed;
                 report.draining += draining;
                 report.errors.extend(errors);
@@ -111,9 +120,8 @@ impl Control {
 
     /// Validate and apply a batch of commands as one transaction.
     pub async fn apply_text(&mut self, text: &str, source: &str) -> Result<ApplyReport, String> {
-        let cmds = config::parse_text(text, source).map_err(|errs| {
-            errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-        })?;
+        let cmds = config::parse_text(text, source)
+            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
         self.apply_commands(&cmds).await
     }
 
@@ -167,10 +175,16 @@ impl Control {
     pub async fn reload(&mut self) -> Result<ApplyReport, String> {
         let new = config::load_file(&self.config_path)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
-        let cmds: Vec<(usize, config::Command)> =
-            config::diff(&self.model, &new).into_iter().enumerate().map(|(i, c)| (i + 1, c)).collect();
+        let cmds: Vec<(usize, config::Command)> = config::diff(&self.model, &new)
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| (i + 1, c))
+            .collect();
         if cmds.is_empty() {
-            return Ok(ApplyReport { generation: self.snapshot.generation, ..Default::default() });
+            return Ok(ApplyReport {
+                generation: self.snapshot.generation,
+                ..Default::default()
+            });
         }
         self.apply_commands(&cmds).await
     }
@@ -182,7 +196,10 @@ impl Control {
         for r in &self.replies {
             if let Some(ShardReply::Drained { shard, remaining }) = r.recv().await {
                 if remaining > 0 {
-                    warn!(shard, remaining, "connections still open at the drain deadline were closed");
+                    warn!(
+                        shard,
+                        remaining, "connections still open at the drain deadline were closed"
+                    );
                 }
             }
         }
@@ -218,9 +235,8 @@ impl Signals {
 
 /// Load, validate and serve `opts.config` until SIGTERM.
 pub fn run(opts: RunOptions) -> Result<(), String> {
-    let mut model = config::load_file(&opts.config).map_err(|errs| {
-        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
-    })?;
+    let mut model = config::load_file(&opts.config)
+        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
     // Start-up is the first epoch of everything, however many commands built it.
     for e in model.epochs.values_mut() {
         *e = 1;
@@ -294,7 +310,9 @@ pub(crate) async fn shutdown(ctl: &mut Control) {
 }
 
 pub(crate) fn config_dir(path: &Path) -> PathBuf {
-    path.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| PathBuf::from("."))
+    path.parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub(crate) fn take(flag: &AtomicBool) -> bool {

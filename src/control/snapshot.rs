@@ -70,12 +70,21 @@ fn epoch_of(model: &Model, e: &EntityRef) -> Epoch {
 
 impl Snapshot {
     /// Build the snapshot of `model`, reusing `prev`'s specs where nothing changed.
-    pub fn build(model: &Model, prev: Option<&Snapshot>, generation: u64, notes: ChangeNotes) -> Result<Snapshot, String> {
+    pub fn build(
+        model: &Model,
+        prev: Option<&Snapshot>,
+        generation: u64,
+        notes: ChangeNotes,
+    ) -> Result<Snapshot, String> {
         let mut vservers = BTreeMap::new();
         for (name, vs) in &model.vservers {
             let entity = EntityRef::new(EntityKind::Vserver, name);
             let epoch = epoch_of(model, &entity);
-            let profile = vs.ssl_profile.as_ref().and_then(|p| model.profiles.get(p)).map(|p| &p.params);
+            let profile = vs
+                .ssl_profile
+                .as_ref()
+                .and_then(|p| model.profiles.get(p))
+                .map(|p| &p.params);
             let params = vs.params.effective(profile);
             let policy = EpochPolicy {
                 drain_timeout: params.drain_timeout.map(|s| Duration::from_secs(s.into())),
@@ -136,12 +145,29 @@ impl Snapshot {
             };
             pools.insert(
                 Arc::from(name),
-                Arc::new(PoolSpec { entity, enabled, epoch, policy, members, tls, connect_timeout: CONNECT_TIMEOUT }),
+                Arc::new(PoolSpec {
+                    entity,
+                    enabled,
+                    epoch,
+                    policy,
+                    members,
+                    tls,
+                    connect_timeout: CONNECT_TIMEOUT,
+                }),
             );
             Ok(())
         };
         for (name, s) in &model.services {
-            add_pool(name, EntityKind::Service, s.enabled, vec![s.addr], s.proto, &s.params, &s.ssl_profile, &s.bindings)?;
+            add_pool(
+                name,
+                EntityKind::Service,
+                s.enabled,
+                vec![s.addr],
+                s.proto,
+                &s.params,
+                &s.ssl_profile,
+                &s.bindings,
+            )?;
         }
         for (name, g) in &model.service_groups {
             add_pool(
@@ -155,6 +181,11 @@ impl Snapshot {
                 &g.bindings,
             )?;
         }
-        Ok(Snapshot { generation, vservers, pools, notes })
+        Ok(Snapshot {
+            generation,
+            vservers,
+            pools,
+            notes,
+        })
     }
 }

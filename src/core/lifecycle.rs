@@ -6,14 +6,11 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::stats::{
-    DrainedEpoch, EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats,
-    ShardTotals, DRAINED_HISTORY,
+    DrainedEpoch, EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals,
+    DRAINED_HISTORY,
 };
 use super::timers::{TimerKey, Timers};
-use super::types::{
-    CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused,
-    Stale,
-};
+use super::types::{CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused, Stale};
 use crate::config::model::{EntityRef, Epoch, Side};
 
 /// Internal phase of a connection. The public [`ConnState`] adds `Draining`,
@@ -188,18 +185,10 @@ impl ShardCore {
     /// - Same epoch: only the policy is updated (it applies to connections
     ///   that start after this call).
     /// - Older epoch: ignored (a late snapshot).
-    pub fn set_epoch(
-        &mut self,
-        entity: &EntityRef,
-        epoch: Epoch,
-        policy: EpochPolicy,
-        now: Instant,
-    ) -> EpochChange {
+    pub fn set_epoch(&mut self, entity: &EntityRef, epoch: Epoch, policy: EpochPolicy, now: Instant) -> EpochChange {
         self.touch(now);
         let Some(&idx) = self.index.get(entity) else {
-            let idx = self
-                .entities
-                .insert(EntityState::new(entity.clone(), epoch, policy));
+            let idx = self.entities.insert(EntityState::new(entity.clone(), epoch, policy));
             self.index.insert(entity.clone(), idx);
             return EpochChange {
                 opened: true,
@@ -218,10 +207,7 @@ impl ShardCore {
         let drain_timeout = policy.drain_timeout;
         ent.current = epoch;
         ent.epochs.insert(epoch, EpochState::new(policy));
-        let st = ent
-            .epochs
-            .get_mut(&old)
-            .expect("the current epoch always has a state");
+        let st = ent.epochs.get_mut(&old).expect("the current epoch always has a state");
         st.retired_at = Some(now);
 
         let mut killed: Vec<ConnId> = st.handshaking.drain().collect();
@@ -338,8 +324,7 @@ impl ShardCore {
         }
         for (&epoch, st) in &ent.epochs {
             if let Some(at) = st.drain_deadline {
-                self.timers
-                    .cancel(at, TimerKey::Drain { entity: idx, epoch });
+                self.timers.cancel(at, TimerKey::Drain { entity: idx, epoch });
             }
         }
         out.sort_unstable();
@@ -353,9 +338,7 @@ impl ShardCore {
 
     /// Whether `entity` is known and enabled.
     pub fn is_enabled(&self, entity: &EntityRef) -> bool {
-        self.index
-            .get(entity)
-            .is_some_and(|&i| self.entities[i].enabled)
+        self.index.get(entity).is_some_and(|&i| self.entities[i].enabled)
     }
 
     /// Where `epoch` of `entity` stands: `None` when the entity is unknown,
@@ -381,8 +364,7 @@ impl ShardCore {
             (st.retired_at.unwrap_or(now), st.drain_deadline)
         };
         if let Some(at) = drain_deadline {
-            self.timers
-                .cancel(at, TimerKey::Drain { entity: idx, epoch });
+            self.timers.cancel(at, TimerKey::Drain { entity: idx, epoch });
         }
         let record = DrainedEpoch {
             epoch,
@@ -468,10 +450,7 @@ impl ShardCore {
             Phase::Accepted => {
                 let e = ent.current;
                 ent.unbound.remove(&id);
-                let st = ent
-                    .epochs
-                    .get_mut(&e)
-                    .expect("the current epoch always has a state");
+                let st = ent.epochs.get_mut(&e).expect("the current epoch always has a state");
                 st.handshaking.insert(id);
                 conn.epoch = Some(e);
                 conn.phase = Phase::Handshaking;
@@ -608,10 +587,7 @@ impl ShardCore {
     pub fn on_refused_resumption(&mut self, entity: &EntityRef, now: Instant) {
         self.touch(now);
         if let Some(&idx) = self.index.get(entity) {
-            self.entities[idx]
-                .current_state()
-                .counters
-                .refused_resumptions += 1;
+            self.entities[idx].current_state().counters.refused_resumptions += 1;
         }
     }
 
@@ -647,11 +623,7 @@ impl ShardCore {
                     out.push((id, CloseReason::HandshakeTimeout));
                 }
                 TimerKey::Drain { entity, epoch } => {
-                    let Some(st) = self
-                        .entities
-                        .get_mut(entity)
-                        .and_then(|e| e.epochs.get_mut(&epoch))
-                    else {
+                    let Some(st) = self.entities.get_mut(entity).and_then(|e| e.epochs.get_mut(&epoch)) else {
                         continue;
                     };
                     let mut ids: Vec<ConnId> = st.established.drain().collect();
@@ -685,9 +657,7 @@ impl ShardCore {
             (Phase::Accepted, _) => ConnState::Accepted,
             (Phase::Closing, _) => ConnState::Closing,
             (Phase::Handshaking, Some(epoch)) => ConnState::Handshaking { epoch },
-            (Phase::Established, Some(epoch)) if epoch == ent.current => {
-                ConnState::Established { epoch }
-            }
+            (Phase::Established, Some(epoch)) if epoch == ent.current => ConnState::Established { epoch },
             (Phase::Established, Some(epoch)) => ConnState::Draining { epoch },
             (_, None) => ConnState::Closing,
         })
@@ -806,18 +776,11 @@ impl ShardCore {
                 ] {
                     for id in set {
                         let c = &self.conns[id];
-                        assert_eq!(
-                            (c.entity, c.epoch, c.phase),
-                            (idx, Some(e), phase),
-                            "conn {id}"
-                        );
+                        assert_eq!((c.entity, c.epoch, c.phase), (idx, Some(e), phase), "conn {id}");
                     }
                 }
                 if e != ent.current {
-                    assert!(
-                        st.handshaking.is_empty(),
-                        "retired epoch {e} has handshakes"
-                    );
+                    assert!(st.handshaking.is_empty(), "retired epoch {e} has handshakes");
                     assert!(st.live() > 0, "retired epoch {e} should be drained");
                 }
             }
@@ -829,12 +792,7 @@ impl ShardCore {
         let drains: usize = self
             .entities
             .iter()
-            .map(|(_, e)| {
-                e.epochs
-                    .values()
-                    .filter(|s| s.drain_deadline.is_some())
-                    .count()
-            })
+            .map(|(_, e)| e.epochs.values().filter(|s| s.drain_deadline.is_some()).count())
             .sum();
         assert!(self.timers.len() <= armed + drains);
         assert!(self.timers.len() >= armed);

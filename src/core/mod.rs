@@ -21,6 +21,8 @@
 //!
 //! See `LIFECYCLE.md` beside this file for the states and transitions.
 
+#![cfg_attr(not(test), deny(clippy::disallowed_methods))]
+
 mod lifecycle;
 mod stats;
 mod timers;
@@ -28,13 +30,9 @@ mod types;
 
 pub use lifecycle::ShardCore;
 pub use stats::{
-    EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals,
-    DRAINED_HISTORY,
+    EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals, DRAINED_HISTORY,
 };
-pub use types::{
-    CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused,
-    Stale,
-};
+pub use types::{CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused, Stale};
 
 #[cfg(test)]
 mod storm;

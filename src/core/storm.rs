@@ -93,9 +93,7 @@ struct Coverage {
 
 fn random_policy(rng: &mut Rng) -> EpochPolicy {
     EpochPolicy {
-        drain_timeout: rng
-            .chance(70)
-            .then(|| Duration::from_millis(200 + rng.below(6_000))),
+        drain_timeout: rng.chance(70).then(|| Duration::from_millis(200 + rng.below(6_000))),
         handshake_timeout: Duration::from_millis(2000 + rng.below(20_000)),
         strict_session_cleanup: rng.chance(80),
         max_conns: rng.chance(30).then(|| 5 + rng.below(40) as u32),
@@ -115,11 +113,7 @@ impl Model {
     }
 
     fn ids_where(&self, f: impl Fn(&ShConn) -> bool) -> Vec<ConnId> {
-        self.conns
-            .iter()
-            .filter(|(_, c)| f(c))
-            .map(|(&id, _)| id)
-            .collect()
+        self.conns.iter().filter(|(_, c)| f(c)).map(|(&id, _)| id).collect()
     }
 
     /// Open a newer epoch of entity `e` and check what the core did.
@@ -128,18 +122,10 @@ impl Model {
         let new = old + 1;
         let ch = core.set_epoch(&self.entities[e], new, policy.clone(), self.now);
         let handshaking = self.ids_where(|c| c.entity == e && c.state == Sh::Handshaking);
-        assert!(handshaking
-            .iter()
-            .all(|id| self.conns[id].epoch == Some(old)));
+        assert!(handshaking.iter().all(|id| self.conns[id].epoch == Some(old)));
         // Invariant: only mid-handshake connections are killed by a change.
-        assert_eq!(
-            ch.killed,
-            handshaking,
-            "killed set at {:?}",
-            self.now - t0()
-        );
-        let est =
-            self.ids_where(|c| c.entity == e && c.epoch == Some(old) && c.state == Sh::Established);
+        assert_eq!(ch.killed, handshaking, "killed set at {:?}", self.now - t0());
+        let est = self.ids_where(|c| c.entity == e && c.epoch == Some(old) && c.state == Sh::Established);
         assert_eq!(ch.draining, est.len());
         assert!(ch.opened);
         assert_eq!(ch.retired, Some(old));
@@ -150,10 +136,7 @@ impl Model {
             c.state = Sh::Closing(CloseReason::EpochChanged);
             c.deadline = None;
         }
-        let deadline = policy
-            .drain_timeout
-            .filter(|_| !est.is_empty())
-            .map(|d| self.now + d);
+        let deadline = policy.drain_timeout.filter(|_| !est.is_empty()).map(|d| self.now + d);
         assert_eq!(ch.retired_drained, self.live_of(e, old) == 0);
         if !ch.retired_drained {
             self.retired.insert((e, old), Retired { deadline });
@@ -178,8 +161,7 @@ impl Model {
             "R8 for {id} {kind:?}"
         );
         if let Some(ep) = c.epoch {
-            let last =
-                self.retired.contains_key(&(c.entity, ep)) && self.live_of(c.entity, ep) == 0;
+            let last = self.retired.contains_key(&(c.entity, ep)) && self.live_of(c.entity, ep) == 0;
             assert_eq!(out.epoch_drained, last, "drained flag of {id}");
             if last {
                 self.seen.drained += 1;
@@ -195,17 +177,10 @@ impl Model {
     fn poll(&mut self, core: &mut ShardCore) {
         let due = core.poll_timeouts(self.now);
         for (id, reason) in due {
-            let c = self
-                .conns
-                .get_mut(&id)
-                .expect("poll returns open connections");
+            let c = self.conns.get_mut(&id).expect("poll returns open connections");
             match reason {
                 CloseReason::HandshakeTimeout => {
-                    assert!(
-                        matches!(c.state, Sh::Accepted | Sh::Handshaking),
-                        "{id} {:?}",
-                        c.state
-                    );
+                    assert!(matches!(c.state, Sh::Accepted | Sh::Handshaking), "{id} {:?}", c.state);
                     assert!(
                         c.deadline.is_some_and(|d| d <= self.now),
                         "handshake timer of {id} early"
@@ -217,10 +192,7 @@ impl Model {
                     // (its epoch retired and past its deadline) or by disable.
                     assert_eq!(c.state, Sh::Established);
                     let r = &self.retired[&(c.entity, c.epoch.unwrap())];
-                    assert!(
-                        r.deadline.is_some_and(|d| d <= self.now),
-                        "drain of {id} early"
-                    );
+                    assert!(r.deadline.is_some_and(|d| d <= self.now), "drain of {id} early");
                     self.seen.drain_closes += 1;
                 }
                 other => panic!("poll_timeouts returned {other:?}"),
@@ -279,12 +251,7 @@ impl Model {
             let bound: usize = line.epochs.iter().map(|l| l.live).sum();
             assert_eq!(line.open - bound, line.unbound);
             for l in &line.epochs {
-                assert_eq!(
-                    l.live,
-                    self.live_of(e, l.epoch),
-                    "live of {ent} epoch {}",
-                    l.epoch
-                );
+                assert_eq!(l.live, self.live_of(e, l.epoch), "live of {ent} epoch {}", l.epoch);
                 match l.status {
                     EpochStatus::Current => assert_eq!(l.epoch, cur),
                     EpochStatus::Draining => {
@@ -380,8 +347,7 @@ fn storm(seed: u64, steps: usize) -> Coverage {
             }
             // first byte / handshake start
             25..=39 => {
-                let ids = m
-                    .ids_where(|c| !c.started && matches!(c.state, Sh::Accepted | Sh::Handshaking));
+                let ids = m.ids_where(|c| !c.started && matches!(c.state, Sh::Accepted | Sh::Handshaking));
                 let Some(id) = rng.pick(&ids) else { continue };
                 let c = m.conns[&id];
                 let epoch = c.epoch.unwrap_or(m.current[c.entity].unwrap());
@@ -395,19 +361,14 @@ fn storm(seed: u64, steps: usize) -> Coverage {
             }
             // handshake completes (sometimes for a connection already closing)
             40..=54 => {
-                let ids = m.ids_where(|c| {
-                    matches!(c.state, Sh::Handshaking | Sh::Closing(_)) && c.epoch.is_some()
-                });
+                let ids = m.ids_where(|c| matches!(c.state, Sh::Handshaking | Sh::Closing(_)) && c.epoch.is_some());
                 let Some(id) = rng.pick(&ids) else { continue };
                 let c = m.conns[&id];
                 let resumed = rng.chance(40);
                 let res = core.on_established(id, resumed, m.now);
                 if c.state == Sh::Handshaking {
                     // Invariant: established only under the epoch current now.
-                    assert_eq!(
-                        c.epoch, m.current[c.entity],
-                        "handshaking under a retired epoch"
-                    );
+                    assert_eq!(c.epoch, m.current[c.entity], "handshaking under a retired epoch");
                     assert_eq!(res, Ok(()));
                     let c = m.conns.get_mut(&id).unwrap();
                     c.state = Sh::Established;
@@ -439,10 +400,7 @@ fn storm(seed: u64, steps: usize) -> Coverage {
                     }
                 }
                 for id in std::mem::take(&mut orphans) {
-                    assert_eq!(
-                        core.on_close(id, CloseKind::Clean, m.now),
-                        CloseOutcome::default()
-                    );
+                    assert_eq!(core.on_close(id, CloseKind::Clean, m.now), CloseOutcome::default());
                 }
             }
             // configuration change

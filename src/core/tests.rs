@@ -142,17 +142,11 @@ fn r2_mid_handshake_killed_unbound_takes_new_epoch_other_entity_untouched() {
     assert_eq!(c.conn_state(hs), Some(ConnState::Closing));
     assert_eq!(c.conn_state(unbound), Some(ConnState::Accepted));
     assert_eq!(c.on_handshake_start(unbound, secs(3)), 2);
-    assert_eq!(
-        c.conn_state(unbound),
-        Some(ConnState::Handshaking { epoch: 2 })
-    );
+    assert_eq!(c.conn_state(unbound), Some(ConnState::Handshaking { epoch: 2 }));
     assert_eq!(c.on_established(unbound, false, secs(3)), Ok(()));
 
     // Control: entity b saw nothing.
-    assert_eq!(
-        c.conn_state(other),
-        Some(ConnState::Handshaking { epoch: 1 })
-    );
+    assert_eq!(c.conn_state(other), Some(ConnState::Handshaking { epoch: 1 }));
     assert_eq!(c.on_established(other, true, secs(3)), Ok(()));
     assert_eq!(c.current_epoch(&b), Some(1));
     assert_eq!(epoch_line(&c, &b, 1).counters.killed, 0);
@@ -225,10 +219,7 @@ fn r7_disable_closes_every_state_and_refuses_until_enable() {
     for id in [draining, est, hs, acc] {
         assert_eq!(c.conn_state(id), Some(ConnState::Closing));
     }
-    assert_eq!(
-        c.conn_state(other),
-        Some(ConnState::Established { epoch: 1 })
-    );
+    assert_eq!(c.conn_state(other), Some(ConnState::Established { epoch: 1 }));
     assert!(c.disable(&a, secs(3)).is_empty(), "twice is harmless");
     assert_eq!(c.on_accept(&a, secs(4)), Err(Refused));
     assert!(c.on_established(hs, false, secs(4)).is_err());
@@ -288,10 +279,7 @@ fn r8_only_clean_closes_keep_the_session_when_strict() {
         }
         let line = epoch_line(&c, &a, 1);
         assert_eq!(line.counters.sessions_dropped, if strict { 10 } else { 0 });
-        assert_eq!(
-            (line.counters.closed_clean, line.counters.closed_unclean),
-            (2, 10)
-        );
+        assert_eq!((line.counters.closed_clean, line.counters.closed_unclean), (2, 10));
     }
 }
 
@@ -323,23 +311,15 @@ fn r12_drain_deadline_fires_exactly_at_t() {
     c.set_epoch(&a, 2, drain(30), secs(10));
     let fresh = established(&mut c, &a, secs(11));
     assert_eq!(c.next_deadline(), Some(secs(40)));
-    assert!(c
-        .poll_timeouts(secs(40) - Duration::from_nanos(1))
-        .is_empty());
+    assert!(c.poll_timeouts(secs(40) - Duration::from_nanos(1)).is_empty());
     assert_eq!(c.conn_state(x), Some(ConnState::Draining { epoch: 1 }));
     let due = c.poll_timeouts(secs(40));
     assert_eq!(
         due,
-        vec![
-            (x, CloseReason::DrainTimeout),
-            (y, CloseReason::DrainTimeout)
-        ]
+        vec![(x, CloseReason::DrainTimeout), (y, CloseReason::DrainTimeout)]
     );
     assert_eq!(c.conn_state(x), Some(ConnState::Closing));
-    assert_eq!(
-        c.conn_state(fresh),
-        Some(ConnState::Established { epoch: 2 })
-    );
+    assert_eq!(c.conn_state(fresh), Some(ConnState::Established { epoch: 2 }));
     assert_eq!(c.next_deadline(), None);
     assert_eq!(
         c.epoch_status(&a, 1),
@@ -351,10 +331,7 @@ fn r12_drain_deadline_fires_exactly_at_t() {
     assert!(c.on_close(y, CloseKind::Clean, secs(41)).epoch_drained);
     let line = epoch_line(&c, &a, 1);
     assert_eq!(line.status, EpochStatus::Drained);
-    assert_eq!(
-        (line.drain_deadline, line.drained_at),
-        (Some(40.0), Some(41.0))
-    );
+    assert_eq!((line.drain_deadline, line.drained_at), (Some(40.0), Some(41.0)));
     assert_eq!(line.counters.closed_by_drain, 2);
     c.check_consistency();
 }
@@ -372,11 +349,7 @@ fn r12_no_deadline_without_drain_timeout_and_none_when_drained_early() {
     c.set_epoch(&a, 2, drain(5), secs(2));
     assert_eq!(c.next_deadline(), Some(secs(7)));
     assert!(c.on_close(id, CloseKind::Clean, secs(3)).epoch_drained);
-    assert_eq!(
-        c.next_deadline(),
-        None,
-        "the deadline of a drained epoch is cancelled"
-    );
+    assert_eq!(c.next_deadline(), None, "the deadline of a drained epoch is cancelled");
 }
 
 #[test]
@@ -401,21 +374,10 @@ fn handshake_timeouts() {
 
     c.on_established(ok, false, secs(14)).unwrap();
     assert_eq!(c.next_deadline(), Some(secs(15)));
-    assert!(c
-        .poll_timeouts(secs(15) - Duration::from_millis(1))
-        .is_empty());
-    assert_eq!(
-        c.poll_timeouts(secs(15)),
-        vec![(silent, CloseReason::HandshakeTimeout)]
-    );
-    assert_eq!(
-        c.poll_timeouts(secs(16)),
-        vec![(back, CloseReason::HandshakeTimeout)]
-    );
-    assert_eq!(
-        c.poll_timeouts(secs(100)),
-        vec![(slow, CloseReason::HandshakeTimeout)]
-    );
+    assert!(c.poll_timeouts(secs(15) - Duration::from_millis(1)).is_empty());
+    assert_eq!(c.poll_timeouts(secs(15)), vec![(silent, CloseReason::HandshakeTimeout)]);
+    assert_eq!(c.poll_timeouts(secs(16)), vec![(back, CloseReason::HandshakeTimeout)]);
+    assert_eq!(c.poll_timeouts(secs(100)), vec![(slow, CloseReason::HandshakeTimeout)]);
     assert_eq!(c.conn_state(ok), Some(ConnState::Established { epoch: 1 }));
     assert_eq!(c.on_established(slow, false, secs(100)), Err(Stale));
     assert_eq!(epoch_line(&c, &a, 1).counters.handshake_timeouts, 1);
@@ -445,10 +407,7 @@ fn race_change_between_start_and_establish_makes_it_stale() {
     // The shell's handshake future finished before it saw the kill.
     assert_eq!(c.on_established(id, true, secs(2)), Err(Stale));
     let line = epoch_line(&c, &a, 1);
-    assert_eq!(
-        (line.counters.killed, line.counters.handshakes_completed),
-        (1, 0)
-    );
+    assert_eq!((line.counters.killed, line.counters.handshakes_completed), (1, 0));
     assert!(c.on_close(id, CloseKind::Killed, secs(2)).epoch_drained);
 }
 
@@ -477,17 +436,11 @@ fn two_changes_in_a_row_keep_separate_deadlines() {
     assert_eq!(c.conn_state(e1), Some(ConnState::Draining { epoch: 1 }));
     assert_eq!(c.conn_state(e2), Some(ConnState::Draining { epoch: 2 }));
     assert_eq!(c.next_deadline(), Some(secs(80)));
-    assert_eq!(
-        c.poll_timeouts(secs(80)),
-        vec![(e2, CloseReason::DrainTimeout)]
-    );
+    assert_eq!(c.poll_timeouts(secs(80)), vec![(e2, CloseReason::DrainTimeout)]);
     assert_eq!(c.conn_state(e1), Some(ConnState::Draining { epoch: 1 }));
     assert!(c.on_close(e2, CloseKind::Clean, secs(81)).epoch_drained);
     assert_eq!(c.epoch_status(&a, 1), Some(EpochStatus::Draining));
-    assert_eq!(
-        c.poll_timeouts(secs(110)),
-        vec![(e1, CloseReason::DrainTimeout)]
-    );
+    assert_eq!(c.poll_timeouts(secs(110)), vec![(e1, CloseReason::DrainTimeout)]);
     assert!(c.on_close(e1, CloseKind::Clean, secs(110)).epoch_drained);
     assert_eq!(c.stats().totals.epochs_drained, 2);
     c.check_consistency();
@@ -536,14 +489,8 @@ fn older_epochs_are_ignored_and_same_epoch_only_updates_policy() {
     let mut c = core_with(&[&a]);
     c.set_epoch(&a, 5, policy(), secs(1));
     let id = handshaking(&mut c, &a, secs(2));
-    assert_eq!(
-        c.set_epoch(&a, 4, policy(), secs(3)),
-        EpochChange::default()
-    );
-    assert_eq!(
-        c.set_epoch(&a, 5, drain(1), secs(3)),
-        EpochChange::default()
-    );
+    assert_eq!(c.set_epoch(&a, 4, policy(), secs(3)), EpochChange::default());
+    assert_eq!(c.set_epoch(&a, 5, drain(1), secs(3)), EpochChange::default());
     assert_eq!(c.current_epoch(&a), Some(5));
     assert_eq!(c.conn_state(id), Some(ConnState::Handshaking { epoch: 5 }));
 }
@@ -554,10 +501,7 @@ fn unknown_ids_and_entities_never_panic() {
     let mut c = ShardCore::new(0);
     assert_eq!(c.on_handshake_start(42, secs(1)), 0);
     assert_eq!(c.on_established(42, false, secs(1)), Err(Stale));
-    assert_eq!(
-        c.on_close(42, CloseKind::PeerReset, secs(1)),
-        CloseOutcome::default()
-    );
+    assert_eq!(c.on_close(42, CloseKind::PeerReset, secs(1)), CloseOutcome::default());
     assert_eq!(c.conn_state(42), None);
     assert!(c.disable(&a, secs(1)).is_empty());
     assert!(c.remove_entity(&a).is_empty());
@@ -580,21 +524,11 @@ fn remove_entity_forgets_everything() {
     c.set_epoch(&a, 3, policy(), secs(3)); // y and w killed: closing
     c.on_close(w, CloseKind::Killed, secs(3));
     let keep = established(&mut c, &b, secs(3));
-    assert_eq!(
-        c.remove_entity(&a),
-        vec![x, z],
-        "closing ones are not returned again"
-    );
-    assert_eq!(
-        c.on_close(y, CloseKind::Killed, secs(4)),
-        CloseOutcome::default()
-    );
+    assert_eq!(c.remove_entity(&a), vec![x, z], "closing ones are not returned again");
+    assert_eq!(c.on_close(y, CloseKind::Killed, secs(4)), CloseOutcome::default());
     assert_eq!(c.open_conns(), 1);
     assert_eq!(c.next_deadline(), None, "a's timers went with it");
-    assert_eq!(
-        c.conn_state(keep),
-        Some(ConnState::Established { epoch: 1 })
-    );
+    assert_eq!(c.conn_state(keep), Some(ConnState::Established { epoch: 1 }));
     c.check_consistency();
 }
 
@@ -614,19 +548,9 @@ fn ids_are_never_reused_and_history_is_bounded() {
     let ent = &s.entities[0];
     assert_eq!(ent.epochs.len(), 1 + DRAINED_HISTORY);
     assert_eq!(ent.epochs[0].status, EpochStatus::Current);
-    let kept: u64 = ent
-        .epochs
-        .iter()
-        .map(|l| l.counters.handshakes_completed)
-        .sum();
-    assert_eq!(
-        kept + ent.older_epochs.handshakes_completed,
-        3 * DRAINED_HISTORY as u64
-    );
-    assert_eq!(
-        s.totals.counters.handshakes_completed,
-        3 * DRAINED_HISTORY as u64
-    );
+    let kept: u64 = ent.epochs.iter().map(|l| l.counters.handshakes_completed).sum();
+    assert_eq!(kept + ent.older_epochs.handshakes_completed, 3 * DRAINED_HISTORY as u64);
+    assert_eq!(s.totals.counters.handshakes_completed, 3 * DRAINED_HISTORY as u64);
     assert_eq!(s.totals.epochs_drained, 3 * DRAINED_HISTORY as u64);
 }
 
@@ -646,10 +570,7 @@ fn stats_serialize_to_json() {
         (e1["epoch"].as_u64(), e1["status"].as_str()),
         (Some(1), Some("draining"))
     );
-    assert_eq!(
-        (e1["live"].as_u64(), e1["full"].as_u64()),
-        (Some(1), Some(1))
-    );
+    assert_eq!((e1["live"].as_u64(), e1["full"].as_u64()), (Some(1), Some(1)));
     assert_eq!(e1["drain_deadline"].as_f64(), Some(7.0));
     assert!(e1["drained_at"].is_null());
     assert_eq!(v["totals"]["open"], 1);

@@ -36,17 +36,17 @@
 pub mod pki;
 pub mod stream;
 
+use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::path::PathBuf;
-use std::cell::RefCell;
-use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
@@ -170,7 +170,9 @@ pub struct OriginHandle {
 
 impl fmt::Debug for OriginHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OriginHandle").field("local_addr", &self.local_addr).finish()
+        f.debug_struct("OriginHandle")
+            .field("local_addr", &self.local_addr)
+            .finish()
     }
 }
 
@@ -277,8 +279,7 @@ pub fn load_server_config(
     let key_der = rustls_pemfile::private_key(&mut &key_bytes[..])
         .map_err(|e| format!("{}: malformed PEM: {e}", key.display()))?
         .ok_or_else(|| format!("{}: no PEM private key found", key.display()))?;
-    server_config(certs, key_der)
-        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()).into())
+    server_config(certs, key_der).map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()).into())
 }
 
 /// Starts the back end. Returns once every thread is listening, so the
@@ -291,8 +292,11 @@ pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
         counters: (0..threads).map(|_| CachePadded::new(Counters::default())).collect(),
     });
     let body = Arc::new(ResponseBody::new(cfg.response_size));
-    let mut handle =
-        OriginHandle { local_addr: cfg.listen, shared: shared.clone(), threads: Vec::new() };
+    let mut handle = OriginHandle {
+        local_addr: cfg.listen,
+        shared: shared.clone(),
+        threads: Vec::new(),
+    };
     for idx in 0..threads {
         // The first thread binds the asked-for address; the others bind the
         // address it got, so port 0 means one port for all of them.
@@ -334,9 +338,7 @@ pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
         handle.threads.push(join);
         match rx.recv() {
             Ok(Ok(a)) => handle.local_addr = a,
-            Ok(Err(e)) => {
-                return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-            }
+            Ok(Err(e)) => return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
             Err(_) => return Err(io::Error::other("back-end thread exited before listening")),
         }
     }
@@ -353,8 +355,7 @@ pub fn main(args: OriginArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.threads == 0 {
         return Err("--threads must be at least 1".into());
     }
-    let mut signals =
-        signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let mut handle = spawn(OriginConfig {
         listen: args.listen,
         mode: args.mode,
@@ -400,9 +401,17 @@ impl ResponseBody {
         let mut bytes = head.into_bytes();
         if size <= PREBUILT_LIMIT {
             bytes.resize(bytes.len() + size, b'x');
-            Self { bytes, rest: 0, chunk: Vec::new() }
+            Self {
+                bytes,
+                rest: 0,
+                chunk: Vec::new(),
+            }
         } else {
-            Self { bytes, rest: size, chunk: vec![b'x'; BODY_CHUNK] }
+            Self {
+                bytes,
+                rest: size,
+                chunk: vec![b'x'; BODY_CHUNK],
+            }
         }
     }
 }
@@ -628,9 +637,7 @@ fn parse_requests(req: &mut Vec<u8>, skip: &mut usize, responses: &mut usize) ->
                 }
                 break Parsed::More;
             }
-            Err(httparse::Error::TooManyHeaders) => {
-                break Parsed::Refuse("431 Request Header Fields Too Large")
-            }
+            Err(httparse::Error::TooManyHeaders) => break Parsed::Refuse("431 Request Header Fields Too Large"),
             Err(_) => break Parsed::Refuse("400 Bad Request"),
             Ok(httparse::Status::Complete(len)) => {
                 let mut close = r.version == Some(0);
@@ -686,7 +693,8 @@ async fn http(conn: &mut Conn, c: &Counters, body: &ResponseBody) -> io::Result<
                 conn.write_all(&body.chunk[..k]).await?;
                 rest -= k;
             }
-            c.bytes_out.fetch_add((body.bytes.len() + body.rest) as u64, Ordering::Relaxed);
+            c.bytes_out
+                .fetch_add((body.bytes.len() + body.rest) as u64, Ordering::Relaxed);
         }
         match outcome {
             Parsed::More => {}
@@ -695,7 +703,10 @@ async fn http(conn: &mut Conn, c: &Counters, body: &ResponseBody) -> io::Result<
                 let msg = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 conn.write_all(msg.as_bytes()).await?;
                 conn.shutdown().await?;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("refused request: {status}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("refused request: {status}"),
+                ));
             }
         }
     }

@@ -31,7 +31,9 @@ impl TestPki {
         let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "shardtls throwaway CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "shardtls throwaway CA");
         let ca = ca_params.self_signed(&ca_key)?;
 
         let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
@@ -65,12 +67,10 @@ impl TestPki {
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone())?;
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         Ok(Arc::new(cfg))
     }
 

@@ -47,7 +47,13 @@ where
     /// Wraps a connected socket and a fresh rustls connection. Nothing is
     /// sent until `handshake` or the first `read`/`write_all`.
     pub fn new(io: TcpStream, conn: C) -> Self {
-        Self { io, conn, rbuf: Vec::new(), wbuf: Vec::new(), eof: false }
+        Self {
+            io,
+            conn,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            eof: false,
+        }
     }
 
     /// The rustls connection (negotiated version, ALPN, handshake kind...).
@@ -146,9 +152,7 @@ where
                 // Loop once more: the reader now reports close_notify or EOF.
                 match self.conn.reader().read(buf) {
                     Ok(n) => return Ok(n),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        return Err(io::ErrorKind::UnexpectedEof.into())
-                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(io::ErrorKind::UnexpectedEof.into()),
                     Err(e) => return Err(e),
                 }
             }

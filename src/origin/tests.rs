@@ -150,7 +150,8 @@ fn http_plain_keep_alive_pipelining_and_close() {
     s.write_all(b"56789").unwrap();
     assert_eq!(read_response(&mut s, &mut pending), 1000);
     // Still alive; then ask to close.
-    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
     assert_eq!(read_response(&mut s, &mut pending), 1000);
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
@@ -225,9 +226,15 @@ fn parse_requests_edge_cases() {
     assert_eq!(parse_requests(&mut req, &mut skip, &mut n), Parsed::Close);
     assert_eq!(n, 2);
     let mut req = b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
-    assert_eq!(parse_requests(&mut req, &mut skip, &mut n), Parsed::Refuse("501 Not Implemented"));
+    assert_eq!(
+        parse_requests(&mut req, &mut skip, &mut n),
+        Parsed::Refuse("501 Not Implemented")
+    );
     let mut req = b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n".to_vec();
-    assert_eq!(parse_requests(&mut req, &mut skip, &mut n), Parsed::Refuse("400 Bad Request"));
+    assert_eq!(
+        parse_requests(&mut req, &mut skip, &mut n),
+        Parsed::Refuse("400 Bad Request")
+    );
     let mut req = b"GET / HTTP/1.1\r\nX: ".to_vec();
     req.resize(MAX_REQUEST_HEAD + 10, b'a');
     assert!(matches!(parse_requests(&mut req, &mut skip, &mut n), Parsed::Refuse(s) if s.starts_with("431")));

@@ -66,7 +66,10 @@ impl ClientConn<'_> {
 /// Send close_notify and FIN, bounded in time. True when delivered.
 async fn close_gracefully(leg: &mut Leg<TcpStream>) -> bool {
     let shut = std::future::poll_fn(|cx| leg.poll_shutdown(cx));
-    matches!(glommio::timer::timeout(CLOSE_GRACE, async { Ok(shut.await) }).await, Ok(Ok(())))
+    matches!(
+        glommio::timer::timeout(CLOSE_GRACE, async { Ok(shut.await) }).await,
+        Ok(Ok(()))
+    )
 }
 
 pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut stream: TcpStream) {
@@ -81,7 +84,12 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
     };
     let _ = stream.set_nodelay(true);
     let signal = shard.register(id);
-    let c = ClientConn { shard, vs: &vs, id, peer };
+    let c = ClientConn {
+        shard,
+        vs: &vs,
+        id,
+        peer,
+    };
 
     // Wait for the first byte: only then is the connection bound to an epoch (R2).
     // Heap, not the future's own state: it is dropped once fed to rustls.
@@ -96,7 +104,12 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
                 Err(_) => Err((CloseKind::Timeout, "no ClientHello before the handshake timeout".into())),
             }
         },
-        async { Err((CloseKind::Killed, format!("closed before the handshake ({:?})", signal.wait().await))) },
+        async {
+            Err((
+                CloseKind::Killed,
+                format!("closed before the handshake ({:?})", signal.wait().await),
+            ))
+        },
     ))
     .await;
     let n = match first_read {
@@ -117,7 +130,10 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
     // mismatch means the vserver changed under us: start over is not
     // possible, so refuse this connection.
     let Some(tls) = vs.tls.clone().filter(|t| t.epoch == epoch).or_else(|| {
-        shard.vserver(&vs.spec.entity.name).and_then(|v| v.tls.clone()).filter(|t| t.epoch == epoch)
+        shard
+            .vserver(&vs.spec.entity.name)
+            .and_then(|v| v.tls.clone())
+            .filter(|t| t.epoch == epoch)
     }) else {
         info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no TLS config for epoch {epoch}");
         c.finish(CloseKind::Killed, None);
@@ -152,17 +168,29 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
             return;
         }
         Err(Err(reason)) => {
-            let kind = if reason == CloseReason::HandshakeTimeout { CloseKind::Timeout } else { CloseKind::Killed };
+            let kind = if reason == CloseReason::HandshakeTimeout {
+                CloseKind::Timeout
+            } else {
+                CloseKind::Killed
+            };
             debug!(shard = shard.id, peer = %c.peer, "handshake ended by the shard: {reason:?}");
             c.finish(kind, Some(&leg));
             return;
         }
     }
     if leg.notes.refused_resumption {
-        shard.core.borrow_mut().on_refused_resumption(&vs.spec.entity, Instant::now());
+        shard
+            .core
+            .borrow_mut()
+            .on_refused_resumption(&vs.spec.entity, Instant::now());
     }
     let resumed = leg.resumed().unwrap_or(false);
-    if shard.core.borrow_mut().on_established(id, resumed, Instant::now()).is_err() {
+    if shard
+        .core
+        .borrow_mut()
+        .on_established(id, resumed, Instant::now())
+        .is_err()
+    {
         // Its epoch retired between the first byte and now: R2.
         c.finish(CloseKind::Killed, Some(&leg));
         return;
@@ -173,7 +201,11 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
         Ok(b) => b,
         Err(e) => {
             info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
-            let kind = if Box::pin(close_gracefully(&mut leg)).await { CloseKind::Clean } else { CloseKind::PeerReset };
+            let kind = if Box::pin(close_gracefully(&mut leg)).await {
+                CloseKind::Clean
+            } else {
+                CloseKind::PeerReset
+            };
             c.finish(kind, Some(&leg));
             return;
         }
@@ -196,7 +228,11 @@ async fn finish_proxied(
 ) {
     let (front_kind, back_kind) = match end {
         ProxyEnd::Done => (
-            if leg.sent_close_notify() || !leg.is_tls() { CloseKind::Clean } else { CloseKind::PeerReset },
+            if leg.sent_close_notify() || !leg.is_tls() {
+                CloseKind::Clean
+            } else {
+                CloseKind::PeerReset
+            },
             CloseKind::Clean,
         ),
         ProxyEnd::Killed(reason) => {
@@ -205,8 +241,16 @@ async fn finish_proxied(
             let front_ok = close_gracefully(&mut leg).await;
             debug!(shard = c.shard.id, peer = %c.peer, "closed by the shard: {reason:?}");
             (
-                if front_ok { CloseKind::Clean } else { CloseKind::PeerReset },
-                if back_ok { CloseKind::Clean } else { CloseKind::PeerReset },
+                if front_ok {
+                    CloseKind::Clean
+                } else {
+                    CloseKind::PeerReset
+                },
+                if back_ok {
+                    CloseKind::Clean
+                } else {
+                    CloseKind::PeerReset
+                },
             )
         }
         ProxyEnd::IdleTimeout => {
@@ -224,12 +268,26 @@ async fn finish_proxied(
             #[cfg(any())]
             info!(shard = c.shard.id, peer = %c.peer, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
             let back_ok = close_gracefully(&mut backend.leg).await;
-            (classify(&e), if back_ok { CloseKind::Clean } else { CloseKind::PeerReset })
+            (
+                classify(&e),
+                if back_ok {
+                    CloseKind::Clean
+                } else {
+                    CloseKind::PeerReset
+                },
+            )
         }
         ProxyEnd::BackendError(e) => {
             info!(shard = c.shard.id, peer = %c.peer, backend = %backend.addr, "back-end connection failed: {e}");
             let front_ok = close_gracefully(&mut leg).await;
-            (if front_ok { CloseKind::Clean } else { CloseKind::PeerReset }, classify(&e))
+            (
+                if front_ok {
+                    CloseKind::Clean
+                } else {
+                    CloseKind::PeerReset
+                },
+                classify(&e),
+            )
         }
     };
     backend.finish(c.shard, back_kind);

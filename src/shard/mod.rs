@@ -44,9 +44,19 @@ pub enum ShardMsg {
 /// Shard to control plane.
 #[derive(Debug)]
 pub enum ShardReply {
-    Applied { shard: usize, generation: u64, killed: usize, draining: usize, took: Duration, errors: Vec<String> },
+    Applied {
+        shard: usize,
+        generation: u64,
+        killed: usize,
+        draining: usize,
+        took: Duration,
+        errors: Vec<String>,
+    },
     Stats(serde_json::Value),
-    Drained { shard: usize, remaining: usize },
+    Drained {
+        shard: usize,
+        remaining: usize,
+    },
 }
 
 /// A vserver as this shard serves it.
@@ -73,13 +83,16 @@ pub(crate) struct ShellCounters {
     pub bytes_down: Cell<u64>,
 }
 
+/// A vserver's listener on this shard: its address and accept task.
+type Listening = (std::net::SocketAddr, Task<()>);
+
 /// One shard's state, shared by its tasks (never across threads).
 pub struct Shard {
     pub id: usize,
     pub(crate) core: RefCell<ShardCore>,
     signals: RefCell<HashMap<ConnId, Rc<ConnSignal>>>,
     vservers: RefCell<HashMap<Arc<str>, Rc<ShardVserver>>>,
-    listeners: RefCell<HashMap<Arc<str>, (std::net::SocketAddr, Task<()>)>>,
+    listeners: RefCell<HashMap<Arc<str>, Listening>>,
     pools: RefCell<HashMap<Arc<str>, Rc<ShardPool>>>,
     pub(crate) counters: ShellCounters,
     /// Passive health of back-end members, by address.
@@ -163,7 +176,13 @@ impl Shard {
                 drop(core);
                 self.fire(ids, CloseReason::Disabled);
             }
-            pools.insert(name.clone(), Rc::new(ShardPool { spec: spec.clone(), tls }));
+            pools.insert(
+                name.clone(),
+                Rc::new(ShardPool {
+                    spec: spec.clone(),
+                    tls,
+                }),
+            );
         }
         let removed: Vec<_> = self
             .pools
@@ -200,7 +219,14 @@ impl Shard {
                 }
             }
             let rr = old.as_ref().map(|o| o.rr.get()).unwrap_or(self.id);
-            vservers.insert(name.clone(), Rc::new(ShardVserver { spec: spec.clone(), tls, rr: Cell::new(rr) }));
+            vservers.insert(
+                name.clone(),
+                Rc::new(ShardVserver {
+                    spec: spec.clone(),
+                    tls,
+                    rr: Cell::new(rr),
+                }),
+            );
         }
         let removed: Vec<_> = self
             .vservers
@@ -216,7 +242,14 @@ impl Shard {
         *self.vservers.borrow_mut() = vservers;
         self.sync_listeners(&mut errors);
 
-        ShardReply::Applied { shard: self.id, generation: snap.generation, killed, draining, took: started.elapsed(), errors }
+        ShardReply::Applied {
+            shard: self.id,
+            generation: snap.generation,
+            killed,
+            draining,
+            took: started.elapsed(),
+            errors,
+        }
     }
 
     /// Open listeners for serving vservers, close the others.
@@ -322,11 +355,7 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
 }
 
 /// Run one shard until the control plane drains it.
-pub async fn run_shard(
-    id: usize,
-    rx: ConnectedReceiver<ShardMsg>,
-    tx: ConnectedSender<ShardReply>,
-) {
+pub async fn run_shard(id: usize, rx: ConnectedReceiver<ShardMsg>, tx: ConnectedSender<ShardReply>) {
     let shard = Shard::new(id);
     let ticker = {
         let s = shard.clone();

@@ -56,7 +56,13 @@ struct Direction {
 
 impl Direction {
     fn new() -> Self {
-        Direction { pending: Vec::new(), start: 0, eof: false, shut: false, bytes: 0 }
+        Direction {
+            pending: Vec::new(),
+            start: 0,
+            eof: false,
+            shut: false,
+            bytes: 0,
+        }
     }
 }
 

@@ -63,7 +63,11 @@ pub(crate) struct MemberHealth {
 
 impl Shard {
     fn member_up(&self, addr: SocketAddr, now: Instant) -> bool {
-        self.health.borrow().get(&addr).and_then(|h| h.down_until).is_none_or(|t| t <= now)
+        self.health
+            .borrow()
+            .get(&addr)
+            .and_then(|h| h.down_until)
+            .is_none_or(|t| t <= now)
     }
 
     fn member_failed(&self, addr: SocketAddr, why: &str) {
@@ -139,7 +143,10 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
             }
             Err(e) => {
                 shard.member_failed(*addr, &e);
-                shard.counters.backend_failures.set(shard.counters.backend_failures.get() + 1);
+                shard
+                    .counters
+                    .backend_failures
+                    .set(shard.counters.backend_failures.get() + 1);
                 debug!(shard = shard.id, member = %addr, "back end failed: {e}");
                 last_err = format!("{} member {addr}: {e}", pool.spec.entity);
             }
@@ -172,10 +179,24 @@ async fn try_member(
     let _ = stream.set_nodelay(true);
     let Some(tls) = pool.tls.clone() else {
         shard.core.borrow_mut().on_handshake_start(id, Instant::now());
-        if shard.core.borrow_mut().on_established(id, false, Instant::now()).is_err() {
-            return Err(fail(CloseKind::Killed, "back-end epoch changed while connecting".into()));
+        if shard
+            .core
+            .borrow_mut()
+            .on_established(id, false, Instant::now())
+            .is_err()
+        {
+            return Err(fail(
+                CloseKind::Killed,
+                "back-end epoch changed while connecting".into(),
+            ));
         }
-        return Ok(Backend { leg: Leg::plain(stream), id, pool: pool.clone(), server_name: None, addr });
+        return Ok(Backend {
+            leg: Leg::plain(stream),
+            id,
+            pool: pool.clone(),
+            server_name: None,
+            addr,
+        });
     };
     let spec = pool.spec.tls.as_ref().expect("tls config implies tls spec");
     let name = spec.server_name(addr);
@@ -194,7 +215,11 @@ async fn try_member(
     })
     .await;
     if let Err(e) = timed {
-        let kind = if e.to_string().contains("timed out") { CloseKind::Timeout } else { CloseKind::ProtocolError };
+        let kind = if e.to_string().contains("timed out") {
+            CloseKind::Timeout
+        } else {
+            CloseKind::ProtocolError
+        };
         let out = shard.core.borrow_mut().on_close(id, kind, Instant::now());
         shard.unregister(id);
         if out.drop_session {
@@ -203,8 +228,22 @@ async fn try_member(
         return Err(format!("TLS handshake: {e}"));
     }
     let resumed = leg.resumed().unwrap_or(false);
-    if shard.core.borrow_mut().on_established(id, resumed, Instant::now()).is_err() {
-        return Err(fail(CloseKind::Killed, "back-end epoch changed during the handshake".into()));
+    if shard
+        .core
+        .borrow_mut()
+        .on_established(id, resumed, Instant::now())
+        .is_err()
+    {
+        return Err(fail(
+            CloseKind::Killed,
+            "back-end epoch changed during the handshake".into(),
+        ));
     }
-    Ok(Backend { leg, id, pool: pool.clone(), server_name: Some(name), addr })
+    Ok(Backend {
+        leg,
+        id,
+        pool: pool.clone(),
+        server_name: Some(name),
+        addr,
+    })
 }

@@ -100,8 +100,14 @@ fn provider_for(
         provider.kx_groups = b.curves.iter().map(|c| kx_group(*c)).collect();
     }
     let mut versions = Vec::new();
-    let has13 = provider.cipher_suites.iter().any(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
-    let has12 = provider.cipher_suites.iter().any(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
+    let has13 = provider
+        .cipher_suites
+        .iter()
+        .any(|s| matches!(s, SupportedCipherSuite::Tls13(_)));
+    let has12 = provider
+        .cipher_suites
+        .iter()
+        .any(|s| matches!(s, SupportedCipherSuite::Tls12(_)));
     if p.tls13 && has13 {
         versions.push(&rustls::version::TLS13);
     }
@@ -124,7 +130,10 @@ fn chain_of(model: &Model, certkey: &str) -> Result<Vec<CertificateDer<'static>>
         if depth > 10 {
             return Err(format!("certificate chain of {certkey} is too long or loops"));
         }
-        let ck = model.certkeys.get(&name).ok_or_else(|| format!("certKey {name} does not exist"))?;
+        let ck = model
+            .certkeys
+            .get(&name)
+            .ok_or_else(|| format!("certKey {name} does not exist"))?;
         chain.extend(ck.material.certs.iter().cloned());
         next = ck.linked_to.clone();
     }
@@ -132,17 +141,29 @@ fn chain_of(model: &Model, certkey: &str) -> Result<Vec<CertificateDer<'static>>
 }
 
 fn certified_key(model: &Model, certkey: &str) -> Result<Arc<CertifiedKey>, String> {
-    let ck = model.certkeys.get(certkey).ok_or_else(|| format!("certKey {certkey} does not exist"))?;
-    let key = ck.material.key.clone().ok_or_else(|| format!("certKey {certkey} has no private key"))?;
+    let ck = model
+        .certkeys
+        .get(certkey)
+        .ok_or_else(|| format!("certKey {certkey} does not exist"))?;
+    let key = ck
+        .material
+        .key
+        .clone()
+        .ok_or_else(|| format!("certKey {certkey} has no private key"))?;
     Ok(Arc::new(CertifiedKey::new(chain_of(model, certkey)?, key)))
 }
 
 fn roots(model: &Model, bindings: &[CertBinding]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for b in bindings.iter().filter(|b| b.ca) {
-        let ck = model.certkeys.get(&b.certkey).ok_or_else(|| format!("certKey {} does not exist", b.certkey))?;
+        let ck = model
+            .certkeys
+            .get(&b.certkey)
+            .ok_or_else(|| format!("certKey {} does not exist", b.certkey))?;
         for c in ck.material.certs.iter() {
-            roots.add(c.clone()).map_err(|e| format!("certKey {} is not a usable CA: {e}", b.certkey))?;
+            roots
+                .add(c.clone())
+                .map_err(|e| format!("certKey {} is not a usable CA: {e}", b.certkey))?;
         }
     }
     Ok(roots)
@@ -161,13 +182,16 @@ pub struct SniResolver {
 
 impl fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SniResolver").field("sni_certs", &self.by_name.len()).finish()
+        f.debug_struct("SniResolver")
+            .field("sni_certs", &self.by_name.len())
+            .finish()
     }
 }
 
 fn name_matches(pattern: &str, sni: &str) -> bool {
     if let Some(suffix) = pattern.strip_prefix("*.") {
-        sni.split_once('.').is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix))
+        sni.split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix))
     } else {
         pattern.eq_ignore_ascii_case(sni)
     }
@@ -219,7 +243,10 @@ impl FrontendSpec {
     /// Build the spec of vserver `name` at `epoch`. Fails when the vserver
     /// cannot serve TLS (no server certificate, no usable version, bad CA).
     pub fn build(model: &Model, name: &str, epoch: Epoch) -> Result<Self, String> {
-        let vs = model.vservers.get(name).ok_or_else(|| format!("vserver {name} does not exist"))?;
+        let vs = model
+            .vservers
+            .get(name)
+            .ok_or_else(|| format!("vserver {name} does not exist"))?;
         let params = vs.params.effective(profile_params(model, &vs.ssl_profile));
         let (provider, versions, server_order) = provider_for(model, &vs.bindings, &params)?;
         let mut default = None;
@@ -227,7 +254,11 @@ impl FrontendSpec {
         for b in vs.bindings.certkeys.iter().filter(|b| !b.ca) {
             let ck = certified_key(model, &b.certkey)?;
             if b.sni {
-                let names = model.certkeys.get(&b.certkey).map(|c| c.material.dns_names.clone()).unwrap_or_default();
+                let names = model
+                    .certkeys
+                    .get(&b.certkey)
+                    .map(|c| c.material.dns_names.clone())
+                    .unwrap_or_default();
                 by_name.push((names, ck.clone()));
                 if default.is_none() && !vs.bindings.certkeys.iter().any(|x| !x.ca && !x.sni) {
                     default = Some(ck);
@@ -242,7 +273,9 @@ impl FrontendSpec {
         let client_verifier = if params.client_auth {
             let roots = roots(model, &vs.bindings.certkeys)?;
             if roots.is_empty() {
-                return Err(format!("vserver {name}: -clientAuth ENABLED needs a certKey bound with -CA"));
+                return Err(format!(
+                    "vserver {name}: -clientAuth ENABLED needs a certKey bound with -CA"
+                ));
             }
             let mut b = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             if params.client_cert == ClientCertMode::Optional {
@@ -259,7 +292,11 @@ impl FrontendSpec {
         };
         let spec = FrontendSpec {
             epoch,
-            resolver: Arc::new(SniResolver { default, by_name, sni_enable: params.sni_enable }),
+            resolver: Arc::new(SniResolver {
+                default,
+                by_name,
+                sni_enable: params.sni_enable,
+            }),
             params,
             provider,
             versions,
@@ -281,7 +318,12 @@ impl FrontendSpec {
             None => builder.with_no_client_auth(),
         };
         let mut cfg = builder.with_cert_resolver(self.resolver.clone());
-        cfg.alpn_protocols = self.params.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+        cfg.alpn_protocols = self
+            .params
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
         cfg.ignore_client_order = self.server_order;
         cfg.session_storage = match cache {
             Some(c) if self.params.sess_reuse => c,
@@ -302,7 +344,12 @@ impl FrontendSpec {
             .server_config(cache.clone())
             .map(Arc::new)
             .expect("validated when the spec was built");
-        ShardServerConfig { config, cache, ticketer: self.ticketer.clone(), epoch: self.epoch }
+        ShardServerConfig {
+            config,
+            cache,
+            ticketer: self.ticketer.clone(),
+            epoch: self.epoch,
+        }
     }
 }
 
@@ -406,7 +453,14 @@ impl BackendSpec {
             Some(b) => Some(certified_key(model, &b.certkey)?),
             None => None,
         };
-        let spec = BackendSpec { epoch, params, provider, versions, verifier, client_cert };
+        let spec = BackendSpec {
+            epoch,
+            params,
+            provider,
+            versions,
+            verifier,
+            client_cert,
+        };
         spec.client_config(ShardClientSessions::new())?;
         Ok(spec)
     }
@@ -421,7 +475,12 @@ impl BackendSpec {
             Some(ck) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(ck.clone()))),
             None => builder.with_no_client_auth(),
         };
-        cfg.alpn_protocols = self.params.alpn_protocols.iter().map(|p| p.as_bytes().to_vec()).collect();
+        cfg.alpn_protocols = self
+            .params
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
         cfg.resumption = if self.params.sess_reuse {
             Resumption::store(sessions).tls12_resumption(Tls12Resumption::SessionIdOrTickets)
         } else {
@@ -438,7 +497,11 @@ impl BackendSpec {
             .client_config(sessions.clone())
             .map(Arc::new)
             .expect("validated when the spec was built");
-        ShardClientConfig { config, sessions, epoch: self.epoch }
+        ShardClientConfig {
+            config,
+            sessions,
+            epoch: self.epoch,
+        }
     }
 
     /// The name to send and verify for member `addr`: `-commonName`, else its IP.

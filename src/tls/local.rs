@@ -30,7 +30,10 @@ unsafe impl<T: Send> Sync for ShardLocal<T> {}
 
 impl<T> ShardLocal<T> {
     pub fn new(value: T) -> Self {
-        ShardLocal { owner: thread_token(), value: RefCell::new(value) }
+        ShardLocal {
+            owner: thread_token(),
+            value: RefCell::new(value),
+        }
     }
 
     /// Run `f` on the value; `None` when called from a foreign thread or re-entrantly.

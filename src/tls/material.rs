@@ -83,24 +83,31 @@ pub fn load_cert_key(
     key_pem: Option<(&[u8], &str)>,
 ) -> Result<CertKeyMaterial, MaterialError> {
     let mut rd = cert_pem;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut rd)
-        .collect::<Result<_, _>>()
-        .map_err(|e| MaterialError::BadPem { file: cert_name.to_string(), reason: e.to_string() })?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut rd)
+            .collect::<Result<_, _>>()
+            .map_err(|e| MaterialError::BadPem {
+                file: cert_name.to_string(),
+                reason: e.to_string(),
+            })?;
     if certs.is_empty() {
         return Err(MaterialError::NoCertificate(cert_name.to_string()));
     }
-    let (subject, dns_names, not_before, not_after) = describe(&certs[0])
-        .ok_or_else(|| MaterialError::BadCertificate(cert_name.to_string()))?;
+    let (subject, dns_names, not_before, not_after) =
+        describe(&certs[0]).ok_or_else(|| MaterialError::BadCertificate(cert_name.to_string()))?;
 
     let key = match key_pem {
         None => None,
         Some((pem, key_name)) => {
             let mut rd = pem;
             let der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut rd)
-                .map_err(|e| MaterialError::BadPem { file: key_name.to_string(), reason: e.to_string() })?
+                .map_err(|e| MaterialError::BadPem {
+                    file: key_name.to_string(),
+                    reason: e.to_string(),
+                })?
                 .ok_or_else(|| MaterialError::NoKey(key_name.to_string()))?;
-            let key = provider::sign::any_supported_type(&der)
-                .map_err(|_| MaterialError::BadKey(key_name.to_string()))?;
+            let key =
+                provider::sign::any_supported_type(&der).map_err(|_| MaterialError::BadKey(key_name.to_string()))?;
             let ck = rustls::sign::CertifiedKey::new(certs.clone(), key.clone());
             if ck.keys_match().is_err() {
                 return Err(MaterialError::KeyMismatch {
@@ -111,7 +118,14 @@ pub fn load_cert_key(
             Some(key)
         }
     };
-    Ok(CertKeyMaterial { certs: Arc::new(certs), key, dns_names, subject, not_before, not_after })
+    Ok(CertKeyMaterial {
+        certs: Arc::new(certs),
+        key,
+        dns_names,
+        subject,
+        not_before,
+        not_after,
+    })
 }
 
 fn describe(cert: &CertificateDer<'_>) -> Option<(String, Vec<String>, SystemTime, SystemTime)> {

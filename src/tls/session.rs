@@ -85,7 +85,10 @@ pub struct ShardSessionCache {
 impl ShardSessionCache {
     pub fn new() -> Arc<Self> {
         Arc::new(ShardSessionCache {
-            inner: ShardLocal::new(CacheInner { map: HashMap::new(), order: VecDeque::new() }),
+            inner: ShardLocal::new(CacheInner {
+                map: HashMap::new(),
+                order: VecDeque::new(),
+            }),
         })
     }
 
@@ -172,7 +175,9 @@ pub struct EpochTicketer {
 
 impl fmt::Debug for EpochTicketer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EpochTicketer").field("lifetime", &self.lifetime).finish()
+        f.debug_struct("EpochTicketer")
+            .field("lifetime", &self.lifetime)
+            .finish()
     }
 }
 
@@ -180,7 +185,10 @@ const TICKET_HEADER: usize = 4 + 12;
 const MAX_REVOKED: usize = 64 * 1024;
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl EpochTicketer {
@@ -189,10 +197,12 @@ impl EpochTicketer {
         let rng = SystemRandom::new();
         let mut key_bytes = [0u8; 32];
         let mut key_id = [0u8; 4];
-        rng.fill(&mut key_bytes).map_err(|_| "no randomness for ticket keys".to_string())?;
-        rng.fill(&mut key_id).map_err(|_| "no randomness for ticket keys".to_string())?;
-        let key = UnboundKey::new(&aead::CHACHA20_POLY1305, &key_bytes)
-            .map_err(|_| "ticket key setup failed".to_string())?;
+        rng.fill(&mut key_bytes)
+            .map_err(|_| "no randomness for ticket keys".to_string())?;
+        rng.fill(&mut key_id)
+            .map_err(|_| "no randomness for ticket keys".to_string())?;
+        let key =
+            UnboundKey::new(&aead::CHACHA20_POLY1305, &key_bytes).map_err(|_| "ticket key setup failed".to_string())?;
         Ok(Arc::new(EpochTicketer {
             key_id,
             key: LessSafeKey::new(key),
@@ -266,7 +276,10 @@ impl ProducesTickets for EpochTicketer {
             return refuse();
         }
         let mut buf = cipher[TICKET_HEADER..].to_vec();
-        match self.key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&self.key_id), &mut buf) {
+        match self
+            .key
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&self.key_id), &mut buf)
+        {
             Ok(plain) => {
                 let n = plain.len();
                 buf.truncate(n);
@@ -296,7 +309,9 @@ pub struct ShardClientSessions {
 
 impl ShardClientSessions {
     pub fn new() -> Arc<Self> {
-        Arc::new(ShardClientSessions { inner: ShardLocal::new(HashMap::new()) })
+        Arc::new(ShardClientSessions {
+            inner: ShardLocal::new(HashMap::new()),
+        })
     }
 
     /// R8: forget every session saved for `server`.
@@ -326,7 +341,9 @@ impl ClientSessionStore for ShardClientSessions {
     }
 
     fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
-        self.inner.with(|m| m.get(&server_name.to_owned()).and_then(|e| e.kx_hint)).flatten()
+        self.inner
+            .with(|m| m.get(&server_name.to_owned()).and_then(|e| e.kx_hint))
+            .flatten()
     }
 
     fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
@@ -334,7 +351,9 @@ impl ClientSessionStore for ShardClientSessions {
     }
 
     fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
-        self.inner.with(|m| m.get(&server_name.to_owned()).and_then(|e| e.tls12.clone())).flatten()
+        self.inner
+            .with(|m| m.get(&server_name.to_owned()).and_then(|e| e.tls12.clone()))
+            .flatten()
     }
 
     fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
@@ -355,7 +374,9 @@ impl ClientSessionStore for ShardClientSessions {
     }
 
     fn take_tls13_ticket(&self, server_name: &ServerName<'static>) -> Option<Tls13ClientSessionValue> {
-        self.inner.with(|m| m.get_mut(server_name).and_then(|e| e.tls13.pop_back())).flatten()
+        self.inner
+            .with(|m| m.get_mut(server_name).and_then(|e| e.tls13.pop_back()))
+            .flatten()
     }
 }
 

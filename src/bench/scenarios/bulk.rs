@@ -80,7 +80,9 @@ async fn connection(w: Rc<Worker>) {
 pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let conns = plan.args.connections.max(1);
     let running = runner::start(&plan, move |w: Rc<Worker>| async move {
-        let tasks: Vec<_> = (0..w.share(conns)).map(|_| glommio::spawn_local(connection(w.clone()))).collect();
+        let tasks: Vec<_> = (0..w.share(conns))
+            .map(|_| glommio::spawn_local(connection(w.clone())))
+            .collect();
         for t in tasks {
             t.await;
         }

@@ -43,7 +43,13 @@ pub async fn one(w: &Worker, intended: Instant) -> Option<Outcome> {
     let resumed = s.conn().handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     if plan.args.request {
         let mut pending = Vec::new();
-        if let Err(e) = with_timeout(plan.args.timeout, "request", http::exchange(&mut s, &plan.request, &mut pending)).await {
+        if let Err(e) = with_timeout(
+            plan.args.timeout,
+            "request",
+            http::exchange(&mut s, &plan.request, &mut pending),
+        )
+        .await
+        {
             tracing::debug!("request failed: {e}");
             c.errors.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -120,7 +126,11 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         }
     })?;
     let m = running.measure(&plan, |t, dt| {
-        let hit = if t.ops > 0 { 100.0 * t.resumed as f64 / t.ops as f64 } else { 0.0 };
+        let hit = if t.ops > 0 {
+            100.0 * t.resumed as f64 / t.ops as f64
+        } else {
+            0.0
+        };
         format!(
             "{:9.0} handshakes/s  resumed {hit:5.1}%  errors {}  dropped {}",
             t.ops as f64 / dt,
@@ -140,7 +150,11 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     r.metric("full", t.full as f64, "");
     r.metric("resumed", t.resumed as f64, "");
     if plan.scenario == Scenario::Resume {
-        let hit = if t.ops > 0 { t.resumed as f64 / t.ops as f64 * 100.0 } else { 0.0 };
+        let hit = if t.ops > 0 {
+            t.resumed as f64 / t.ops as f64 * 100.0
+        } else {
+            0.0
+        };
         r.metric("resumption_hit_rate", hit, "%");
     }
     r.metric("errors", t.errors as f64, "");

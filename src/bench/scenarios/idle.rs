@@ -28,7 +28,12 @@ async fn open_one(w: &Worker) -> Option<Client> {
     };
     if w.plan.args.request {
         let mut pending = Vec::new();
-        let r = with_timeout(w.plan.args.timeout, "request", http::exchange(&mut s, &w.plan.request, &mut pending)).await;
+        let r = with_timeout(
+            w.plan.args.timeout,
+            "request",
+            http::exchange(&mut s, &w.plan.request, &mut pending),
+        )
+        .await;
         if r.is_err() {
             w.counters().errors.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -107,7 +112,11 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let opened = running.shared.totals();
     let rss1 = rss_bytes(&pids);
     let hold_until = Instant::now() + plan.args.duration;
-    running.progress_until(hold_until, |_| false, |t, _| format!("{} open, {} errors", t.open, t.errors));
+    running.progress_until(
+        hold_until,
+        |_| false,
+        |t, _| format!("{} open, {} errors", t.open, t.errors),
+    );
     let end = running.shared.totals();
     running.join()?;
 
@@ -122,7 +131,11 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         r.metric("server_rss_before", a as f64 / 1024.0, "KiB");
         r.metric("server_rss_after", b as f64 / 1024.0, "KiB");
         if opened.open > 0 {
-            r.metric("server_bytes_per_connection", (b as f64 - a as f64) / opened.open as f64, "B");
+            r.metric(
+                "server_bytes_per_connection",
+                (b as f64 - a as f64) / opened.open as f64,
+                "B",
+            );
         }
     } else {
         eprintln!("bench: no --server-pid (or /proc unreadable): memory per connection not measured");

@@ -39,7 +39,12 @@ pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration)
                 break 'reconnect;
             }
             runner::sleep_until(next).await;
-            let r = with_timeout(plan.args.timeout, "request", http::exchange(&mut s, &plan.request, &mut pending)).await;
+            let r = with_timeout(
+                plan.args.timeout,
+                "request",
+                http::exchange(&mut s, &plan.request, &mut pending),
+            )
+            .await;
             let done = Instant::now();
             match r {
                 Ok(n) => {

@@ -117,12 +117,20 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         let now = Instant::now();
         if now >= next_line {
             let t = running.shared.totals();
-            eprintln!("[{:6.1}s    run] {}", running.clock.t0.elapsed().as_secs_f64(), line(&t.since(&last), 1.0));
+            eprintln!(
+                "[{:6.1}s    run] {}",
+                running.clock.t0.elapsed().as_secs_f64(),
+                line(&t.since(&last), 1.0)
+            );
             last = t;
             next_line += Duration::from_secs(1);
         }
         if now < next_change {
-            std::thread::sleep((next_change - now).min(next_line.saturating_duration_since(now)).max(Duration::from_micros(50)));
+            std::thread::sleep(
+                (next_change - now)
+                    .min(next_line.saturating_duration_since(now))
+                    .max(Duration::from_micros(50)),
+            );
             continue;
         }
         let cmd = &cmds[i % cmds.len()];
@@ -174,7 +182,11 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     r.metric("handshakes_resumed", t.resumed as f64, "");
     r.metric("handshakes_failed", (t.handshake_errors + t.connect_errors) as f64, "");
     r.metric("established_errors", t.established_errors as f64, "");
-    r.metric("resumptions_attempted_across_change", t.cross_change_attempts as f64, "");
+    r.metric(
+        "resumptions_attempted_across_change",
+        t.cross_change_attempts as f64,
+        "",
+    );
     r.metric("resumptions_across_change_succeeded", t.cross_change_resumed as f64, "");
     r.latency("propagation", Some(&rtt));
     r.latency("handshake", hists.get("handshake"));
