@@ -21,8 +21,15 @@ use super::{BenchArgs, Result, TlsVersion};
 const TICKETS_PER_SERVER: usize = 16;
 
 /// The change count, bumped by `rotate` each time the admin API confirms a
-/// change. Sessions are tagged with its value when they arrive.
+/// change (so every shard has it): a connection started after that must not
+/// resume a session tagged with a lower [`CHANGES_ISSUED`] count.
 pub static CHANGE_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Changes sent to the admin API so far, including one whose reply has not
+/// arrived yet. Sessions are tagged with this count: a session that arrives
+/// while a change is in flight may already belong to the new epoch, so it
+/// only counts as "from before a change" once a later change has completed.
+pub static CHANGES_ISSUED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Epoch tag of the session offered by the last `ClientConnection::new`
@@ -182,7 +189,7 @@ impl ClientSessionStore for TaggedStore {
     }
 
     fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
-        let epoch = CHANGE_EPOCH.load(Ordering::SeqCst);
+        let epoch = CHANGES_ISSUED.load(Ordering::SeqCst);
         lock(&self.tls12).insert(server_name, (epoch, value));
     }
 
@@ -198,7 +205,7 @@ impl ClientSessionStore for TaggedStore {
     }
 
     fn insert_tls13_ticket(&self, server_name: ServerName<'static>, value: Tls13ClientSessionValue) {
-        let epoch = CHANGE_EPOCH.load(Ordering::SeqCst);
+        let epoch = CHANGES_ISSUED.load(Ordering::SeqCst);
         let mut g = lock(&self.tls13);
         let q = g.entry(server_name).or_default();
         if q.len() >= TICKETS_PER_SERVER {

@@ -63,7 +63,9 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
 /// word: unchanged when it is plain, double-quoted otherwise.
 pub fn quote_word(word: &str) -> String {
     let plain = !word.is_empty()
-        && !word.chars().any(|c| c.is_whitespace() || c == '"' || c == '#' || c == '\\');
+        && !word
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '#' || c == '\\');
     if plain {
         return word.to_string();
     }
@@ -120,7 +122,15 @@ mod tests {
 
     #[test]
     fn quote_round_trip() {
-        for s in ["plain", "with space", "", "q\"uote", "back\\slash", "ha#sh", "tab\tx"] {
+        for s in [
+            "plain",
+            "with space",
+            "",
+            "q\"uote",
+            "back\\slash",
+            "ha#sh",
+            "tab\tx",
+        ] {
             assert_eq!(split_words(&quote_word(s)).unwrap(), [s], "{s}");
         }
         assert_eq!(quote_word("plain"), "plain");

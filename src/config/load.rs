@@ -37,7 +37,10 @@ impl std::error::Error for ConfigError {}
 
 /// Parse every line of `text`. Returns the commands with their 1-based
 /// line numbers, or every line that does not parse.
-pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>, Vec<ConfigError>> {
+pub fn parse_text(
+    text: &str,
+    source_name: &str,
+) -> Result<Vec<(usize, Command)>, Vec<ConfigError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut cmds = Vec::new();
     let mut errors = Vec::new();
@@ -45,7 +48,11 @@ pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>
         match parse_line(line) {
             Ok(Some(c)) => cmds.push((i + 1, c)),
             Ok(None) => {}
-            Err(reason) => errors.push(ConfigError { file: source_name.to_string(), line: i + 1, reason }),
+            Err(reason) => errors.push(ConfigError {
+                file: source_name.to_string(),
+                line: i + 1,
+                reason,
+            }),
         }
     }
     if errors.is_empty() {
@@ -56,11 +63,19 @@ pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>
 }
 
 /// Parse and apply `text` to an empty model, reporting every error.
-pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Result<Model, Vec<ConfigError>> {
+pub fn load_text(
+    text: &str,
+    source_name: &str,
+    files: &dyn FileSource,
+) -> Result<Model, Vec<ConfigError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut model = Model::default();
     let mut errors = Vec::new();
-    let err = |line: usize, reason: String| ConfigError { file: source_name.to_string(), line, reason };
+    let err = |line: usize, reason: String| ConfigError {
+        file: source_name.to_string(),
+        line,
+        reason,
+    };
     for (i, line) in text.lines().enumerate() {
         let cmd = match parse_line(line) {
             Ok(Some(c)) => c,
@@ -71,7 +86,10 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
             }
         };
         if cmd.is_query() {
-            errors.push(err(i + 1, format!("'{cmd}' does not belong in a configuration file")));
+            errors.push(err(
+                i + 1,
+                format!("'{cmd}' does not belong in a configuration file"),
+            ));
             continue;
         }
         if let Err(reason) = model.apply(&cmd, files) {
@@ -89,10 +107,19 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
 /// are relative to its folder.
 pub fn load_file(path: &Path) -> Result<Model, Vec<ConfigError>> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path)
-        .map_err(|e| vec![ConfigError { file: name.clone(), line: 0, reason: format!("cannot read: {e}") }])?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        vec![ConfigError {
+            file: name.clone(),
+            line: 0,
+            reason: format!("cannot read: {e}"),
+        }]
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
-        vec![ConfigError { file: name.clone(), line: 0, reason: format!("not UTF-8 text: {e}") }]
+        vec![ConfigError {
+            file: name.clone(),
+            line: 0,
+            reason: format!("not UTF-8 text: {e}"),
+        }]
     })?;
     let base = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -144,7 +171,10 @@ bind ssl vserver v -certkeyName a
         assert_eq!(lines.len(), expect.len(), "{lines:#?}");
         for (got, (line, reason)) in lines.iter().zip(expect) {
             let prefix = format!("{name}:{line}: ");
-            assert!(got.starts_with(&prefix) && got.contains(reason), "{got} (wanted {prefix}...{reason})");
+            assert!(
+                got.starts_with(&prefix) && got.contains(reason),
+                "{got} (wanted {prefix}...{reason})"
+            );
         }
         assert!(lines[1].contains("missing.crt"), "{}", lines[1]);
     }
@@ -154,8 +184,11 @@ bind ssl vserver v -certkeyName a
         let fx = Fixture::new();
         std::fs::create_dir(fx.path().join("certs")).unwrap();
         fx.leaf("certs/a", "a.test");
-        let path = fx.write("ns.conf", b"\xef\xbb\xbfadd ssl certKey a -cert certs/a.crt -key certs/a.key\r\n\
-            add lb vserver v SSL_TCP 127.0.0.1 443\r\nbind ssl vserver v -certkeyName a\r\n");
+        let path = fx.write(
+            "ns.conf",
+            b"\xef\xbb\xbfadd ssl certKey a -cert certs/a.crt -key certs/a.key\r\n\
+            add lb vserver v SSL_TCP 127.0.0.1 443\r\nbind ssl vserver v -certkeyName a\r\n",
+        );
         let m = load_file(&path).unwrap();
         assert_eq!(m.vservers["v"].bindings.certkeys.len(), 1);
         assert_eq!(m.certkeys["a"].cert_path, Path::new("certs/a.crt"));
@@ -166,14 +199,22 @@ bind ssl vserver v -certkeyName a
         let fx = Fixture::new();
         let e = load_file(&fx.path().join("nope.conf")).unwrap_err();
         assert_eq!(e.len(), 1);
-        assert!(e[0].to_string().contains("nope.conf: cannot read"), "{}", e[0]);
+        assert!(
+            e[0].to_string().contains("nope.conf: cannot read"),
+            "{}",
+            e[0]
+        );
         let p = fx.write("bin.conf", &[0xff, 0xfe, 0x00]);
         assert!(load_file(&p).unwrap_err()[0].reason.contains("not UTF-8"));
     }
 
     #[test]
     fn parse_text_collects_all_parse_errors() {
-        let errs = parse_text("add ssl cipher g\nbogus\n\nadd service s 1.2.3.4 80 UDP\n", "x.conf").unwrap_err();
+        let errs = parse_text(
+            "add ssl cipher g\nbogus\n\nadd service s 1.2.3.4 80 UDP\n",
+            "x.conf",
+        )
+        .unwrap_err();
         let lines: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("x.conf:2: unknown command"));

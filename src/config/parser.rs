@@ -88,7 +88,10 @@ pub enum SslBind {
     CertKey { name: String, sni: bool, ca: bool },
     /// `-cipherName G|S [-cipherPriority N]`. Without a priority, `apply`
     /// places the binding after the existing ones.
-    Cipher { cipher: CipherRef, priority: Option<u32> },
+    Cipher {
+        cipher: CipherRef,
+        priority: Option<u32>,
+    },
     /// `-eccCurveName X`.
     Curve(Curve),
 }
@@ -97,38 +100,112 @@ pub enum SslBind {
 /// (absolute, or relative to the config file's folder).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    AddCertKey { name: String, cert: PathBuf, key: Option<PathBuf> },
+    AddCertKey {
+        name: String,
+        cert: PathBuf,
+        key: Option<PathBuf>,
+    },
     /// `update ssl certKey N -cert F [-key F]`: without `-key`, the current key path is kept.
-    UpdateCertKey { name: String, cert: PathBuf, key: Option<PathBuf> },
-    LinkCertKey { name: String, ca: String },
-    UnlinkCertKey { name: String },
-    AddCipherGroup { name: String },
-    BindCipherGroup { name: String, suite: CipherSuiteName },
-    UnbindCipherGroup { name: String, suite: CipherSuiteName },
+    UpdateCertKey {
+        name: String,
+        cert: PathBuf,
+        key: Option<PathBuf>,
+    },
+    LinkCertKey {
+        name: String,
+        ca: String,
+    },
+    UnlinkCertKey {
+        name: String,
+    },
+    AddCipherGroup {
+        name: String,
+    },
+    BindCipherGroup {
+        name: String,
+        suite: CipherSuiteName,
+    },
+    UnbindCipherGroup {
+        name: String,
+        suite: CipherSuiteName,
+    },
     /// `set ssl cipher G -cipherName S1,S2,...`: replaces the group's suites, in this order.
-    SetCipherGroup { name: String, suites: Vec<CipherSuiteName> },
-    AddProfile { name: String, params: SslParams },
-    SetProfile { name: String, params: SslParams },
+    SetCipherGroup {
+        name: String,
+        suites: Vec<CipherSuiteName>,
+    },
+    AddProfile {
+        name: String,
+        params: SslParams,
+    },
+    SetProfile {
+        name: String,
+        params: SslParams,
+    },
     /// `add lb vserver V SSL_TCP IP PORT [-maxClients N] [-cltTimeout S]`;
     /// `max_clients` 0 means unlimited.
-    AddVserver { name: String, addr: SocketAddr, max_clients: Option<u32>, client_timeout: Option<u32> },
-    SetLbVserver { name: String, max_clients: Option<u32>, client_timeout: Option<u32> },
+    AddVserver {
+        name: String,
+        addr: SocketAddr,
+        max_clients: Option<u32>,
+        client_timeout: Option<u32>,
+    },
+    SetLbVserver {
+        name: String,
+        max_clients: Option<u32>,
+        client_timeout: Option<u32>,
+    },
     /// `set ssl vserver|service|serviceGroup X [params] [-sslProfile P]`.
-    SetSsl { entity: EntityRef, params: SslParams, profile: Option<String> },
-    BindSsl { entity: EntityRef, bind: SslBind },
-    UnbindSsl { entity: EntityRef, bind: SslBind },
-    BindLbVserver { name: String, target: String },
-    UnbindLbVserver { name: String, target: String },
-    AddService { name: String, addr: SocketAddr, proto: BackendProto },
-    AddServiceGroup { name: String, proto: BackendProto },
-    BindServiceGroupMember { name: String, addr: SocketAddr },
-    UnbindServiceGroupMember { name: String, addr: SocketAddr },
+    SetSsl {
+        entity: EntityRef,
+        params: SslParams,
+        profile: Option<String>,
+    },
+    BindSsl {
+        entity: EntityRef,
+        bind: SslBind,
+    },
+    UnbindSsl {
+        entity: EntityRef,
+        bind: SslBind,
+    },
+    BindLbVserver {
+        name: String,
+        target: String,
+    },
+    UnbindLbVserver {
+        name: String,
+        target: String,
+    },
+    AddService {
+        name: String,
+        addr: SocketAddr,
+        proto: BackendProto,
+    },
+    AddServiceGroup {
+        name: String,
+        proto: BackendProto,
+    },
+    BindServiceGroupMember {
+        name: String,
+        addr: SocketAddr,
+    },
+    UnbindServiceGroupMember {
+        name: String,
+        addr: SocketAddr,
+    },
     Disable(EntityRef),
     Enable(EntityRef),
-    Rm { what: ObjectKind, name: String },
+    Rm {
+        what: ObjectKind,
+        name: String,
+    },
     /// `save ns config` / `save config`.
     Save,
-    Show { what: ShowWhat, name: Option<String> },
+    Show {
+        what: ShowWhat,
+        name: Option<String>,
+    },
 }
 
 impl Command {
@@ -167,18 +244,26 @@ pub fn parse_words(words: &[String]) -> Result<Command, String> {
         }
         "unlink" => {
             c.expect_words(&["ssl", "certkey"], "unlink")?;
-            Command::UnlinkCertKey { name: c.name("certKey name")? }
+            Command::UnlinkCertKey {
+                name: c.name("certKey name")?,
+            }
         }
         "rm" => {
             let what = parse_object_kind(&mut c, "rm")?;
-            Command::Rm { what, name: c.name("name")? }
+            Command::Rm {
+                what,
+                name: c.name("name")?,
+            }
         }
         "bind" | "unbind" => parse_bind(&mut c, verb == "bind")?,
         "set" => parse_set(&mut c)?,
         "disable" | "enable" => {
             let what = parse_object_kind(&mut c, &verb)?;
             let Some(kind) = what.entity_kind() else {
-                return Err(format!("cannot {verb} {}: only lb vserver, service and serviceGroup", what.words()));
+                return Err(format!(
+                    "cannot {verb} {}: only lb vserver, service and serviceGroup",
+                    what.words()
+                ));
             };
             let e = EntityRef::new(kind, &c.name("name")?);
             if verb == "disable" {
@@ -192,7 +277,12 @@ pub fn parse_words(words: &[String]) -> Result<Command, String> {
             match w.as_str() {
                 "config" => {}
                 "ns" => c.expect_words(&["config"], "save ns")?,
-                _ => return Err(format!("save: expected 'ns config' or 'config', found '{}'", c.last())),
+                _ => {
+                    return Err(format!(
+                        "save: expected 'ns config' or 'config', found '{}'",
+                        c.last()
+                    ))
+                }
             }
             Command::Save
         }
@@ -218,11 +308,16 @@ impl<'a> Cursor<'a> {
         self.words.get(self.pos).map(|s| s.as_str())
     }
     fn last(&self) -> &'a str {
-        self.pos.checked_sub(1).and_then(|i| self.words.get(i)).map_or("", |s| s.as_str())
+        self.pos
+            .checked_sub(1)
+            .and_then(|i| self.words.get(i))
+            .map_or("", |s| s.as_str())
     }
     /// Next word, lower-cased, or an error saying `what` was expected.
     fn keyword(&mut self, what: &str) -> Result<String, String> {
-        self.next().map(|w| w.to_ascii_lowercase()).ok_or_else(|| format!("missing {what}"))
+        self.next()
+            .map(|w| w.to_ascii_lowercase())
+            .ok_or_else(|| format!("missing {what}"))
     }
     /// Expect exactly these keywords (given in lower case), in order.
     fn expect_words(&mut self, expected: &[&str], after: &str) -> Result<(), String> {
@@ -244,7 +339,8 @@ impl<'a> Cursor<'a> {
     }
     /// The value of `flag`, which must follow it.
     fn value(&mut self, flag: &str) -> Result<&'a str, String> {
-        self.next().ok_or_else(|| format!("missing value for {flag}"))
+        self.next()
+            .ok_or_else(|| format!("missing value for {flag}"))
     }
     /// The next flag (lower-cased, with its original spelling), or `None` at the end.
     fn flag(&mut self) -> Result<Option<(String, &'a str)>, String> {
@@ -268,9 +364,14 @@ fn check_name<'s>(w: &'s str, what: &str) -> Result<&'s str, String> {
     } else if w.starts_with('-') {
         Err(format!("missing {what} (found flag '{w}')"))
     } else if w.len() > MAX_NAME_LEN {
-        Err(format!("{what} '{w}' is longer than {MAX_NAME_LEN} characters"))
+        Err(format!(
+            "{what} '{w}' is longer than {MAX_NAME_LEN} characters"
+        ))
     } else if w.chars().any(|c| c.is_control()) {
-        Err(format!("{what} '{}' contains a control character", w.escape_debug()))
+        Err(format!(
+            "{what} '{}' contains a control character",
+            w.escape_debug()
+        ))
     } else {
         Ok(w)
     }
@@ -279,7 +380,10 @@ fn check_name<'s>(w: &'s str, what: &str) -> Result<&'s str, String> {
 fn parse_object_kind(c: &mut Cursor<'_>, verb: &str) -> Result<ObjectKind, String> {
     let w = c.keyword("what to act on")?;
     Ok(match w.as_str() {
-        "ssl" => match c.keyword("'certKey', 'cipher' or 'profile' after 'ssl'")?.as_str() {
+        "ssl" => match c
+            .keyword("'certKey', 'cipher' or 'profile' after 'ssl'")?
+            .as_str()
+        {
             "certkey" => ObjectKind::CertKey,
             "cipher" => ObjectKind::CipherGroup,
             "profile" => ObjectKind::Profile,
@@ -297,13 +401,19 @@ fn parse_object_kind(c: &mut Cursor<'_>, verb: &str) -> Result<ObjectKind, Strin
 
 /// `vserver|service|serviceGroup` after `ssl` in set/bind/unbind.
 fn parse_ssl_entity(c: &mut Cursor<'_>, verb: &str) -> Result<EntityRef, String> {
-    let kind = match c.keyword("'vserver', 'service' or 'serviceGroup'")?.as_str() {
+    let kind = match c
+        .keyword("'vserver', 'service' or 'serviceGroup'")?
+        .as_str()
+    {
         "vserver" => EntityKind::Vserver,
         "service" => EntityKind::Service,
         "servicegroup" => EntityKind::ServiceGroup,
         _ => return Err(format!("{verb} ssl: unknown entity '{}'", c.last())),
     };
-    Ok(EntityRef::new(kind, &c.name(&format!("{} name", kind.keyword()))?))
+    Ok(EntityRef::new(
+        kind,
+        &c.name(&format!("{} name", kind.keyword()))?,
+    ))
 }
 
 fn parse_add(c: &mut Cursor<'_>) -> Result<Command, String> {
@@ -316,19 +426,32 @@ fn parse_add(c: &mut Cursor<'_>) -> Result<Command, String> {
         }
         ObjectKind::CipherGroup => {
             if CipherSuiteName::from_adc(&name).is_some() {
-                return Err(format!("cipher group name '{name}' is the name of a cipher suite"));
+                return Err(format!(
+                    "cipher group name '{name}' is the name of a cipher suite"
+                ));
             }
             Command::AddCipherGroup { name }
         }
-        ObjectKind::Profile => Command::AddProfile { name, params: parse_ssl_params(c, None)?.0 },
+        ObjectKind::Profile => Command::AddProfile {
+            name,
+            params: parse_ssl_params(c, None)?.0,
+        },
         ObjectKind::Vserver => {
             let proto = c.keyword("service type SSL_TCP")?;
             if proto != "ssl_tcp" {
-                return Err(format!("lb vserver {name}: service type '{}' is not supported (only SSL_TCP)", c.last()));
+                return Err(format!(
+                    "lb vserver {name}: service type '{}' is not supported (only SSL_TCP)",
+                    c.last()
+                ));
             }
             let addr = parse_addr(c)?;
             let (max_clients, client_timeout) = parse_lb_flags(c)?;
-            Command::AddVserver { name, addr, max_clients, client_timeout }
+            Command::AddVserver {
+                name,
+                addr,
+                max_clients,
+                client_timeout,
+            }
         }
         ObjectKind::Service => {
             let ip = parse_ip(c.next().ok_or("missing IP address")?)?;
@@ -336,9 +459,16 @@ fn parse_add(c: &mut Cursor<'_>) -> Result<Command, String> {
             let w = c.next().ok_or("missing port")?;
             let (port, proto) = match parse_proto(w) {
                 Ok(proto) => (parse_port(c.next().ok_or("missing port")?)?, proto),
-                Err(_) => (parse_port(w)?, parse_proto(c.next().ok_or("missing protocol TCP or SSL_TCP")?)?),
+                Err(_) => (
+                    parse_port(w)?,
+                    parse_proto(c.next().ok_or("missing protocol TCP or SSL_TCP")?)?,
+                ),
             };
-            Command::AddService { name, addr: SocketAddr::new(ip, port), proto }
+            Command::AddService {
+                name,
+                addr: SocketAddr::new(ip, port),
+                proto,
+            }
         }
         ObjectKind::ServiceGroup => {
             let proto = parse_proto(c.next().ok_or("missing protocol TCP or SSL_TCP")?)?;
@@ -354,7 +484,11 @@ fn parse_cert_flags(c: &mut Cursor<'_>, name: &str) -> Result<(PathBuf, Option<P
         let slot = match flag.as_str() {
             "-cert" => &mut cert,
             "-key" => &mut key,
-            _ => return Err(format!("certKey {name}: unknown flag '{orig}' (expected -cert or -key)")),
+            _ => {
+                return Err(format!(
+                    "certKey {name}: unknown flag '{orig}' (expected -cert or -key)"
+                ))
+            }
         };
         let v = c.value(orig)?;
         if v.is_empty() {
@@ -375,7 +509,11 @@ fn parse_lb_flags(c: &mut Cursor<'_>) -> Result<(Option<u32>, Option<u32>), Stri
         match flag.as_str() {
             "-maxclients" => max_clients = Some(parse_num(c.value(orig)?, orig, 0, 4_294_967_294)?),
             "-clttimeout" => timeout = Some(parse_num(c.value(orig)?, orig, 1, 31_536_000)?),
-            _ => return Err(format!("unknown flag '{orig}' (expected -maxClients or -cltTimeout)")),
+            _ => {
+                return Err(format!(
+                    "unknown flag '{orig}' (expected -maxClients or -cltTimeout)"
+                ))
+            }
         }
     }
     Ok((max_clients, timeout))
@@ -390,10 +528,16 @@ fn parse_set(c: &mut Cursor<'_>) -> Result<Command, String> {
             if max_clients.is_none() && client_timeout.is_none() {
                 return Err(format!("set lb vserver {name}: nothing to set"));
             }
-            Ok(Command::SetLbVserver { name, max_clients, client_timeout })
+            Ok(Command::SetLbVserver {
+                name,
+                max_clients,
+                client_timeout,
+            })
         }
         "ssl" => {
-            let Some(w) = c.peek() else { return Err("set ssl: missing entity".into()) };
+            let Some(w) = c.peek() else {
+                return Err("set ssl: missing entity".into());
+            };
             match w.to_ascii_lowercase().as_str() {
                 "cipher" => {
                     c.next();
@@ -412,7 +556,9 @@ fn parse_set(c: &mut Cursor<'_>) -> Result<Command, String> {
                         }
                     }
                     if suites.is_empty() {
-                        return Err(format!("set ssl cipher {name}: nothing to set (give -cipherName S1,S2,...)"));
+                        return Err(format!(
+                            "set ssl cipher {name}: nothing to set (give -cipherName S1,S2,...)"
+                        ));
                     }
                     Ok(Command::SetCipherGroup { name, suites })
                 }
@@ -431,7 +577,11 @@ fn parse_set(c: &mut Cursor<'_>) -> Result<Command, String> {
                     if params == SslParams::default() && profile.is_none() {
                         return Err(format!("set ssl {entity}: nothing to set"));
                     }
-                    Ok(Command::SetSsl { entity, params, profile })
+                    Ok(Command::SetSsl {
+                        entity,
+                        params,
+                        profile,
+                    })
                 }
             }
         }
@@ -474,7 +624,8 @@ fn parse_bind(c: &mut Cursor<'_>, bind: bool) -> Result<Command, String> {
                         return Err(format!("{verb} ssl cipher {name}: -cipherName given twice"));
                     }
                 }
-                let suite = suite.ok_or_else(|| format!("{verb} ssl cipher {name}: missing -cipherName"))?;
+                let suite = suite
+                    .ok_or_else(|| format!("{verb} ssl cipher {name}: missing -cipherName"))?;
                 return Ok(if bind {
                     Command::BindCipherGroup { name, suite }
                 } else {
@@ -535,16 +686,24 @@ fn parse_ssl_bind(c: &mut Cursor<'_>, entity: &EntityRef, verb: &str) -> Result<
         ));
     }
     if (sni || ca) && certkey.is_none() {
-        return Err(format!("{verb} ssl {entity}: -SNICert and -CA go with -certkeyName"));
+        return Err(format!(
+            "{verb} ssl {entity}: -SNICert and -CA go with -certkeyName"
+        ));
     }
     if priority.is_some() && cipher.is_none() {
-        return Err(format!("{verb} ssl {entity}: -cipherPriority goes with -cipherName"));
+        return Err(format!(
+            "{verb} ssl {entity}: -cipherPriority goes with -cipherName"
+        ));
     }
     if sni && ca {
-        return Err(format!("{verb} ssl {entity}: a certKey is either -SNICert or -CA, not both"));
+        return Err(format!(
+            "{verb} ssl {entity}: a certKey is either -SNICert or -CA, not both"
+        ));
     }
     if sni && entity.kind != EntityKind::Vserver {
-        return Err(format!("{verb} ssl {entity}: -SNICert applies to vservers only"));
+        return Err(format!(
+            "{verb} ssl {entity}: -SNICert applies to vservers only"
+        ));
     }
     Ok(if let Some(name) = certkey {
         SslBind::CertKey { name, sni, ca }
@@ -563,7 +722,12 @@ fn parse_show(c: &mut Cursor<'_>) -> Result<Command, String> {
         "ns" => {
             match c.keyword("'runningConfig'")?.as_str() {
                 "runningconfig" => {}
-                _ => return Err(format!("show ns: expected 'runningConfig', found '{}'", c.last())),
+                _ => {
+                    return Err(format!(
+                        "show ns: expected 'runningConfig', found '{}'",
+                        c.last()
+                    ))
+                }
             }
             ShowWhat::RunningConfig
         }
@@ -596,7 +760,10 @@ fn parse_show(c: &mut Cursor<'_>) -> Result<Command, String> {
 
 /// Parse SSL parameters up to the end of the line. `entity` is `Some` for
 /// `set ssl vserver|service|serviceGroup`, where `-sslProfile P` is allowed too.
-fn parse_ssl_params(c: &mut Cursor<'_>, entity: Option<&EntityRef>) -> Result<(SslParams, Option<String>), String> {
+fn parse_ssl_params(
+    c: &mut Cursor<'_>,
+    entity: Option<&EntityRef>,
+) -> Result<(SslParams, Option<String>), String> {
     let mut p = SslParams::default();
     let mut profile = None;
     while let Some((flag, orig)) = c.flag()? {
@@ -606,7 +773,9 @@ fn parse_ssl_params(c: &mut Cursor<'_>, entity: Option<&EntityRef>) -> Result<(S
             "-sessreuse" => p.sess_reuse = Some(parse_enabled(c.value(orig)?, orig)?),
             "-sessionticket" => p.session_ticket = Some(parse_enabled(c.value(orig)?, orig)?),
             "-clientauth" => p.client_auth = Some(parse_enabled(c.value(orig)?, orig)?),
-            "-strictsessioncleanup" => p.strict_session_cleanup = Some(parse_enabled(c.value(orig)?, orig)?),
+            "-strictsessioncleanup" => {
+                p.strict_session_cleanup = Some(parse_enabled(c.value(orig)?, orig)?)
+            }
             "-serverauth" => p.server_auth = Some(parse_enabled(c.value(orig)?, orig)?),
             "-snienable" => {
                 // A bare `-SNIEnable` means ENABLED.
@@ -621,19 +790,31 @@ fn parse_ssl_params(c: &mut Cursor<'_>, entity: Option<&EntityRef>) -> Result<(S
             }
             "-sesstimeout" => p.sess_timeout = Some(parse_num(c.value(orig)?, orig, 1, 604_800)?),
             "-draintimeout" => p.drain_timeout = Some(parse_num(c.value(orig)?, orig, 1, 86_400)?),
-            "-handshaketimeout" => p.handshake_timeout = Some(parse_num(c.value(orig)?, orig, 1, 3_600)?),
+            "-handshaketimeout" => {
+                p.handshake_timeout = Some(parse_num(c.value(orig)?, orig, 1, 3_600)?)
+            }
             "-clientcert" => {
                 let v = c.value(orig)?;
                 p.client_cert = Some(match v.to_ascii_lowercase().as_str() {
                     "mandatory" => ClientCertMode::Mandatory,
                     "optional" => ClientCertMode::Optional,
-                    _ => return Err(format!("{orig}: expected MANDATORY or OPTIONAL, found '{v}'")),
+                    _ => {
+                        return Err(format!(
+                            "{orig}: expected MANDATORY or OPTIONAL, found '{v}'"
+                        ))
+                    }
                 });
             }
             "-commonname" => {
                 let v = c.value(orig)?;
-                if v.is_empty() || v.len() > 253 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                    return Err(format!("{orig}: '{}' is not a valid server name", v.escape_debug()));
+                if v.is_empty()
+                    || v.len() > 253
+                    || v.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(format!(
+                        "{orig}: '{}' is not a valid server name",
+                        v.escape_debug()
+                    ));
                 }
                 p.common_name = Some(v.to_string());
             }
@@ -642,7 +823,9 @@ fn parse_ssl_params(c: &mut Cursor<'_>, entity: Option<&EntityRef>) -> Result<(S
                 let mut list = Vec::new();
                 for proto in v.split(',') {
                     if proto.is_empty() || proto.len() > 255 {
-                        return Err(format!("{orig}: '{v}' must be a comma list of names of 1 to 255 bytes"));
+                        return Err(format!(
+                            "{orig}: '{v}' must be a comma list of names of 1 to 255 bytes"
+                        ));
                     }
                     list.push(proto.to_string());
                 }
@@ -652,7 +835,9 @@ fn parse_ssl_params(c: &mut Cursor<'_>, entity: Option<&EntityRef>) -> Result<(S
                 let v = c.value(orig)?;
                 p.deny_ssl_reneg = Some(!v.eq_ignore_ascii_case("NO"));
             }
-            "-sslprofile" if entity.is_some() => profile = Some(check_name(c.value(orig)?, "profile name")?.to_string()),
+            "-sslprofile" if entity.is_some() => {
+                profile = Some(check_name(c.value(orig)?, "profile name")?.to_string())
+            }
             _ => {
                 let on = entity.map_or_else(String::new, |e| format!("set ssl {e}: "));
                 return Err(format!("{on}unknown SSL parameter '{orig}'"));
@@ -714,7 +899,10 @@ fn looks_like_suite(v: &str) -> bool {
 }
 
 fn unknown_suite(v: &str) -> String {
-    format!("unknown cipher '{v}' (known: {})", CipherSuiteName::ALL.map(|c| c.adc_name()).join(", "))
+    format!(
+        "unknown cipher '{v}' (known: {})",
+        CipherSuiteName::ALL.map(|c| c.adc_name()).join(", ")
+    )
 }
 
 fn parse_suite(v: &str) -> Result<CipherSuiteName, String> {
@@ -752,7 +940,15 @@ pub(crate) fn write_params(f: &mut impl fmt::Write, p: &SslParams) -> fmt::Resul
         write!(f, " -sessTimeout {v}")?;
     }
     if let Some(v) = p.client_cert {
-        write!(f, " -clientCert {}", if v == ClientCertMode::Mandatory { "MANDATORY" } else { "OPTIONAL" })?;
+        write!(
+            f,
+            " -clientCert {}",
+            if v == ClientCertMode::Mandatory {
+                "MANDATORY"
+            } else {
+                "OPTIONAL"
+            }
+        )?;
     }
     if let Some(v) = &p.common_name {
         write!(f, " -commonName {}", quote_word(v))?;
@@ -815,26 +1011,48 @@ impl fmt::Display for SslBind {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Command::AddCertKey { name, cert, key } | Command::UpdateCertKey { name, cert, key } => {
-                let verb = if matches!(self, Command::AddCertKey { .. }) { "add" } else { "update" };
+            Command::AddCertKey { name, cert, key }
+            | Command::UpdateCertKey { name, cert, key } => {
+                let verb = if matches!(self, Command::AddCertKey { .. }) {
+                    "add"
+                } else {
+                    "update"
+                };
                 write!(f, "{verb} ssl certKey {} -cert {}", q(name), qp(cert))?;
                 if let Some(k) = key {
                     write!(f, " -key {}", qp(k))?;
                 }
                 Ok(())
             }
-            Command::LinkCertKey { name, ca } => write!(f, "link ssl certKey {} {}", q(name), q(ca)),
+            Command::LinkCertKey { name, ca } => {
+                write!(f, "link ssl certKey {} {}", q(name), q(ca))
+            }
             Command::UnlinkCertKey { name } => write!(f, "unlink ssl certKey {}", q(name)),
             Command::AddCipherGroup { name } => write!(f, "add ssl cipher {}", q(name)),
             Command::BindCipherGroup { name, suite } => {
-                write!(f, "bind ssl cipher {} -cipherName {}", q(name), suite.adc_name())
+                write!(
+                    f,
+                    "bind ssl cipher {} -cipherName {}",
+                    q(name),
+                    suite.adc_name()
+                )
             }
             Command::UnbindCipherGroup { name, suite } => {
-                write!(f, "unbind ssl cipher {} -cipherName {}", q(name), suite.adc_name())
+                write!(
+                    f,
+                    "unbind ssl cipher {} -cipherName {}",
+                    q(name),
+                    suite.adc_name()
+                )
             }
             Command::SetCipherGroup { name, suites } => {
                 let list: Vec<_> = suites.iter().map(|s| s.adc_name()).collect();
-                write!(f, "set ssl cipher {} -cipherName {}", q(name), list.join(","))
+                write!(
+                    f,
+                    "set ssl cipher {} -cipherName {}",
+                    q(name),
+                    list.join(",")
+                )
             }
             Command::AddProfile { name, params } => {
                 write!(f, "add ssl profile {}", q(name))?;
@@ -844,15 +1062,34 @@ impl fmt::Display for Command {
                 write!(f, "set ssl profile {}", q(name))?;
                 write_params(f, params)
             }
-            Command::AddVserver { name, addr, max_clients, client_timeout } => {
-                write!(f, "add lb vserver {} SSL_TCP {} {}", q(name), addr.ip(), addr.port())?;
+            Command::AddVserver {
+                name,
+                addr,
+                max_clients,
+                client_timeout,
+            } => {
+                write!(
+                    f,
+                    "add lb vserver {} SSL_TCP {} {}",
+                    q(name),
+                    addr.ip(),
+                    addr.port()
+                )?;
                 write_lb_flags(f, *max_clients, *client_timeout)
             }
-            Command::SetLbVserver { name, max_clients, client_timeout } => {
+            Command::SetLbVserver {
+                name,
+                max_clients,
+                client_timeout,
+            } => {
                 write!(f, "set lb vserver {}", q(name))?;
                 write_lb_flags(f, *max_clients, *client_timeout)
             }
-            Command::SetSsl { entity, params, profile } => {
+            Command::SetSsl {
+                entity,
+                params,
+                profile,
+            } => {
                 write!(f, "set ssl {} {}", entity.kind.keyword(), q(&entity.name))?;
                 write_params(f, params)?;
                 if let Some(p) = profile {
@@ -861,22 +1098,57 @@ impl fmt::Display for Command {
                 Ok(())
             }
             Command::BindSsl { entity, bind } => {
-                write!(f, "bind ssl {} {} {bind}", entity.kind.keyword(), q(&entity.name))
+                write!(
+                    f,
+                    "bind ssl {} {} {bind}",
+                    entity.kind.keyword(),
+                    q(&entity.name)
+                )
             }
             Command::UnbindSsl { entity, bind } => {
-                write!(f, "unbind ssl {} {} {bind}", entity.kind.keyword(), q(&entity.name))
+                write!(
+                    f,
+                    "unbind ssl {} {} {bind}",
+                    entity.kind.keyword(),
+                    q(&entity.name)
+                )
             }
-            Command::BindLbVserver { name, target } => write!(f, "bind lb vserver {} {}", q(name), q(target)),
-            Command::UnbindLbVserver { name, target } => write!(f, "unbind lb vserver {} {}", q(name), q(target)),
+            Command::BindLbVserver { name, target } => {
+                write!(f, "bind lb vserver {} {}", q(name), q(target))
+            }
+            Command::UnbindLbVserver { name, target } => {
+                write!(f, "unbind lb vserver {} {}", q(name), q(target))
+            }
             Command::AddService { name, addr, proto } => {
-                write!(f, "add service {} {} {} {}", q(name), addr.ip(), addr.port(), proto.keyword())
+                write!(
+                    f,
+                    "add service {} {} {} {}",
+                    q(name),
+                    addr.ip(),
+                    addr.port(),
+                    proto.keyword()
+                )
             }
-            Command::AddServiceGroup { name, proto } => write!(f, "add serviceGroup {} {}", q(name), proto.keyword()),
+            Command::AddServiceGroup { name, proto } => {
+                write!(f, "add serviceGroup {} {}", q(name), proto.keyword())
+            }
             Command::BindServiceGroupMember { name, addr } => {
-                write!(f, "bind serviceGroup {} {} {}", q(name), addr.ip(), addr.port())
+                write!(
+                    f,
+                    "bind serviceGroup {} {} {}",
+                    q(name),
+                    addr.ip(),
+                    addr.port()
+                )
             }
             Command::UnbindServiceGroupMember { name, addr } => {
-                write!(f, "unbind serviceGroup {} {} {}", q(name), addr.ip(), addr.port())
+                write!(
+                    f,
+                    "unbind serviceGroup {} {} {}",
+                    q(name),
+                    addr.ip(),
+                    addr.port()
+                )
             }
             Command::Disable(e) => write!(f, "disable {} {}", entity_words(e), q(&e.name)),
             Command::Enable(e) => write!(f, "enable {} {}", entity_words(e), q(&e.name)),
@@ -898,7 +1170,11 @@ impl fmt::Display for Command {
     }
 }
 
-fn write_lb_flags(f: &mut fmt::Formatter<'_>, max_clients: Option<u32>, timeout: Option<u32>) -> fmt::Result {
+fn write_lb_flags(
+    f: &mut fmt::Formatter<'_>,
+    max_clients: Option<u32>,
+    timeout: Option<u32>,
+) -> fmt::Result {
     if let Some(m) = max_clients {
         write!(f, " -maxClients {m}")?;
     }
@@ -956,12 +1232,31 @@ mod tests {
         round_trip(&c);
         assert_eq!(
             p("ADD SSL CERTKEY ca -CERT /etc/ca.pem"),
-            Command::AddCertKey { name: "ca".into(), cert: "/etc/ca.pem".into(), key: None }
+            Command::AddCertKey {
+                name: "ca".into(),
+                cert: "/etc/ca.pem".into(),
+                key: None
+            }
         );
         round_trip(&p("update ssl certKey web -cert a.pem"));
-        assert_eq!(p("link ssl certKey web ca"), Command::LinkCertKey { name: "web".into(), ca: "ca".into() });
-        assert_eq!(p("unlink ssl certKey web"), Command::UnlinkCertKey { name: "web".into() });
-        assert_eq!(p("rm ssl certKey web"), Command::Rm { what: ObjectKind::CertKey, name: "web".into() });
+        assert_eq!(
+            p("link ssl certKey web ca"),
+            Command::LinkCertKey {
+                name: "web".into(),
+                ca: "ca".into()
+            }
+        );
+        assert_eq!(
+            p("unlink ssl certKey web"),
+            Command::UnlinkCertKey { name: "web".into() }
+        );
+        assert_eq!(
+            p("rm ssl certKey web"),
+            Command::Rm {
+                what: ObjectKind::CertKey,
+                name: "web".into()
+            }
+        );
         assert!(err("add ssl certKey web").contains("missing -cert"));
         assert!(err("add ssl certKey web -cert").contains("missing value for -cert"));
         assert!(err("add ssl certKey web -cert a -cert b").contains("given twice"));
@@ -973,37 +1268,60 @@ mod tests {
 
     #[test]
     fn names_are_case_sensitive_keywords_are_not() {
-        assert_eq!(p("Add Ssl CertKey WeB -Cert x").to_string(), "add ssl certKey WeB -cert x");
+        assert_eq!(
+            p("Add Ssl CertKey WeB -Cert x").to_string(),
+            "add ssl certKey WeB -cert x"
+        );
         assert!(err(&format!("add ssl cipher {}", "n".repeat(200))).contains("longer than"));
     }
 
     #[test]
     fn cipher_group_commands() {
-        assert_eq!(p("add ssl cipher g1"), Command::AddCipherGroup { name: "g1".into() });
+        assert_eq!(
+            p("add ssl cipher g1"),
+            Command::AddCipherGroup { name: "g1".into() }
+        );
         let c = p("bind ssl cipher g1 -cipherName tls1.3-aes128-gcm-sha256");
         assert_eq!(
             c,
-            Command::BindCipherGroup { name: "g1".into(), suite: CipherSuiteName::Tls13Aes128GcmSha256 }
+            Command::BindCipherGroup {
+                name: "g1".into(),
+                suite: CipherSuiteName::Tls13Aes128GcmSha256
+            }
         );
         round_trip(&c);
-        round_trip(&p("unbind ssl cipher g1 -cipherName TLS1.2-ECDHE-RSA-AES256-GCM-SHA384"));
-        let c = p("set ssl cipher g1 -cipherName TLS1.3-AES256-GCM-SHA384,TLS1.3-AES128-GCM-SHA256");
+        round_trip(&p(
+            "unbind ssl cipher g1 -cipherName TLS1.2-ECDHE-RSA-AES256-GCM-SHA384",
+        ));
+        let c =
+            p("set ssl cipher g1 -cipherName TLS1.3-AES256-GCM-SHA384,TLS1.3-AES128-GCM-SHA256");
         assert_eq!(
             c,
             Command::SetCipherGroup {
                 name: "g1".into(),
-                suites: vec![CipherSuiteName::Tls13Aes256GcmSha384, CipherSuiteName::Tls13Aes128GcmSha256]
+                suites: vec![
+                    CipherSuiteName::Tls13Aes256GcmSha384,
+                    CipherSuiteName::Tls13Aes128GcmSha256
+                ]
             }
         );
         round_trip(&c);
-        assert_eq!(p("rm ssl cipher g1"), Command::Rm { what: ObjectKind::CipherGroup, name: "g1".into() });
+        assert_eq!(
+            p("rm ssl cipher g1"),
+            Command::Rm {
+                what: ObjectKind::CipherGroup,
+                name: "g1".into()
+            }
+        );
         let e = err("bind ssl cipher g1 -cipherName RC4-MD5");
         assert!(e.contains("unknown cipher 'RC4-MD5'"), "{e}");
         assert!(err("bind ssl cipher g1").contains("missing -cipherName"));
         assert!(err("add ssl cipher TLS1.3-AES128-GCM-SHA256").contains("name of a cipher suite"));
         assert!(err("set ssl cipher g1").contains("nothing to set"));
-        assert!(err("set ssl cipher g1 -cipherName TLS1.3-AES128-GCM-SHA256,TLS1.3-AES128-GCM-SHA256")
-            .contains("twice"));
+        assert!(err(
+            "set ssl cipher g1 -cipherName TLS1.3-AES128-GCM-SHA256,TLS1.3-AES128-GCM-SHA256"
+        )
+        .contains("twice"));
     }
 
     #[test]
@@ -1013,7 +1331,9 @@ mod tests {
                    -serverAuth ENABLED -commonName back.test -alpnProtocols h2,http/1.1 \
                    -denySSLReneg FRONTEND_CLIENT -drainTimeout 30 -handshakeTimeout 5 \
                    -strictSessionCleanup DISABLED");
-        let Command::AddProfile { name, params } = &c else { panic!("{c:?}") };
+        let Command::AddProfile { name, params } = &c else {
+            panic!("{c:?}")
+        };
         assert_eq!(name, "fe");
         assert_eq!(
             *params,
@@ -1036,20 +1356,34 @@ mod tests {
             }
         );
         round_trip(&c);
-        let Command::SetProfile { params, .. } = p("set ssl profile fe -SNIEnable DISABLED -denySSLReneg NO") else {
+        let Command::SetProfile { params, .. } =
+            p("set ssl profile fe -SNIEnable DISABLED -denySSLReneg NO")
+        else {
             panic!()
         };
         assert_eq!(params.sni_enable, Some(false));
         assert_eq!(params.deny_ssl_reneg, Some(false));
-        let Command::SetProfile { params, .. } = p("set ssl profile fe -SNIEnable -tls12 ENABLED") else { panic!() };
+        let Command::SetProfile { params, .. } = p("set ssl profile fe -SNIEnable -tls12 ENABLED")
+        else {
+            panic!()
+        };
         assert_eq!((params.sni_enable, params.tls12), (Some(true), Some(true)));
-        assert_eq!(p("add ssl profile empty"), Command::AddProfile { name: "empty".into(), params: SslParams::default() });
+        assert_eq!(
+            p("add ssl profile empty"),
+            Command::AddProfile {
+                name: "empty".into(),
+                params: SslParams::default()
+            }
+        );
 
         assert!(err("set ssl profile fe").contains("nothing to set"));
-        assert!(err("add ssl profile fe -tls12 MAYBE").contains("expected ENABLED or DISABLED, found 'MAYBE'"));
+        assert!(err("add ssl profile fe -tls12 MAYBE")
+            .contains("expected ENABLED or DISABLED, found 'MAYBE'"));
         assert!(err("add ssl profile fe -sessTimeout abc").contains("not a number"));
         assert!(err("add ssl profile fe -sessTimeout 0").contains("out of range"));
-        assert!(err("add ssl profile fe -sessTimeout 99999999999999999999").contains("not a number"));
+        assert!(
+            err("add ssl profile fe -sessTimeout 99999999999999999999").contains("not a number")
+        );
         assert!(err("add ssl profile fe -sessTimeout").contains("missing value for -sessTimeout"));
         assert!(err("add ssl profile fe -clientCert SOMETIMES").contains("MANDATORY or OPTIONAL"));
         assert!(err("add ssl profile fe -alpnProtocols h2,,x").contains("comma list"));
@@ -1074,18 +1408,33 @@ mod tests {
         round_trip(&p("add lb vserver v6 ssl_tcp ::1 8443"));
         assert_eq!(
             p("set lb vserver v1 -maxClients 0"),
-            Command::SetLbVserver { name: "v1".into(), max_clients: Some(0), client_timeout: None }
+            Command::SetLbVserver {
+                name: "v1".into(),
+                max_clients: Some(0),
+                client_timeout: None
+            }
         );
         assert!(err("set lb vserver v1").contains("nothing to set"));
         assert!(err("add lb vserver v1 HTTP 10.0.0.1 80").contains("only SSL_TCP"));
-        assert!(err("add lb vserver v1 SSL_TCP 10.0.0.300 443").contains("bad IP address '10.0.0.300'"));
+        assert!(
+            err("add lb vserver v1 SSL_TCP 10.0.0.300 443").contains("bad IP address '10.0.0.300'")
+        );
         assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1 70000").contains("bad port '70000'"));
         assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1 0").contains("bad port"));
         assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1").contains("missing port"));
-        assert!(err("add lb vserver v1 SSL_TCP 10.0.0.1 443 -cltTimeout 0").contains("out of range"));
+        assert!(
+            err("add lb vserver v1 SSL_TCP 10.0.0.1 443 -cltTimeout 0").contains("out of range")
+        );
 
         let c = p("set ssl vserver v1 -tls12 DISABLED -sslProfile fe");
-        let Command::SetSsl { entity, params, profile } = &c else { panic!() };
+        let Command::SetSsl {
+            entity,
+            params,
+            profile,
+        } = &c
+        else {
+            panic!()
+        };
         assert_eq!(*entity, EntityRef::new(EntityKind::Vserver, "v1"));
         assert_eq!(params.tls12, Some(false));
         assert_eq!(profile.as_deref(), Some("fe"));
@@ -1097,7 +1446,11 @@ mod tests {
             c,
             Command::BindSsl {
                 entity: EntityRef::new(EntityKind::Vserver, "v1"),
-                bind: SslBind::CertKey { name: "web".into(), sni: true, ca: false }
+                bind: SslBind::CertKey {
+                    name: "web".into(),
+                    sni: true,
+                    ca: false
+                }
             }
         );
         round_trip(&c);
@@ -1107,28 +1460,51 @@ mod tests {
             c,
             Command::BindSsl {
                 entity: EntityRef::new(EntityKind::Vserver, "v1"),
-                bind: SslBind::Cipher { cipher: CipherRef::Group("mygroup".into()), priority: Some(2) }
+                bind: SslBind::Cipher {
+                    cipher: CipherRef::Group("mygroup".into()),
+                    priority: Some(2)
+                }
             }
         );
         round_trip(&c);
         let c = p("bind ssl vserver v1 -cipherName TLS1.3-CHACHA20-POLY1305-SHA256");
         assert!(matches!(
             c,
-            Command::BindSsl { bind: SslBind::Cipher { cipher: CipherRef::Suite(CipherSuiteName::Tls13Chacha20Poly1305Sha256), priority: None }, .. }
+            Command::BindSsl {
+                bind: SslBind::Cipher {
+                    cipher: CipherRef::Suite(CipherSuiteName::Tls13Chacha20Poly1305Sha256),
+                    priority: None
+                },
+                ..
+            }
         ));
         round_trip(&c);
         let c = p("bind ssl vserver v1 -eccCurveName p_256");
-        assert!(matches!(c, Command::BindSsl { bind: SslBind::Curve(Curve::P256), .. }));
+        assert!(matches!(
+            c,
+            Command::BindSsl {
+                bind: SslBind::Curve(Curve::P256),
+                ..
+            }
+        ));
         round_trip(&c);
         round_trip(&p("unbind ssl vserver v1 -eccCurveName X25519"));
 
-        assert!(err("bind ssl vserver v1 -eccCurveName P_521").contains("unknown ECC curve 'P_521'"));
-        assert!(err("bind ssl vserver v1 -cipherName TLS1.2-RC4").contains("unknown cipher 'TLS1.2-RC4'"));
+        assert!(
+            err("bind ssl vserver v1 -eccCurveName P_521").contains("unknown ECC curve 'P_521'")
+        );
+        assert!(err("bind ssl vserver v1 -cipherName TLS1.2-RC4")
+            .contains("unknown cipher 'TLS1.2-RC4'"));
         assert!(err("bind ssl vserver v1").contains("exactly one"));
-        assert!(err("bind ssl vserver v1 -certkeyName a -eccCurveName X25519").contains("exactly one"));
+        assert!(
+            err("bind ssl vserver v1 -certkeyName a -eccCurveName X25519").contains("exactly one")
+        );
         assert!(err("bind ssl vserver v1 -certkeyName a -SNICert -CA").contains("not both"));
-        assert!(err("bind ssl vserver v1 -eccCurveName X25519 -CA").contains("go with -certkeyName"));
-        assert!(err("bind ssl vserver v1 -certkeyName a -cipherPriority 1").contains("goes with -cipherName"));
+        assert!(
+            err("bind ssl vserver v1 -eccCurveName X25519 -CA").contains("go with -certkeyName")
+        );
+        assert!(err("bind ssl vserver v1 -certkeyName a -cipherPriority 1")
+            .contains("goes with -cipherName"));
         assert!(err("bind ssl vserver v1 -cipherName g -cipherPriority 0").contains("out of range"));
         assert!(err("bind ssl vserver v1 -certkeyName").contains("missing value"));
         assert!(err("bind ssl vserver v1 -foo").contains("unknown flag '-foo'"));
@@ -1136,14 +1512,23 @@ mod tests {
 
         assert_eq!(
             p("bind lb vserver v1 svc"),
-            Command::BindLbVserver { name: "v1".into(), target: "svc".into() }
+            Command::BindLbVserver {
+                name: "v1".into(),
+                target: "svc".into()
+            }
         );
         round_trip(&p("unbind lb vserver v1 grp"));
         assert!(err("bind lb vserver v1").contains("missing service or serviceGroup name"));
         for verb in ["disable", "enable"] {
             round_trip(&p(&format!("{verb} lb vserver v1")));
         }
-        assert_eq!(p("rm lb vserver v1"), Command::Rm { what: ObjectKind::Vserver, name: "v1".into() });
+        assert_eq!(
+            p("rm lb vserver v1"),
+            Command::Rm {
+                what: ObjectKind::Vserver,
+                name: "v1".into()
+            }
+        );
         assert!(err("disable ssl certKey a").contains("cannot disable"));
     }
 
@@ -1152,12 +1537,20 @@ mod tests {
         let c = p("add service s1 192.168.1.5 8443 SSL_TCP");
         assert_eq!(
             c,
-            Command::AddService { name: "s1".into(), addr: addr("192.168.1.5:8443"), proto: BackendProto::SslTcp }
+            Command::AddService {
+                name: "s1".into(),
+                addr: addr("192.168.1.5:8443"),
+                proto: BackendProto::SslTcp
+            }
         );
         round_trip(&c);
         // The ADC's own order: IP PROTOCOL PORT.
         assert_eq!(p("add service s1 192.168.1.5 tcp 80"), {
-            Command::AddService { name: "s1".into(), addr: addr("192.168.1.5:80"), proto: BackendProto::Tcp }
+            Command::AddService {
+                name: "s1".into(),
+                addr: addr("192.168.1.5:80"),
+                proto: BackendProto::Tcp,
+            }
         });
         assert!(err("add service s1 192.168.1.5 80 UDP").contains("bad protocol 'UDP'"));
         assert!(err("add service s1 192.168.1.5 80").contains("missing protocol"));
@@ -1166,7 +1559,9 @@ mod tests {
         assert!(matches!(&c, Command::SetSsl { entity, .. } if entity.kind == EntityKind::Service));
         round_trip(&c);
         round_trip(&p("bind ssl service s1 -certkeyName ca -CA"));
-        round_trip(&p("unbind ssl service s1 -cipherName TLS1.3-AES128-GCM-SHA256"));
+        round_trip(&p(
+            "unbind ssl service s1 -cipherName TLS1.3-AES128-GCM-SHA256",
+        ));
         assert!(err("bind ssl service s1 -certkeyName a -SNICert").contains("vservers only"));
         round_trip(&p("disable service s1"));
         round_trip(&p("enable service s1"));
@@ -1176,10 +1571,22 @@ mod tests {
     #[test]
     fn service_group_commands() {
         let c = p("add serviceGroup g TCP");
-        assert_eq!(c, Command::AddServiceGroup { name: "g".into(), proto: BackendProto::Tcp });
+        assert_eq!(
+            c,
+            Command::AddServiceGroup {
+                name: "g".into(),
+                proto: BackendProto::Tcp
+            }
+        );
         round_trip(&c);
         let c = p("bind serviceGroup g 10.1.1.1 80");
-        assert_eq!(c, Command::BindServiceGroupMember { name: "g".into(), addr: addr("10.1.1.1:80") });
+        assert_eq!(
+            c,
+            Command::BindServiceGroupMember {
+                name: "g".into(),
+                addr: addr("10.1.1.1:80")
+            }
+        );
         round_trip(&c);
         round_trip(&p("unbind serviceGroup g 10.1.1.1 80"));
         round_trip(&p("set ssl serviceGroup g -sessReuse DISABLED"));
@@ -1198,11 +1605,26 @@ mod tests {
         assert!(p("save config").is_query());
         assert!(err("save ns").contains("missing 'config'"));
         assert!(err("save everything").contains("expected 'ns config'"));
-        assert_eq!(p("show stats"), Command::Show { what: ShowWhat::Stats, name: None });
-        assert_eq!(p("show ns runningConfig"), Command::Show { what: ShowWhat::RunningConfig, name: None });
+        assert_eq!(
+            p("show stats"),
+            Command::Show {
+                what: ShowWhat::Stats,
+                name: None
+            }
+        );
+        assert_eq!(
+            p("show ns runningConfig"),
+            Command::Show {
+                what: ShowWhat::RunningConfig,
+                name: None
+            }
+        );
         assert_eq!(
             p("show ssl certKey web"),
-            Command::Show { what: ShowWhat::Object(ObjectKind::CertKey), name: Some("web".into()) }
+            Command::Show {
+                what: ShowWhat::Object(ObjectKind::CertKey),
+                name: Some("web".into())
+            }
         );
         for line in [
             "show ssl cipher",

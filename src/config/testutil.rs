@@ -17,7 +17,10 @@ pub(crate) struct Fixture {
 
 impl Fixture {
     pub fn new() -> Self {
-        Fixture { dir: tempfile::tempdir().expect("tempdir"), cas: HashMap::new() }
+        Fixture {
+            dir: tempfile::tempdir().expect("tempdir"),
+            cas: HashMap::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {

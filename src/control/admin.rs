@@ -147,7 +147,7 @@ async fn handle(ctl: &mut Control, req: Request) -> (u16, &'static str, String) 
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/stats") => (200, "application/json", format!("{:#}\n", ctl.stats().await)),
         ("GET", "/metrics") => (200, "text/plain; version=0.0.4", prometheus(&ctl.stats().await)),
-        ("GET", "/config") => (200, "text/plain", super::pending::to_commands(&ctl.model)),
+        ("GET", "/config") => (200, "text/plain", ctl.model.to_commands()),
         ("POST", "/cmd") => {
             let Ok(text) = String::from_utf8(req.body) else {
                 return (400, "text/plain", "command text is not UTF-8\n".into());
@@ -159,33 +159,39 @@ async fn handle(ctl: &mut Control, req: Request) -> (u16, &'static str, String) 
 }
 
 async fn run_command_text(ctl: &mut Control, text: &str) -> (u16, &'static str, String) {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(|l| l.trim())
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    if lines.len() == 1 {
-        let words: Vec<String> = lines[0].split_whitespace().map(|w| w.to_ascii_lowercase()).collect();
-        let w: Vec<&str> = words.iter().map(|s| s.as_str()).collect();
-        match w.as_slice() {
-            ["show", "stats"] => return (200, "text/plain", stats_text(&ctl.stats().await)),
-            ["save", "ns", "config"] | ["save", "config"] => {
-                return match ctl.save() {
-                    Ok(m) => (200, "text/plain", m),
-                    Err(e) => (400, "text/plain", format!("ERROR: {e}\n")),
-                }
-            }
-            ["show", "ns", "runningconfig"] => return (200, "text/plain", super::pending::to_commands(&ctl.model)),
-            ["show", ..] => {
-                return match super::pending::show(&ctl.model, lines[0]) {
-                    Ok(s) => (200, "text/plain", s),
-                    Err(e) => (400, "text/plain", format!("ERROR: {e}\n")),
-                }
-            }
-            _ => {}
+    use crate::config::{Command, ShowWhat};
+    let cmds = match crate::config::parse_text(text, "admin") {
+        Ok(c) => c,
+        Err(errs) => {
+            let msg: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            return (400, "text/plain", format!("ERROR: {}\nNothing was changed.\n", msg.join("\n")));
         }
+    };
+    if cmds.is_empty() {
+        return (400, "text/plain", "ERROR: no command given\n".into());
     }
-    match ctl.apply_text(text, "admin").await {
+    let queries = cmds.iter().filter(|(_, c)| c.is_query()).count();
+    if queries > 0 && queries < cmds.len() {
+        return (400, "text/plain", "ERROR: show and save cannot be part of a batch of changes\nNothing was changed.\n".into());
+    }
+    if queries > 0 {
+        let mut out = String::new();
+        for (_, c) in &cmds {
+            let r = match c {
+                Command::Save => ctl.save(),
+                Command::Show { what: ShowWhat::Stats, .. } => Ok(stats_text(&ctl.stats().await)),
+                Command::Show { what: ShowWhat::RunningConfig, .. } => Ok(ctl.model.to_commands()),
+                Command::Show { what, name } => crate::config::show(&ctl.model, what.clone(), name.as_deref()),
+                _ => Ok(String::new()),
+            };
+            match r {
+                Ok(t) => out.push_str(&t),
+                Err(e) => return (400, "text/plain", format!("ERROR: {e}\n")),
+            }
+        }
+        return (200, "text/plain", out);
+    }
+    match ctl.apply_commands(&cmds).await {
         Ok(report) => {
             info!(generation = report.generation, propagation_us = report.propagation.as_micros() as u64, "change applied");
             (200, "text/plain", report.to_text())

@@ -6,7 +6,6 @@
 //! apply a snapshot.
 
 pub mod admin;
-mod pending;
 pub mod runtime;
 pub mod snapshot;
 

@@ -157,8 +157,8 @@ impl Control {
 
     /// `save ns config`: write the running configuration back atomically.
     pub fn save(&self) -> Result<String, String> {
-        let text = super::pending::to_commands(&self.model);
-        super::pending::save_atomically(&self.config_path, &text)
+        let text = self.model.to_commands();
+        config::save_atomically(&self.config_path, &text)
             .map_err(|e| format!("cannot save to {}: {e}", self.config_path.display()))?;
         Ok(format!("Done. saved to {}\n", self.config_path.display()))
     }
@@ -168,7 +168,7 @@ impl Control {
         let new = config::load_file(&self.config_path)
             .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
         let cmds: Vec<(usize, config::Command)> =
-            super::pending::diff(&self.model, &new).into_iter().enumerate().map(|(i, c)| (i + 1, c)).collect();
+            config::diff(&self.model, &new).into_iter().enumerate().map(|(i, c)| (i + 1, c)).collect();
         if cmds.is_empty() {
             return Ok(ApplyReport { generation: self.snapshot.generation, ..Default::default() });
         }
@@ -218,9 +218,13 @@ impl Signals {
 
 /// Load, validate and serve `opts.config` until SIGTERM.
 pub fn run(opts: RunOptions) -> Result<(), String> {
-    let model = config::load_file(&opts.config).map_err(|errs| {
+    let mut model = config::load_file(&opts.config).map_err(|errs| {
         errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
     })?;
+    // Start-up is the first epoch of everything, however many commands built it.
+    for e in model.epochs.values_mut() {
+        *e = 1;
+    }
     let snapshot = Arc::new(Snapshot::build(&model, None, 1, ChangeNotes::default())?);
     let cpus = allowed_cpus();
     let n = opts.shards.unwrap_or(cpus.len()).max(1);

@@ -6,11 +6,14 @@ use std::time::Instant;
 use slab::Slab;
 
 use super::stats::{
-    DrainedEpoch, EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals,
-    DRAINED_HISTORY,
+    DrainedEpoch, EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats,
+    ShardTotals, DRAINED_HISTORY,
 };
 use super::timers::{TimerKey, Timers};
-use super::types::{CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused, Stale};
+use super::types::{
+    CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused,
+    Stale,
+};
 use crate::config::model::{EntityRef, Epoch, Side};
 
 /// Internal phase of a connection. The public [`ConnState`] adds `Draining`,
@@ -110,7 +113,9 @@ impl EntityState {
     }
 
     fn current_state(&mut self) -> &mut EpochState {
-        self.epochs.get_mut(&self.current).expect("the current epoch always has a state")
+        self.epochs
+            .get_mut(&self.current)
+            .expect("the current epoch always has a state")
     }
 }
 
@@ -165,7 +170,8 @@ impl ShardCore {
     }
 
     fn secs(&self, t: Instant) -> f64 {
-        self.origin.map_or(0.0, |o| t.saturating_duration_since(o).as_secs_f64())
+        self.origin
+            .map_or(0.0, |o| t.saturating_duration_since(o).as_secs_f64())
     }
 
     // ----- epochs and entities -------------------------------------------
@@ -182,12 +188,23 @@ impl ShardCore {
     /// - Same epoch: only the policy is updated (it applies to connections
     ///   that start after this call).
     /// - Older epoch: ignored (a late snapshot).
-    pub fn set_epoch(&mut self, entity: &EntityRef, epoch: Epoch, policy: EpochPolicy, now: Instant) -> EpochChange {
+    pub fn set_epoch(
+        &mut self,
+        entity: &EntityRef,
+        epoch: Epoch,
+        policy: EpochPolicy,
+        now: Instant,
+    ) -> EpochChange {
         self.touch(now);
         let Some(&idx) = self.index.get(entity) else {
-            let idx = self.entities.insert(EntityState::new(entity.clone(), epoch, policy));
+            let idx = self
+                .entities
+                .insert(EntityState::new(entity.clone(), epoch, policy));
             self.index.insert(entity.clone(), idx);
-            return EpochChange { opened: true, ..EpochChange::default() };
+            return EpochChange {
+                opened: true,
+                ..EpochChange::default()
+            };
         };
         let ent = &mut self.entities[idx];
         if epoch < ent.current {
@@ -201,7 +218,10 @@ impl ShardCore {
         let drain_timeout = policy.drain_timeout;
         ent.current = epoch;
         ent.epochs.insert(epoch, EpochState::new(policy));
-        let st = ent.epochs.get_mut(&old).expect("the current epoch always has a state");
+        let st = ent
+            .epochs
+            .get_mut(&old)
+            .expect("the current epoch always has a state");
         st.retired_at = Some(now);
 
         let mut killed: Vec<ConnId> = st.handshaking.drain().collect();
@@ -221,13 +241,25 @@ impl ShardCore {
         if let (Some(dt), true) = (drain_timeout, draining > 0) {
             let at = now + dt;
             st.drain_deadline = Some(at);
-            self.timers.insert(at, TimerKey::Drain { entity: idx, epoch: old });
+            self.timers.insert(
+                at,
+                TimerKey::Drain {
+                    entity: idx,
+                    epoch: old,
+                },
+            );
         }
         let retired_drained = st.live() == 0;
         if retired_drained {
             self.finish_drain(idx, old, now);
         }
-        EpochChange { killed, draining, opened: true, retired: Some(old), retired_drained }
+        EpochChange {
+            killed,
+            draining,
+            opened: true,
+            retired: Some(old),
+            retired_drained,
+        }
     }
 
     /// R7: close every connection of `entity` now, established ones too,
@@ -288,8 +320,11 @@ impl ShardCore {
         };
         let ent = self.entities.remove(idx);
         let mut out = Vec::new();
-        let bound = ent.epochs.iter().flat_map(|(_, st)| {
-            st.handshaking.iter().chain(st.established.iter()).chain(st.closing.iter())
+        let bound = ent.epochs.values().flat_map(|st| {
+            st.handshaking
+                .iter()
+                .chain(st.established.iter())
+                .chain(st.closing.iter())
         });
         for &id in ent.unbound.iter().chain(bound) {
             if let Some(conn) = self.conns.remove(&id) {
@@ -303,7 +338,8 @@ impl ShardCore {
         }
         for (&epoch, st) in &ent.epochs {
             if let Some(at) = st.drain_deadline {
-                self.timers.cancel(at, TimerKey::Drain { entity: idx, epoch });
+                self.timers
+                    .cancel(at, TimerKey::Drain { entity: idx, epoch });
             }
         }
         out.sort_unstable();
@@ -317,7 +353,9 @@ impl ShardCore {
 
     /// Whether `entity` is known and enabled.
     pub fn is_enabled(&self, entity: &EntityRef) -> bool {
-        self.index.get(entity).is_some_and(|&i| self.entities[i].enabled)
+        self.index
+            .get(entity)
+            .is_some_and(|&i| self.entities[i].enabled)
     }
 
     /// Where `epoch` of `entity` stands: `None` when the entity is unknown,
@@ -343,7 +381,8 @@ impl ShardCore {
             (st.retired_at.unwrap_or(now), st.drain_deadline)
         };
         if let Some(at) = drain_deadline {
-            self.timers.cancel(at, TimerKey::Drain { entity: idx, epoch });
+            self.timers
+                .cancel(at, TimerKey::Drain { entity: idx, epoch });
         }
         let record = DrainedEpoch {
             epoch,
@@ -376,7 +415,10 @@ impl ShardCore {
         let &idx = self.index.get(entity).ok_or(Refused)?;
         let ent = &mut self.entities[idx];
         let current = ent.current;
-        let st = ent.epochs.get_mut(&current).expect("the current epoch always has a state");
+        let st = ent
+            .epochs
+            .get_mut(&current)
+            .expect("the current epoch always has a state");
         let full = st.policy.max_conns.is_some_and(|m| ent.open >= m as usize);
         if !ent.enabled || full {
             ent.counters.refused_accepts += 1;
@@ -397,7 +439,16 @@ impl ShardCore {
         };
         ent.open += 1;
         self.timers.insert(deadline, TimerKey::Handshake(id));
-        self.conns.insert(id, Conn { entity: idx, epoch, phase, deadline: Some(deadline), started: false });
+        self.conns.insert(
+            id,
+            Conn {
+                entity: idx,
+                epoch,
+                phase,
+                deadline: Some(deadline),
+                started: false,
+            },
+        );
         Ok(id)
     }
 
@@ -417,7 +468,10 @@ impl ShardCore {
             Phase::Accepted => {
                 let e = ent.current;
                 ent.unbound.remove(&id);
-                let st = ent.epochs.get_mut(&e).expect("the current epoch always has a state");
+                let st = ent
+                    .epochs
+                    .get_mut(&e)
+                    .expect("the current epoch always has a state");
                 st.handshaking.insert(id);
                 conn.epoch = Some(e);
                 conn.phase = Phase::Handshaking;
@@ -518,7 +572,10 @@ impl ShardCore {
             return CloseOutcome::default();
         };
         let Some(st) = ent.epochs.get_mut(&e) else {
-            return CloseOutcome { epoch: Some(e), ..CloseOutcome::default() };
+            return CloseOutcome {
+                epoch: Some(e),
+                ..CloseOutcome::default()
+            };
         };
         match conn.phase {
             Phase::Handshaking => st.handshaking.remove(&id),
@@ -539,7 +596,11 @@ impl ShardCore {
         if epoch_drained {
             self.finish_drain(conn.entity, e, now);
         }
-        CloseOutcome { drop_session, epoch: Some(e), epoch_drained }
+        CloseOutcome {
+            drop_session,
+            epoch: Some(e),
+            epoch_drained,
+        }
     }
 
     /// R3: a client of `entity` offered a session of another epoch and got
@@ -547,7 +608,10 @@ impl ShardCore {
     pub fn on_refused_resumption(&mut self, entity: &EntityRef, now: Instant) {
         self.touch(now);
         if let Some(&idx) = self.index.get(entity) {
-            self.entities[idx].current_state().counters.refused_resumptions += 1;
+            self.entities[idx]
+                .current_state()
+                .counters
+                .refused_resumptions += 1;
         }
     }
 
@@ -563,7 +627,9 @@ impl ShardCore {
         while let Some((_, key)) = self.timers.pop_due(now) {
             match key {
                 TimerKey::Handshake(id) => {
-                    let Some(conn) = self.conns.get_mut(&id) else { continue };
+                    let Some(conn) = self.conns.get_mut(&id) else {
+                        continue;
+                    };
                     conn.deadline = None;
                     let ent = &mut self.entities[conn.entity];
                     match (conn.phase, conn.epoch) {
@@ -581,7 +647,11 @@ impl ShardCore {
                     out.push((id, CloseReason::HandshakeTimeout));
                 }
                 TimerKey::Drain { entity, epoch } => {
-                    let Some(st) = self.entities.get_mut(entity).and_then(|e| e.epochs.get_mut(&epoch)) else {
+                    let Some(st) = self
+                        .entities
+                        .get_mut(entity)
+                        .and_then(|e| e.epochs.get_mut(&epoch))
+                    else {
                         continue;
                     };
                     let mut ids: Vec<ConnId> = st.established.drain().collect();
@@ -615,7 +685,9 @@ impl ShardCore {
             (Phase::Accepted, _) => ConnState::Accepted,
             (Phase::Closing, _) => ConnState::Closing,
             (Phase::Handshaking, Some(epoch)) => ConnState::Handshaking { epoch },
-            (Phase::Established, Some(epoch)) if epoch == ent.current => ConnState::Established { epoch },
+            (Phase::Established, Some(epoch)) if epoch == ent.current => {
+                ConnState::Established { epoch }
+            }
             (Phase::Established, Some(epoch)) => ConnState::Draining { epoch },
             (_, None) => ConnState::Closing,
         })
@@ -642,7 +714,10 @@ impl ShardCore {
 
     /// Counters and epochs of every entity of this shard.
     pub fn stats(&self) -> ShardStats {
-        let mut totals = ShardTotals { open: self.conns.len(), ..ShardTotals::default() };
+        let mut totals = ShardTotals {
+            open: self.conns.len(),
+            ..ShardTotals::default()
+        };
         let mut entities: Vec<&EntityState> = self.entities.iter().map(|(_, e)| e).collect();
         entities.sort_by(|a, b| a.entity.cmp(&b.entity));
         let entities = entities
@@ -650,7 +725,11 @@ impl ShardCore {
             .map(|ent| {
                 let mut epochs = Vec::with_capacity(ent.epochs.len() + ent.history.len());
                 for (&epoch, st) in ent.epochs.iter().rev() {
-                    let status = if epoch == ent.current { EpochStatus::Current } else { EpochStatus::Draining };
+                    let status = if epoch == ent.current {
+                        EpochStatus::Current
+                    } else {
+                        EpochStatus::Draining
+                    };
                     if status == EpochStatus::Draining {
                         totals.epochs_draining += 1;
                     }
@@ -699,7 +778,11 @@ impl ShardCore {
                 }
             })
             .collect();
-        ShardStats { shard: self.shard, totals, entities }
+        ShardStats {
+            shard: self.shard,
+            totals,
+            entities,
+        }
     }
 
     /// Checks the internal bookkeeping agrees with itself; for tests.
@@ -716,16 +799,25 @@ impl ShardCore {
             assert!(ent.epochs.contains_key(&ent.current));
             for (&e, st) in &ent.epochs {
                 n += st.live();
-                for (set, phase) in
-                    [(&st.handshaking, Phase::Handshaking), (&st.established, Phase::Established), (&st.closing, Phase::Closing)]
-                {
+                for (set, phase) in [
+                    (&st.handshaking, Phase::Handshaking),
+                    (&st.established, Phase::Established),
+                    (&st.closing, Phase::Closing),
+                ] {
                     for id in set {
                         let c = &self.conns[id];
-                        assert_eq!((c.entity, c.epoch, c.phase), (idx, Some(e), phase), "conn {id}");
+                        assert_eq!(
+                            (c.entity, c.epoch, c.phase),
+                            (idx, Some(e), phase),
+                            "conn {id}"
+                        );
                     }
                 }
                 if e != ent.current {
-                    assert!(st.handshaking.is_empty(), "retired epoch {e} has handshakes");
+                    assert!(
+                        st.handshaking.is_empty(),
+                        "retired epoch {e} has handshakes"
+                    );
                     assert!(st.live() > 0, "retired epoch {e} should be drained");
                 }
             }
@@ -737,7 +829,12 @@ impl ShardCore {
         let drains: usize = self
             .entities
             .iter()
-            .map(|(_, e)| e.epochs.values().filter(|s| s.drain_deadline.is_some()).count())
+            .map(|(_, e)| {
+                e.epochs
+                    .values()
+                    .filter(|s| s.drain_deadline.is_some())
+                    .count()
+            })
             .sum();
         assert!(self.timers.len() <= armed + drains);
         assert!(self.timers.len() >= armed);

@@ -28,11 +28,15 @@ mod types;
 
 pub use lifecycle::ShardCore;
 pub use stats::{
-    EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals, DRAINED_HISTORY,
+    EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals,
+    DRAINED_HISTORY,
 };
-pub use types::{CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused, Stale};
+pub use types::{
+    CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused,
+    Stale,
+};
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod storm;
+#[cfg(test)]
+mod tests;

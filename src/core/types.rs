@@ -149,9 +149,9 @@ impl ConnState {
     /// The epoch the connection is bound to, when the state carries one.
     pub fn epoch(self) -> Option<Epoch> {
         match self {
-            ConnState::Handshaking { epoch } | ConnState::Established { epoch } | ConnState::Draining { epoch } => {
-                Some(epoch)
-            }
+            ConnState::Handshaking { epoch }
+            | ConnState::Established { epoch }
+            | ConnState::Draining { epoch } => Some(epoch),
             ConnState::Accepted | ConnState::Closing => None,
         }
     }

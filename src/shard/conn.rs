@@ -21,7 +21,7 @@ use super::signal::ConnSignal;
 use super::upstream::{self, Backend};
 use super::{Shard, ShardVserver};
 use crate::core::{CloseKind, CloseReason, ConnId};
-use crate::tls::stream::Leg;
+use crate::tls::stream::{Leg, PeerEnd};
 
 /// Time allowed to deliver close_notify when we close a connection.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -165,6 +165,7 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
         return;
     }
 
+    debug!(shard = shard.id, peer = %c.peer, epoch, resumed, "handshake complete");
     let mut backend = match upstream::connect(shard, &vs, &signal).await {
         Ok(b) => b,
         Err(e) => {
@@ -175,9 +176,11 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
         }
     };
 
+    debug!(shard = shard.id, peer = %c.peer, backend = %backend.addr, "proxying");
     let (end, up, down) = Proxy::new(&mut leg, &mut backend.leg, &signal, vs.spec.idle_timeout).await;
     shard.counters.bytes_up.set(shard.counters.bytes_up.get() + up);
     shard.counters.bytes_down.set(shard.counters.bytes_down.get() + down);
+    debug!(shard = shard.id, peer = %c.peer, up, down, "proxy ended: {end:?}");
     finish_proxied(&c, leg, backend, end, &signal).await;
 }
 
@@ -210,6 +213,12 @@ async fn finish_proxied(
             (CloseKind::Timeout, CloseKind::Timeout)
         }
         ProxyEnd::ClientError(e) => {
+            if leg.peer_end() == PeerEnd::Open {
+                info!(shard = c.shard.id, peer = %c.peer, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
+            } else {
+                debug!(shard = c.shard.id, peer = %c.peer, "client closed before our close_notify: {e}");
+            }
+            #[cfg(any())]
             info!(shard = c.shard.id, peer = %c.peer, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
             let back_ok = close_gracefully(&mut backend.leg).await;
             (classify(&e), if back_ok { CloseKind::Clean } else { CloseKind::PeerReset })

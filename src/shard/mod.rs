@@ -82,6 +82,8 @@ pub struct Shard {
     listeners: RefCell<HashMap<Arc<str>, (std::net::SocketAddr, Task<()>)>>,
     pools: RefCell<HashMap<Arc<str>, Rc<ShardPool>>>,
     pub(crate) counters: ShellCounters,
+    /// Passive health of back-end members, by address.
+    health: RefCell<HashMap<std::net::SocketAddr, upstream::MemberHealth>>,
     /// Client connections open on this shard.
     live: Cell<usize>,
     draining: Cell<bool>,
@@ -97,6 +99,7 @@ impl Shard {
             listeners: RefCell::new(HashMap::new()),
             pools: RefCell::new(HashMap::new()),
             counters: ShellCounters::default(),
+            health: RefCell::new(HashMap::new()),
             live: Cell::new(0),
             draining: Cell::new(false),
         })

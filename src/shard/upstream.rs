@@ -7,14 +7,19 @@
 //! saved for that same server (R9). The back-end connection is registered
 //! with the shard core under the pool's entity, so epoch changes and
 //! `disable` reach it (R2, R4, R7).
+//!
+//! Health is passive and per shard: a member that fails
+//! [`DOWN_AFTER_FAILURES`] times in a row is skipped for
+//! [`RETRY_DOWN_AFTER`], then tried again by the next connection; when every
+//! member is down, new connections are refused at once instead of queueing.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::signal::ConnSignal;
 use super::{Shard, ShardPool, ShardVserver};
@@ -44,25 +49,80 @@ impl Backend {
     }
 }
 
-fn candidates(shard: &Shard, vs: &ShardVserver) -> Vec<(Rc<ShardPool>, SocketAddr)> {
+/// Consecutive failures after which a member is marked down.
+pub(crate) const DOWN_AFTER_FAILURES: u32 = 3;
+/// How long a member stays down before it is tried again.
+pub(crate) const RETRY_DOWN_AFTER: Duration = Duration::from_secs(5);
+
+/// Passive health of one back-end member, as this shard saw it.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MemberHealth {
+    failures: u32,
+    down_until: Option<Instant>,
+}
+
+impl Shard {
+    fn member_up(&self, addr: SocketAddr, now: Instant) -> bool {
+        self.health.borrow().get(&addr).and_then(|h| h.down_until).is_none_or(|t| t <= now)
+    }
+
+    fn member_failed(&self, addr: SocketAddr, why: &str) {
+        let now = Instant::now();
+        let mut health = self.health.borrow_mut();
+        let h = health.entry(addr).or_default();
+        h.failures += 1;
+        if h.failures >= DOWN_AFTER_FAILURES && h.down_until.is_none_or(|t| t <= now) {
+            h.down_until = Some(now + RETRY_DOWN_AFTER);
+            warn!(
+                shard = self.id,
+                member = %addr,
+                failures = h.failures,
+                "back-end member marked down ({why}); retried in {} s",
+                RETRY_DOWN_AFTER.as_secs()
+            );
+        }
+    }
+
+    fn member_ok(&self, addr: SocketAddr) {
+        let mut health = self.health.borrow_mut();
+        if let Some(h) = health.remove(&addr) {
+            if h.down_until.is_some() {
+                info!(shard = self.id, member = %addr, "back-end member is up again");
+            }
+        }
+    }
+}
+
+/// Members of the vserver's enabled pools, and how many of them are down.
+fn candidates(shard: &Shard, vs: &ShardVserver) -> (Vec<(Rc<ShardPool>, SocketAddr)>, usize) {
+    let now = Instant::now();
     let mut out = Vec::new();
+    let mut down = 0;
     for t in &vs.spec.targets {
         if let Some(p) = shard.pool(t) {
             if p.spec.enabled {
                 for m in &p.spec.members {
-                    out.push((p.clone(), *m));
+                    if shard.member_up(*m, now) {
+                        out.push((p.clone(), *m));
+                    } else {
+                        down += 1;
+                    }
                 }
             }
         }
     }
-    out
+    (out, down)
 }
 
 /// Connect to the next healthy member, failing over on errors.
 pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<ConnSignal>) -> Result<Backend, String> {
-    let members = candidates(shard, vs);
+    let (members, down) = candidates(shard, vs);
     if members.is_empty() {
-        return Err("no enabled back-end member".into());
+        return Err(if down > 0 {
+            format!("all {down} back-end members are down")
+        } else {
+            "no enabled back-end member".into()
+        });
     }
     let start = vs.rr.get();
     vs.rr.set(start.wrapping_add(1));
@@ -73,8 +133,12 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
         }
         let (pool, addr) = &members[(start + i) % members.len()];
         match try_member(shard, pool, *addr, signal).await {
-            Ok(b) => return Ok(b),
+            Ok(b) => {
+                shard.member_ok(*addr);
+                return Ok(b);
+            }
             Err(e) => {
+                shard.member_failed(*addr, &e);
                 shard.counters.backend_failures.set(shard.counters.backend_failures.get() + 1);
                 debug!(shard = shard.id, member = %addr, "back end failed: {e}");
                 last_err = format!("{} member {addr}: {e}", pool.spec.entity);
@@ -107,6 +171,10 @@ async fn try_member(
     };
     let _ = stream.set_nodelay(true);
     let Some(tls) = pool.tls.clone() else {
+        shard.core.borrow_mut().on_handshake_start(id, Instant::now());
+        if shard.core.borrow_mut().on_established(id, false, Instant::now()).is_err() {
+            return Err(fail(CloseKind::Killed, "back-end epoch changed while connecting".into()));
+        }
         return Ok(Backend { leg: Leg::plain(stream), id, pool: pool.clone(), server_name: None, addr });
     };
     let spec = pool.spec.tls.as_ref().expect("tls config implies tls spec");

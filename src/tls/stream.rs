@@ -202,18 +202,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             let Some(tls) = self.tls.as_ref() else {
                 return Poll::Ready(Ok(()));
             };
-            let wants_read = tls.wants_read();
             if tls.wants_write() {
-                if let Poll::Ready(r) = self.poll_flush(cx) {
-                    r?;
+                match self.poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => return Poll::Pending,
                 }
             }
             let tls = self.tls.as_ref().expect("checked above");
             if !tls.is_handshaking() {
                 return Poll::Ready(Ok(()));
             }
-            if !wants_read {
-                return Poll::Pending;
+            // With nothing left to send, rustls wants to read unless the peer
+            // closed: then the handshake cannot finish.
+            if !tls.wants_read() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed during the handshake",
+                )));
             }
             match self.poll_read_tls(cx) {
                 Poll::Ready(Ok(0)) => {

@@ -8,7 +8,7 @@
 //! `set ssl vserver V -sessTimeout N` toggling N, for `--vserver V`.
 //!
 //! Every session the client stores is tagged with the number of changes
-//! applied when it arrived; a connection that offers a session obtained
+//! issued (sent, even if not yet answered) when it arrived; a connection that offers a session obtained
 //! before a change that was applied before the connection started is a
 //! resumption attempted across a change, and it must not resume.
 //!
@@ -29,7 +29,7 @@ use crate::bench::report::Report;
 use crate::bench::runner::{self, Worker};
 use crate::bench::scenarios::handshake::one;
 use crate::bench::scenarios::latency::paced_connection;
-use crate::bench::tlsconf::CHANGE_EPOCH;
+use crate::bench::tlsconf::{CHANGES_ISSUED, CHANGE_EPOCH};
 use crate::bench::{Plan, Result};
 
 /// The commands to cycle through.
@@ -72,6 +72,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let conns = plan.args.connections;
     let rate = plan.args.rate.unwrap_or(100.0 * conns as f64);
     CHANGE_EPOCH.store(0, Ordering::SeqCst);
+    CHANGES_ISSUED.store(0, Ordering::SeqCst);
     let running = runner::start(&plan, move |w: Rc<Worker>| async move {
         let mut tasks = Vec::new();
         for _ in 0..w.share(w.plan.args.concurrency) {
@@ -126,6 +127,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         }
         let cmd = &cmds[i % cmds.len()];
         i += 1;
+        CHANGES_ISSUED.fetch_add(1, Ordering::SeqCst);
         let sent = Instant::now();
         match admin::post(&plan.args.admin, &format!("{cmd}\n"), plan.args.timeout) {
             Ok(reply) if reply.status == 200 => {
