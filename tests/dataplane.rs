@@ -194,7 +194,8 @@ fn tls13_and_tls12_clients_reach_echo_backend() {
                 .unwrap_or_else(|e| panic!("{expect:?} connect {i}: {e}\n{}", s.proxy.log()));
             assert_eq!(c.version(), Some(expect));
             let data = payload(1000 + i as usize * 517, i);
-            assert_eq!(c.echo(&data).unwrap(), data, "{expect:?} echo {i}");
+            let got = c.echo(&data).unwrap_or_else(|e| panic!("{expect:?} echo {i}: {e}\n{}", s.proxy.log()));
+            assert_eq!(got, data, "{expect:?} echo {i}");
             // A second exchange on the same connection.
             assert_eq!(c.echo(b"again").unwrap(), b"again");
             c.close();
