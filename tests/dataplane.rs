@@ -467,6 +467,11 @@ fn half_close_returns_everything() {
 fn slow_client_does_not_stall_others() {
     let s = echo_setup(SHARDS, "");
     let cfg = s.pki.client_config();
+    // Warm up (first handshakes allocate caches), then take the baseline.
+    for _ in 0..4 {
+        Client::connect(s.addr, "site.test", cfg.clone()).unwrap().close();
+    }
+    let rss_before = rss_kib(s.proxy.child.id());
 
     // Several hogs, so that at least one shares a shard with the probe.
     let stop = Arc::new(AtomicBool::new(false));
@@ -501,9 +506,11 @@ fn slow_client_does_not_stall_others() {
         stable_since.elapsed() > Duration::from_millis(300) && last.iter().all(|n| *n > 0)
     });
     assert!(stuck, "hogs never blocked: {last:?}");
-    // Memory per connection is bounded: the proxy did not swallow the stream.
-    let before: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
-    assert!(before < 4 * 64 * 1024 * 1024, "hogs wrote {before} bytes without reading");
+    // Memory per connection is bounded: the proxy did not swallow the
+    // streams (what the hogs wrote sits in kernel socket buffers).
+    let wrote: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    let grown = rss_kib(s.proxy.child.id()).saturating_sub(rss_before);
+    assert!(grown < 16 * 1024, "proxy RSS grew by {grown} KiB while hogs wrote {wrote} bytes");
 
     // Also a client that connected and sends nothing, and one stuck mid-ClientHello.
     let _idle = TcpStream::connect(s.addr).unwrap();
@@ -531,6 +538,16 @@ fn slow_client_does_not_stall_others() {
     for h in hogs {
         h.join().unwrap();
     }
+}
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 // 8. SIGTERM drains: established connections keep working, new ones are refused, exit 0.
@@ -673,11 +690,21 @@ fn check_reports_file_line_reason() {
     let (code, out, err) = run_check(&bad_path);
     assert_eq!(code, Some(1), "bad config: exit {code:?}\n{out}{err}");
     let file = p(&bad_path);
-    for line in [3, 5, 7, 8, 9, 10] {
+    // Each error kind, with words its reason must contain (any of them).
+    let expected: [(usize, &[&str]); 6] = [
+        (3, &["match"]),
+        (5, &["address", "300.1.1.1"]),
+        (7, &["nosuch"]),
+        (8, &["cipher"]),
+        (9, &["read", "missing.pem"]),
+        (10, &["exists", "duplicate"]),
+    ];
+    for (line, words) in expected {
         let prefix = format!("{file}:{line}: ");
         let hit = err.lines().chain(out.lines()).find(|l| l.starts_with(&prefix));
         let hit = hit.unwrap_or_else(|| panic!("no error for line {line} in:\n{out}{err}"));
-        assert!(hit.len() > prefix.len() + 3, "empty reason: {hit}");
+        let reason = hit[prefix.len()..].to_lowercase();
+        assert!(words.iter().any(|w| reason.contains(&w.to_lowercase())), "line {line}: reason should mention {words:?}: {hit}");
     }
     for line in [1, 2, 4, 6] {
         assert!(!err.contains(&format!("{file}:{line}: ")), "error reported for good line {line}:\n{err}");
@@ -698,8 +725,11 @@ fn max_clients_refuses_extra_connection() {
     assert_eq!(a.echo(b"a1").unwrap(), b"a1");
     assert_eq!(b.echo(b"b1").unwrap(), b"b1");
 
+    let t0 = Instant::now();
     let third = Client::connect(s.addr, "site.test", cfg.clone()).and_then(|mut c| c.echo(b"c1"));
     assert!(third.is_err(), "third concurrent connection was served: {third:?}");
+    // Closed at once, not left hanging until the client's own timeout.
+    assert!(t0.elapsed() < Duration::from_secs(2), "third connection hung for {:?}: {third:?}", t0.elapsed());
 
     assert_eq!(a.echo(b"a2").unwrap(), b"a2");
     assert_eq!(b.echo(b"b2").unwrap(), b"b2");
