@@ -84,9 +84,12 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
     let c = ClientConn { shard, vs: &vs, id, peer };
 
     // Wait for the first byte: only then is the connection bound to an epoch (R2).
-    let mut first = [0u8; 1536];
+    // Heap, not the future's own state: it is dropped once fed to rustls.
+    let mut first = vec![0u8; 1536];
     let hs_timeout = vs.spec.policy.handshake_timeout;
-    let first_read = or(
+    // Short-lived steps are boxed so the connection's future stays as small
+    // as its long-lived proxying state (memory per idle connection).
+    let first_read = Box::pin(or(
         async {
             match glommio::timer::timeout(hs_timeout, async { Ok(stream.read(&mut first).await) }).await {
                 Ok(r) => r.map_err(|e| (classify(&e), e.to_string())),
@@ -94,7 +97,7 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
             }
         },
         async { Err((CloseKind::Killed, format!("closed before the handshake ({:?})", signal.wait().await))) },
-    )
+    ))
     .await;
     let n = match first_read {
         Ok(0) => {
@@ -136,10 +139,10 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
     }
 
     // Handshake, interruptible by the shard (R2 kill, handshake timeout, R7).
-    let hs = or(
+    let hs = Box::pin(or(
         async { std::future::poll_fn(|cx| leg.poll_handshake(cx)).await.map_err(Ok) },
         async { Err(Err(signal.wait().await)) },
-    )
+    ))
     .await;
     match hs {
         Ok(()) => {}
@@ -166,11 +169,11 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
     }
 
     debug!(shard = shard.id, peer = %c.peer, epoch, resumed, "handshake complete");
-    let mut backend = match upstream::connect(shard, &vs, &signal).await {
+    let mut backend = match Box::pin(upstream::connect(shard, &vs, &signal)).await {
         Ok(b) => b,
         Err(e) => {
             info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
-            let kind = if close_gracefully(&mut leg).await { CloseKind::Clean } else { CloseKind::PeerReset };
+            let kind = if Box::pin(close_gracefully(&mut leg)).await { CloseKind::Clean } else { CloseKind::PeerReset };
             c.finish(kind, Some(&leg));
             return;
         }
@@ -181,7 +184,7 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
     shard.counters.bytes_up.set(shard.counters.bytes_up.get() + up);
     shard.counters.bytes_down.set(shard.counters.bytes_down.get() + down);
     debug!(shard = shard.id, peer = %c.peer, up, down, "proxy ended: {end:?}");
-    finish_proxied(&c, leg, backend, end, &signal).await;
+    Box::pin(finish_proxied(&c, leg, backend, end, &signal)).await;
 }
 
 async fn finish_proxied(

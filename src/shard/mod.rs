@@ -305,12 +305,12 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
                 shard.counters.accepted.set(shard.counters.accepted.get() + 1);
                 let Some(vs) = shard.vserver(&name) else { continue };
                 let s = shard.clone();
-                spawn_local(async move {
+                let fut = async move {
                     s.live.set(s.live.get() + 1);
                     conn::serve_client(&s, vs, stream).await;
                     s.live.set(s.live.get() - 1);
-                })
-                .detach();
+                };
+                spawn_local(fut).detach();
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.

@@ -20,8 +20,16 @@ use super::signal::ConnSignal;
 use crate::core::CloseReason;
 use crate::tls::stream::Leg;
 
-/// Size of each direction's buffer.
-const DIR_BUF: usize = 16 * 1024;
+/// Most bytes moved per read.
+const CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Every connection of a shard reads through this one buffer and writes
+    /// straight on; only bytes the destination could not take yet are copied
+    /// into the connection's own `pending` buffer. An idle or flowing
+    /// connection therefore holds no copy buffer at all.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0u8; CHUNK].into_boxed_slice());
+}
 
 /// How proxying ended.
 #[derive(Debug)]
@@ -35,10 +43,12 @@ pub enum ProxyEnd {
     BackendError(io::Error),
 }
 
+/// One direction of the copy.
 struct Direction {
-    buf: Vec<u8>,
+    /// Bytes read but not yet taken by the destination (backpressure: no
+    /// reading while this is non-empty). Empty and unallocated most of the time.
+    pending: Vec<u8>,
     start: usize,
-    end: usize,
     eof: bool,
     shut: bool,
     bytes: u64,
@@ -46,7 +56,7 @@ struct Direction {
 
 impl Direction {
     fn new() -> Self {
-        Direction { buf: Vec::new(), start: 0, end: 0, eof: false, shut: false, bytes: 0 }
+        Direction { pending: Vec::new(), start: 0, eof: false, shut: false, bytes: 0 }
     }
 }
 
@@ -64,32 +74,15 @@ where
     let mut any = false;
     loop {
         let mut progress = false;
-        if !d.eof && d.end < DIR_BUF {
-            if d.buf.is_empty() {
-                d.buf = vec![0u8; DIR_BUF];
-            }
-            match src.poll_read_plain(cx, &mut d.buf[d.end..]) {
-                Poll::Ready(Ok(0)) => {
-                    d.eof = true;
-                    progress = true;
-                }
-                Poll::Ready(Ok(n)) => {
-                    d.end += n;
-                    d.bytes += n as u64;
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Err(Fault::Src(e)),
-                Poll::Pending => {}
-            }
-        }
-        if d.start < d.end {
-            match dst.poll_write_plain(cx, &d.buf[d.start..d.end]) {
+        // Bytes left over from an earlier read go first.
+        if d.start < d.pending.len() {
+            match dst.poll_write_plain(cx, &d.pending[d.start..]) {
                 Poll::Ready(Ok(0)) => return Err(Fault::Dst(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     d.start += n;
-                    if d.start == d.end {
+                    if d.start == d.pending.len() {
+                        d.pending = Vec::new();
                         d.start = 0;
-                        d.end = 0;
                     }
                     progress = true;
                 }
@@ -97,7 +90,35 @@ where
                 Poll::Pending => {}
             }
         }
-        if d.start == d.end && d.eof && !d.shut {
+        if d.pending.is_empty() && !d.eof {
+            let step = SCRATCH.with(|scratch| {
+                let mut buf = scratch.borrow_mut();
+                match src.poll_read_plain(cx, &mut buf[..]) {
+                    Poll::Ready(Ok(0)) => {
+                        d.eof = true;
+                        Ok(true)
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        d.bytes += n as u64;
+                        let taken = match dst.poll_write_plain(cx, &buf[..n]) {
+                            Poll::Ready(Ok(0)) => return Err(Fault::Dst(io::ErrorKind::WriteZero.into())),
+                            Poll::Ready(Ok(w)) => w,
+                            Poll::Ready(Err(e)) => return Err(Fault::Dst(e)),
+                            Poll::Pending => 0,
+                        };
+                        if taken < n {
+                            d.pending = buf[taken..n].to_vec();
+                            d.start = 0;
+                        }
+                        Ok(true)
+                    }
+                    Poll::Ready(Err(e)) => Err(Fault::Src(e)),
+                    Poll::Pending => Ok(false),
+                }
+            })?;
+            progress |= step;
+        }
+        if d.pending.is_empty() && d.eof && !d.shut {
             match dst.poll_shutdown(cx) {
                 Poll::Ready(Ok(())) => {
                     d.shut = true;
