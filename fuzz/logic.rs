@@ -36,7 +36,12 @@ fn pems() -> &'static Pems {
         let ca = shardtls::pki::Ca::new("fuzz CA").expect("CA");
         let site = ca.issue(&["www.test", "*.example.test"], 7).expect("leaf");
         let other = ca.issue(&["other.test"], 8).expect("leaf");
-        Pems { ca: ca.cert_pem(), cert: site.cert_pem, key: site.key_pem, other_key: other.key_pem }
+        Pems {
+            ca: ca.cert_pem(),
+            cert: site.cert_pem,
+            key: site.key_pem,
+            other_key: other.key_pem,
+        }
     })
 }
 
@@ -56,7 +61,9 @@ impl FileSource for FixedFiles {
             return Ok(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec());
         }
         if name.ends_with(".key") {
-            return Ok(if name.contains("other") { &p.other_key } else { &p.key }.as_bytes().to_vec());
+            return Ok(if name.contains("other") { &p.other_key } else { &p.key }
+                .as_bytes()
+                .to_vec());
         }
         if name.contains("ca") {
             return Ok(p.ca.as_bytes().to_vec());
@@ -92,7 +99,8 @@ bind lb vserver v sg
 
 fn seed_model() -> Model {
     static M: OnceLock<Model> = OnceLock::new();
-    M.get_or_init(|| load_text(SEED_CONFIG, "seed", &FixedFiles).expect("the seed config loads")).clone()
+    M.get_or_init(|| load_text(SEED_CONFIG, "seed", &FixedFiles).expect("the seed config loads"))
+        .clone()
 }
 
 fn observable(m: &Model) -> String {
@@ -124,7 +132,11 @@ pub fn config_line(data: &[u8]) {
     for m in [&model, &empty] {
         let saved = m.to_commands();
         match load_text(&saved, "saved", &FixedFiles) {
-            Ok(again) => assert_eq!(again.to_commands(), saved, "the saved config does not load back the same"),
+            Ok(again) => assert_eq!(
+                again.to_commands(),
+                saved,
+                "the saved config does not load back the same"
+            ),
             Err(e) => panic!("the saved config does not load: {e:?}\n{saved}"),
         }
     }
@@ -132,8 +144,12 @@ pub fn config_line(data: &[u8]) {
 
 // ----- core_events -------------------------------------------------------------
 
-const ENTITIES: [(EntityKind, &str); 4] =
-    [(EntityKind::Vserver, "a"), (EntityKind::Vserver, "b"), (EntityKind::Service, "s"), (EntityKind::ServiceGroup, "g")];
+const ENTITIES: [(EntityKind, &str); 4] = [
+    (EntityKind::Vserver, "a"),
+    (EntityKind::Vserver, "b"),
+    (EntityKind::Service, "s"),
+    (EntityKind::ServiceGroup, "g"),
+];
 
 fn policy(b: u8) -> EpochPolicy {
     EpochPolicy {
@@ -151,7 +167,7 @@ pub fn core_events(data: &[u8]) {
     let mut core = ShardCore::with_origin(0, t0);
     let ents: Vec<EntityRef> = ENTITIES.iter().map(|(k, n)| EntityRef::new(*k, n)).collect();
     let mut known: BTreeMap<usize, u64> = BTreeMap::new(); // entity index -> our idea of its current epoch
-    // Open connections: id -> entity index.
+                                                           // Open connections: id -> entity index.
     let mut open: BTreeMap<ConnId, usize> = BTreeMap::new();
     let mut closed: BTreeSet<ConnId> = BTreeSet::new();
     let mut bytes = data.iter().copied();
@@ -201,7 +217,10 @@ pub fn core_events(data: &[u8]) {
                         // A repeated event: nothing changes.
                         assert_eq!(st, before);
                     } else if ok {
-                        assert!(matches!(st, ConnState::Established { .. }), "established from {before:?} but {st:?}");
+                        assert!(
+                            matches!(st, ConnState::Established { .. }),
+                            "established from {before:?} but {st:?}"
+                        );
                     } else {
                         assert_eq!(st, ConnState::Closing, "stale but {st:?}");
                     }
@@ -271,7 +290,10 @@ pub fn core_events(data: &[u8]) {
                     closed.insert(id);
                 }
                 if let Some(d) = core.next_deadline() {
-                    assert!(d > now, "a deadline at or before now is still pending after poll_timeouts");
+                    assert!(
+                        d > now,
+                        "a deadline at or before now is still pending after poll_timeouts"
+                    );
                 }
             }
             10 => {
@@ -287,9 +309,17 @@ pub fn core_events(data: &[u8]) {
             }
             _ => core.on_refused_resumption(&ents[e], now),
         }
-        assert_eq!(core.open_conns(), open.len(), "open connections: core {} vs opened-closed {}", core.open_conns(), open.len());
+        assert_eq!(
+            core.open_conns(),
+            open.len(),
+            "open connections: core {} vs opened-closed {}",
+            core.open_conns(),
+            open.len()
+        );
         for id in open.keys() {
-            let st = core.conn_state(*id).unwrap_or_else(|| panic!("open id {id} unknown to the core"));
+            let st = core
+                .conn_state(*id)
+                .unwrap_or_else(|| panic!("open id {id} unknown to the core"));
             let ent = core.conn_entity(*id).expect("an open id has an entity");
             assert_eq!(*ent, ents[open[id]]);
             if let Some(ep) = st.epoch() {
@@ -313,6 +343,14 @@ pub fn core_events(data: &[u8]) {
     assert_eq!(per_entity, core.open_conns(), "entity open counts do not add up");
     for e in &stats.entities {
         let live: usize = e.epochs.iter().map(|x| x.live).sum();
-        assert_eq!(live + e.unbound, e.open, "{} {}: live {live} + unbound {} != open {}", e.kind, e.name, e.unbound, e.open);
+        assert_eq!(
+            live + e.unbound,
+            e.open,
+            "{} {}: live {live} + unbound {} != open {}",
+            e.kind,
+            e.name,
+            e.unbound,
+            e.open
+        );
     }
 }

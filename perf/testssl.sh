@@ -35,16 +35,16 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 C="$WORK/certs"; mkdir -p "$C"
 ec() { openssl ecparam -name prime256v1 -genkey -noout -out "$1" 2>/dev/null; }
 ec "$C/root.key"; ec "$C/intermediate.key"; ec "$C/site.key"; chmod 600 "$C"/*.key
-openssl req -x509 -new -key "$C/root.key" -subj "/CN=testssl root" -days 30 -out "$C/root.pem" \
+openssl req -x509 -new -key "$C/root.key" -subj "/CN=testssl root" -days 365 -out "$C/root.pem" \
     -addext "basicConstraints=critical,CA:true" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
 openssl req -new -key "$C/intermediate.key" -subj "/CN=testssl intermediate" -out "$C/intermediate.csr" 2>/dev/null
 printf 'basicConstraints=critical,CA:true,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n' > "$C/int.ext"
 openssl x509 -req -in "$C/intermediate.csr" -CA "$C/root.pem" -CAkey "$C/root.key" -CAcreateserial \
-    -days 30 -extfile "$C/int.ext" -out "$C/intermediate.pem" 2>/dev/null
+    -days 365 -extfile "$C/int.ext" -out "$C/intermediate.pem" 2>/dev/null
 openssl req -new -key "$C/site.key" -subj "/CN=localhost" -out "$C/site.csr" 2>/dev/null
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' > "$C/site.ext"
 openssl x509 -req -in "$C/site.csr" -CA "$C/intermediate.pem" -CAkey "$C/intermediate.key" -CAcreateserial \
-    -days 30 -extfile "$C/site.ext" -out "$C/site.pem" 2>/dev/null
+    -days 365 -extfile "$C/site.ext" -out "$C/site.pem" 2>/dev/null
 
 B1=$(free_port); B2=$(free_port); P1=$(free_port); P2=$(free_port)
 cat > "$WORK/shardtls.conf" <<CONF
@@ -83,7 +83,7 @@ for vs in www:$P1 defaults:$P2; do
     rm -f "$json"
     echo "== testssl.sh against vserver $name (127.0.0.1:$port)"
     # --ip one: no DNS; exit status is the number of findings, not a failure.
-    "$TESTSSL" --quiet --color 0 --warnings off --ip one --jsonfile "$json" "127.0.0.1:$port" || true
+    "$TESTSSL" --quiet --color 0 --warnings off --ip one --add-ca "$C/root.pem" --jsonfile "$json" "127.0.0.1:$port" || true
     python3 - "$json" <<'PY'
 import json, sys
 rows = json.load(open(sys.argv[1]))

@@ -76,7 +76,9 @@ fn lines_about(log: &str, addr: &str) -> Vec<String> {
 fn log_line_about(proxy: &Proxy, addr: &str, words: &[&str]) -> Result<String, String> {
     let mut found = None;
     wait_for(Duration::from_secs(3), || {
-        found = lines_about(&plain_log(proxy), addr).into_iter().find(|l| words.iter().all(|w| l.contains(w)));
+        found = lines_about(&plain_log(proxy), addr)
+            .into_iter()
+            .find(|l| words.iter().all(|w| l.contains(w)));
         found.is_some()
     });
     found.ok_or_else(|| {
@@ -91,7 +93,10 @@ fn log_line_about(proxy: &Proxy, addr: &str, words: &[&str]) -> Result<String, S
 fn log_line_with(proxy: &Proxy, words: &[&str]) -> Result<String, String> {
     let mut found = None;
     wait_for(Duration::from_secs(3), || {
-        found = plain_log(proxy).lines().find(|l| words.iter().all(|w| l.contains(w))).map(str::to_string);
+        found = plain_log(proxy)
+            .lines()
+            .find(|l| words.iter().all(|w| l.contains(w)))
+            .map(str::to_string);
         found.is_some()
     });
     found.ok_or_else(|| format!("no log line containing {words:?}"))
@@ -104,18 +109,31 @@ fn assert_no_panic(proxy: &Proxy) {
 
 /// Sum of `core.totals.FIELD` over every shard.
 fn core_total(stats: &serde_json::Value, field: &str) -> u64 {
-    stats["shards"].as_array().into_iter().flatten().map(|s| s["core"]["totals"][field].as_u64().unwrap_or(0)).sum()
+    stats["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["core"]["totals"][field].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// `FIELD` of each shard's own counters (accepted, refused, ...).
 fn per_shard(stats: &serde_json::Value, field: &str) -> Vec<u64> {
-    stats["shards"].as_array().into_iter().flatten().map(|s| s[field].as_u64().unwrap_or(0)).collect()
+    stats["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s[field].as_u64().unwrap_or(0))
+        .collect()
 }
 
 /// Config lines for a certKey `name` issued for `names`; returns (lines, serial).
 fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
     let (cert, key, serial) = pki.issue(name, names);
-    (format!("add ssl certKey {name} -cert {} -key {}\n", p(&cert), p(&key)), serial)
+    (
+        format!("add ssl certKey {name} -cert {} -key {}\n", p(&cert), p(&key)),
+        serial,
+    )
 }
 
 /// A vserver v1 on `port` with certKey `site` (for www.test) in front of
@@ -139,7 +157,10 @@ fn serves_on_every_shard(proxy: &Proxy, port: u16, cfg: &Arc<rustls::ClientConfi
     for attempt in 0..60 {
         let mut c = Client::connect(lo(port), "www.test", cfg.clone())
             .unwrap_or_else(|e| panic!("normal client {attempt} failed: {e}\n{}", plain_log(proxy)));
-        assert_eq!(c.echo(b"still serving").expect("echo after the bad input"), b"still serving");
+        assert_eq!(
+            c.echo(b"still serving").expect("echo after the bad input"),
+            b"still serving"
+        );
         c.close();
         let now = per_shard(&proxy.stats(), "accepted");
         for (i, (a, b)) in base.iter().zip(&now).enumerate() {
@@ -167,7 +188,9 @@ fn read_to_end_within(s: &mut TcpStream, within: Duration) -> Result<(Vec<u8>, E
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let left = within.checked_sub(t0.elapsed()).ok_or_else(|| format!("still open after {within:?}"))?;
+        let left = within
+            .checked_sub(t0.elapsed())
+            .ok_or_else(|| format!("still open after {within:?}"))?;
         s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
         match s.read(&mut buf) {
             Ok(0) => return Ok((got, Ending::Eof)),
@@ -233,7 +256,9 @@ fn slowloris_connections_are_closed_by_the_handshake_timeout_and_live_traffic_st
         std::thread::spawn(move || -> Result<(), String> {
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = live.echo(b"ping-ping-ping").map_err(|e| format!("live echo failed: {e}"))?;
+                let r = live
+                    .echo(b"ping-ping-ping")
+                    .map_err(|e| format!("live echo failed: {e}"))?;
                 if r != b"ping-ping-ping" {
                     return Err("live echo returned other bytes".into());
                 }
@@ -269,7 +294,13 @@ fn slowloris_connections_are_closed_by_the_handshake_timeout_and_live_traffic_st
         };
         sock.set_nonblocking(true).unwrap();
         let sent = if kind == "trickle" { 1 } else { 0 };
-        all.push(Loris { sock, opened, kind, closed: None, sent });
+        all.push(Loris {
+            sock,
+            opened,
+            kind,
+            closed: None,
+            sent,
+        });
     }
     let opened_all = Instant::now();
 
@@ -308,18 +339,39 @@ fn slowloris_connections_are_closed_by_the_handshake_timeout_and_live_traffic_st
     live_thread.join().unwrap().expect("the live client kept working");
 
     let still_open: Vec<_> = all.iter().filter(|l| l.closed.is_none()).map(|l| l.kind).collect();
-    assert!(still_open.is_empty(), "{} slowloris connections still open 3.5 s after the last was opened: {:?}", still_open.len(), still_open);
+    assert!(
+        still_open.is_empty(),
+        "{} slowloris connections still open 3.5 s after the last was opened: {:?}",
+        still_open.len(),
+        still_open
+    );
     let earliest = all.iter().filter_map(|l| l.closed).min().unwrap();
-    assert!(earliest >= Duration::from_millis(900), "a slow connection was closed after {earliest:?}, before the 1 s handshake timeout");
+    assert!(
+        earliest >= Duration::from_millis(900),
+        "a slow connection was closed after {earliest:?}, before the 1 s handshake timeout"
+    );
     let latest = all.iter().filter_map(|l| l.closed).max().unwrap();
-    assert!(latest <= Duration::from_millis(3500), "a slow connection took {latest:?} to close (timeout 1 s)");
+    assert!(
+        latest <= Duration::from_millis(3500),
+        "a slow connection took {latest:?} to close (timeout 1 s)"
+    );
 
     let mut rtts = rtts.lock().unwrap().clone();
-    assert!(rtts.len() >= 20, "only {} live round trips during the attack", rtts.len());
+    assert!(
+        rtts.len() >= 20,
+        "only {} live round trips during the attack",
+        rtts.len()
+    );
     let med = median(&mut rtts);
     let p90 = rtts[rtts.len() * 9 / 10];
-    assert!(med < Duration::from_millis(200), "live median round trip {med:?} during the attack");
-    assert!(fresh_time < Duration::from_secs(1), "a new handshake took {fresh_time:?} during the attack");
+    assert!(
+        med < Duration::from_millis(200),
+        "live median round trip {med:?} during the attack"
+    );
+    assert!(
+        fresh_time < Duration::from_secs(1),
+        "a new handshake took {fresh_time:?} during the attack"
+    );
     eprintln!(
         "slowloris: {} conns closed in {:?}..{:?}; live rtt median {med:?} p90 {p90:?} over {}; new handshake {fresh_time:?}",
         all.len(),
@@ -331,7 +383,11 @@ fn slowloris_connections_are_closed_by_the_handshake_timeout_and_live_traffic_st
     let stats = proxy.stats();
     let hs = core_total(&stats, "handshake_timeouts");
     let unbound = core_total(&stats, "unbound_timeouts");
-    assert!(hs >= (PARTIAL + TRICKLE) as u64, "handshake_timeouts {hs}, wanted >= {}", PARTIAL + TRICKLE);
+    assert!(
+        hs >= (PARTIAL + TRICKLE) as u64,
+        "handshake_timeouts {hs}, wanted >= {}",
+        PARTIAL + TRICKLE
+    );
     assert!(
         hs + unbound >= (IDLE + PARTIAL + TRICKLE) as u64,
         "stats count {hs} handshake timeouts and {unbound} timeouts before the first byte for {} slow connections",
@@ -380,7 +436,9 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
     let idle_before = idle_cpu_share(pid, Duration::from_secs(1));
 
     let mut clients: Vec<Client> = (0..ESTABLISHED)
-        .map(|i| Client::connect(lo(port), "www.test", client_cfg.clone()).unwrap_or_else(|e| panic!("client {i}: {e}")))
+        .map(|i| {
+            Client::connect(lo(port), "www.test", client_cfg.clone()).unwrap_or_else(|e| panic!("client {i}: {e}"))
+        })
         .collect();
     for c in &mut clients {
         assert_eq!(c.echo(b"before").unwrap(), b"before");
@@ -398,8 +456,16 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
     // Established connections keep working while the flood holds every slot.
     for (i, c) in clients.iter_mut().enumerate() {
         let t = Instant::now();
-        assert_eq!(c.echo(b"during the flood").unwrap_or_else(|e| panic!("client {i} during the flood: {e}")), b"during the flood");
-        assert!(t.elapsed() < Duration::from_millis(500), "echo took {:?} during the flood", t.elapsed());
+        assert_eq!(
+            c.echo(b"during the flood")
+                .unwrap_or_else(|e| panic!("client {i} during the flood: {e}")),
+            b"during the flood"
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "echo took {:?} during the flood",
+            t.elapsed()
+        );
     }
     // Extra connections are closed at once, well before the 3 s handshake timeout.
     let mut buf = [0u8; 64];
@@ -419,15 +485,27 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
         closed >= FLOOD - (MAX - ESTABLISHED),
         "only {closed} of {FLOOD} flood connections were refused within 1.5 s (limit {MAX}, {ESTABLISHED} established); opening took {flood_opened:?}"
     );
-    assert!(closed <= FLOOD - (MAX - ESTABLISHED) + 1, "{closed} flood connections closed: the limit let fewer in than it should");
+    assert!(
+        closed <= FLOOD - (MAX - ESTABLISHED) + 1,
+        "{closed} flood connections closed: the limit let fewer in than it should"
+    );
     let refused = per_shard(&proxy.stats(), "refused").iter().sum::<u64>();
-    assert!(refused >= (FLOOD - (MAX - ESTABLISHED)) as u64, "refused counter {refused}");
+    assert!(
+        refused >= (FLOOD - (MAX - ESTABLISHED)) as u64,
+        "refused counter {refused}"
+    );
     log_line_with(&proxy, &["refused", "full"]).expect("refusals are logged");
 
     // A new client is refused while full, and served once the flood ends.
     drop(flood);
     assert!(
-        wait_for(Duration::from_secs(5), || per_shard(&proxy.stats(), "live_client_connections").iter().sum::<u64>() == ESTABLISHED as u64),
+        wait_for(Duration::from_secs(5), || per_shard(
+            &proxy.stats(),
+            "live_client_connections"
+        )
+        .iter()
+        .sum::<u64>()
+            == ESTABLISHED as u64),
         "the proxy still counts {:?} open client connections after the flood closed",
         per_shard(&proxy.stats(), "live_client_connections")
     );
@@ -441,7 +519,10 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
     // Accept never spins: the idle proxy burns (almost) no CPU after the flood.
     let idle_after = idle_cpu_share(pid, Duration::from_secs(2));
     eprintln!("flood: {closed} refused; idle CPU before {idle_before:.3} after {idle_after:.3} cores");
-    assert!(idle_after < 0.10 && idle_after < idle_before + 0.05, "idle proxy uses {idle_after:.3} cores after the flood (before: {idle_before:.3})");
+    assert!(
+        idle_after < 0.10 && idle_after < idle_before + 0.05,
+        "idle proxy uses {idle_after:.3} cores after the flood (before: {idle_before:.3})"
+    );
     assert_no_panic(&proxy);
 }
 
@@ -462,7 +543,12 @@ fn serve_simple(extra: &str) -> Served {
     let port = free_port();
     let cfg = simple_config(&pki, port, be.local_addr(), extra);
     let proxy = Proxy::start(&cfg, SHARDS);
-    Served { proxy, port, pki, _be: be }
+    Served {
+        proxy,
+        port,
+        pki,
+        _be: be,
+    }
 }
 
 /// Send `bytes` (then FIN when `fin`), expect the proxy to end the
@@ -474,7 +560,8 @@ fn send_bad(port: u16, bytes: &[u8], fin: bool) -> (Vec<u8>, Ending, String) {
     if fin {
         s.shutdown(Shutdown::Write).unwrap();
     }
-    let (got, end) = read_to_end_within(&mut s, Duration::from_secs(3)).unwrap_or_else(|e| panic!("bad input {:02x?}..: {e}", &bytes[..bytes.len().min(8)]));
+    let (got, end) = read_to_end_within(&mut s, Duration::from_secs(3))
+        .unwrap_or_else(|e| panic!("bad input {:02x?}..: {e}", &bytes[..bytes.len().min(8)]));
     (got, end, me)
 }
 
@@ -534,7 +621,10 @@ fn oversized_record_header_gets_an_alert_and_a_log_line() {
     bytes.extend(std::iter::repeat(0x41).take(1000));
     let (got, end, me) = send_bad(s.port, &bytes, false);
     let line = log_line_about(&s.proxy, &me, &["handshake failed"]).unwrap();
-    eprintln!("oversized: {end:?} after {:02x?}; log: {line}", &got[..got.len().min(7)]);
+    eprintln!(
+        "oversized: {end:?} after {:02x?}; log: {line}",
+        &got[..got.len().min(7)]
+    );
     assert!(starts_with_alert(&got), "no TLS alert before the close, got {got:02x?}");
     // record_overflow (22) or decode_error (50).
     assert!(matches!(got[6], 22 | 50), "alert {} for an oversized record", got[6]);
@@ -612,7 +702,11 @@ fn unknown_sni_gets_the_default_certificate() {
     assert_eq!(c.serial(), other_serial, "SNI other.test");
     c.close();
     let mut c = Client::connect(lo(port), "unknown.example", any.clone()).expect("unknown SNI");
-    assert_eq!(c.serial(), site_serial, "an unknown SNI must get the default certificate");
+    assert_eq!(
+        c.serial(),
+        site_serial,
+        "an unknown SNI must get the default certificate"
+    );
     assert_eq!(c.echo(b"unknown sni").unwrap(), b"unknown sni");
     c.close();
     // No SNI at all (an IP address as the name): the default too.
@@ -626,9 +720,12 @@ fn unknown_sni_gets_the_default_certificate() {
 }
 
 fn client_cert_config(ca: &shardtls::pki::Ca, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-    let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut &std::fs::read(cert).unwrap()[..]).collect::<Result<_, _>>().unwrap();
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &std::fs::read(key).unwrap()[..]).unwrap().unwrap();
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &std::fs::read(cert).unwrap()[..])
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &std::fs::read(key).unwrap()[..])
+        .unwrap()
+        .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der()).unwrap();
     Arc::new(
@@ -692,12 +789,20 @@ fn client_certificate_that_fails_verification_is_rejected_with_a_log_line() {
         log_line_with(&proxy, &["handshake failed", "certificate"]).unwrap()
     };
     eprintln!("log: {line}");
-    assert!(line.contains("UnknownIssuer") || line.contains("issuer") || line.contains("BadSignature"), "{line}");
+    assert!(
+        line.contains("UnknownIssuer") || line.contains("issuer") || line.contains("BadSignature"),
+        "{line}"
+    );
 
     // No certificate at all: refused too.
     let no_cert = pki.client_config();
-    assert!(try_echo(port, no_cert).is_err(), "a client without a certificate was accepted");
-    log_line_with(&proxy, &["handshake failed", "no certificate"]).or_else(|_| log_line_with(&proxy, &["handshake failed", "NoCertificates"])).unwrap();
+    assert!(
+        try_echo(port, no_cert).is_err(),
+        "a client without a certificate was accepted"
+    );
+    log_line_with(&proxy, &["handshake failed", "no certificate"])
+        .or_else(|_| log_line_with(&proxy, &["handshake failed", "NoCertificates"]))
+        .unwrap();
 
     assert_no_panic(&proxy);
     let good = client_cert_config(&pki.ca, &gc, &gk);
@@ -754,14 +859,23 @@ fn refusing_back_end_ends_the_client_with_close_notify_and_a_log_line() {
     let pki = Pki::new();
     let port = free_port();
     let dead = free_port();
-    let cfg = vserver_config(&pki, port, &format!("add service dead 127.0.0.1 {dead} TCP\n"), "dead", "");
+    let cfg = vserver_config(
+        &pki,
+        port,
+        &format!("add service dead 127.0.0.1 {dead} TCP\n"),
+        "dead",
+        "",
+    );
     let proxy = Proxy::start(&cfg, SHARDS);
     let mut c = Client::connect(lo(port), "www.test", pki.client_config()).expect("handshake");
     let me = c.tls.sock.local_addr().unwrap().to_string();
     let took = expect_close_notify(&mut c, Duration::from_secs(3)).unwrap();
     let line = log_line_about(&proxy, &me, &["no back end"]).unwrap();
     eprintln!("refused back end: closed after {took:?}; log: {line}");
-    assert!(line.contains(&dead.to_string()) && line.to_lowercase().contains("refused"), "{line}");
+    assert!(
+        line.contains(&dead.to_string()) && line.to_lowercase().contains("refused"),
+        "{line}"
+    );
     assert_no_panic(&proxy);
 }
 
@@ -776,7 +890,10 @@ fn resetting_backend() -> (SocketAddr, std::thread::JoinHandle<()>) {
             let _ = s.read(&mut buf);
             let _ = s.write_all(b"partial answer");
             std::thread::sleep(Duration::from_millis(100));
-            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
             use std::os::fd::AsRawFd;
             unsafe {
                 libc::setsockopt(
@@ -798,7 +915,13 @@ fn back_end_reset_mid_transfer_ends_the_client_cleanly_with_a_log_line() {
     let pki = Pki::new();
     let port = free_port();
     let (addr, h) = resetting_backend();
-    let cfg = vserver_config(&pki, port, &format!("add service rst 127.0.0.1 {} TCP\n", addr.port()), "rst", "");
+    let cfg = vserver_config(
+        &pki,
+        port,
+        &format!("add service rst 127.0.0.1 {} TCP\n", addr.port()),
+        "rst",
+        "",
+    );
     let proxy = Proxy::start(&cfg, SHARDS);
     let mut c = Client::connect(lo(port), "www.test", pki.client_config()).expect("handshake");
     let me = c.tls.sock.local_addr().unwrap().to_string();
@@ -822,14 +945,23 @@ fn stalled_back_end_is_closed_by_the_idle_timeout() {
     // Accepts (the kernel completes the handshake) but never reads or writes.
     let stall = TcpListener::bind("127.0.0.1:0").unwrap();
     let saddr = stall.local_addr().unwrap();
-    let cfg = vserver_config(&pki, port, &format!("add service stall 127.0.0.1 {} TCP\n", saddr.port()), "stall", " -cltTimeout 1");
+    let cfg = vserver_config(
+        &pki,
+        port,
+        &format!("add service stall 127.0.0.1 {} TCP\n", saddr.port()),
+        "stall",
+        " -cltTimeout 1",
+    );
     let proxy = Proxy::start(&cfg, SHARDS);
     let mut c = Client::connect(lo(port), "www.test", pki.client_config()).expect("handshake");
     let me = c.tls.sock.local_addr().unwrap().to_string();
     c.tls.write_all(b"anyone there?").unwrap();
     c.tls.flush().unwrap();
     let took = expect_close_notify(&mut c, Duration::from_secs(4)).unwrap();
-    assert!(took >= Duration::from_millis(800), "closed after {took:?}, before the 1 s idle timeout");
+    assert!(
+        took >= Duration::from_millis(800),
+        "closed after {took:?}, before the 1 s idle timeout"
+    );
     let line = log_line_about(&proxy, &me, &["idle timeout"]).unwrap();
     eprintln!("stalled back end: closed after {took:?}; log: {line}");
     assert_no_panic(&proxy);
@@ -859,7 +991,10 @@ fn tls_back_end_with_a_wrong_certificate_ends_the_client_with_a_log_line() {
     let took = expect_close_notify(&mut c, Duration::from_secs(3)).unwrap();
     let line = log_line_about(&proxy, &me, &["no back end"]).unwrap();
     eprintln!("wrong back-end certificate: closed after {took:?}; log: {line}");
-    assert!(line.contains("certificate") && (line.contains("UnknownIssuer") || line.contains("BadSignature")), "{line}");
+    assert!(
+        line.contains("certificate") && (line.contains("UnknownIssuer") || line.contains("BadSignature")),
+        "{line}"
+    );
     assert_no_panic(&proxy);
 
     // The same back end with a name it does not have is refused too, naming why.
@@ -873,7 +1008,10 @@ fn tls_back_end_with_a_wrong_certificate_ends_the_client_with_a_log_line() {
     expect_close_notify(&mut c, Duration::from_secs(3)).unwrap();
     let line = log_line_about(&proxy, &me, &["no back end"]).unwrap();
     eprintln!("misnamed back-end certificate: {line}");
-    assert!(line.contains("NotValidForName") || line.to_lowercase().contains("name"), "{line}");
+    assert!(
+        line.contains("NotValidForName") || line.to_lowercase().contains("name"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -893,7 +1031,10 @@ fn whole_service_group_down_closes_new_connections_quickly_with_a_log_line() {
         let me = c.tls.sock.local_addr().unwrap().to_string();
         expect_close_notify(&mut c, Duration::from_secs(3)).unwrap();
         let took = t0.elapsed();
-        assert!(took < Duration::from_secs(1), "a client waited {took:?} for a group that is all down");
+        assert!(
+            took < Duration::from_secs(1),
+            "a client waited {took:?} for a group that is all down"
+        );
         let line = log_line_about(&proxy, &me, &["no back end"]).unwrap();
         assert!(line.contains("web"), "the log line does not name the group: {line}");
     }

@@ -50,7 +50,10 @@ fn epochs(proxy: &Proxy) -> Vec<String> {
     let mut out = vec![format!("generation {}", stats["generation"])];
     for s in stats["shards"].as_array().unwrap() {
         for e in s["core"]["entities"].as_array().into_iter().flatten() {
-            out.push(format!("{} {} {} {} {}", s["shard"], e["kind"], e["name"], e["current_epoch"], e["enabled"]));
+            out.push(format!(
+                "{} {} {} {} {}",
+                s["shard"], e["kind"], e["name"], e["current_epoch"], e["enabled"]
+            ));
         }
     }
     out.sort();
@@ -58,7 +61,12 @@ fn epochs(proxy: &Proxy) -> Vec<String> {
 }
 
 fn live_per_shard(proxy: &Proxy) -> Vec<u64> {
-    proxy.stats()["shards"].as_array().unwrap().iter().map(|s| s["live_client_connections"].as_u64().unwrap()).collect()
+    proxy.stats()["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["live_client_connections"].as_u64().unwrap())
+        .collect()
 }
 
 /// A site with a cipher group, a profile, a vserver v1 on `port` and an echo service.
@@ -92,7 +100,14 @@ fn site() -> Site {
         p(&key),
         be.local_addr().port()
     );
-    Site { pki, port, config, cert, key, _be: be }
+    Site {
+        pki,
+        port,
+        config,
+        cert,
+        key,
+        _be: be,
+    }
 }
 
 /// Clients established until every shard holds at least one.
@@ -111,7 +126,9 @@ fn clients_on_every_shard(proxy: &Proxy, s: &Site) -> Vec<Client> {
 
 fn all_echo(clients: &mut [Client], what: &str) {
     for (i, c) in clients.iter_mut().enumerate() {
-        let r = c.echo(b"still here").unwrap_or_else(|e| panic!("established client {i} broken after {what}: {e}"));
+        let r = c
+            .echo(b"still here")
+            .unwrap_or_else(|e| panic!("established client {i} broken after {what}: {e}"));
         assert_eq!(r, b"still here");
     }
 }
@@ -129,7 +146,11 @@ fn failing_commands_leave_the_running_config_and_connections_untouched_on_every_
     let dir_as_key = s.pki.path("a-directory.key");
     std::fs::create_dir(&dir_as_key).unwrap();
     let garbage = s.pki.path("garbage.pem");
-    std::fs::write(&garbage, "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let bad = [
         ("bad syntax", "bind ssl vserver".to_string()),
         ("unknown command", "frobnicate ssl vserver v1".to_string()),
@@ -155,7 +176,11 @@ fn failing_commands_leave_the_running_config_and_connections_untouched_on_every_
             Err(e) => e,
         };
         assert!(err.contains("ERROR"), "{what}: reply without a reason: {err}");
-        assert_eq!(get(&proxy, "/config"), config0, "{what}: the running configuration changed");
+        assert_eq!(
+            get(&proxy, "/config"),
+            config0,
+            "{what}: the running configuration changed"
+        );
         assert_eq!(epochs(&proxy), epochs0, "{what}: an epoch or the generation moved");
         assert_eq!(live_per_shard(&proxy), live0, "{what}: established connections changed");
         all_echo(&mut clients, what);
@@ -167,7 +192,9 @@ fn failing_commands_leave_the_running_config_and_connections_untouched_on_every_
         c.close();
     }
     // A good command still applies afterwards.
-    proxy.ctl("set ssl profile fe -sessTimeout 120").expect("a good command");
+    proxy
+        .ctl("set ssl profile fe -sessTimeout 120")
+        .expect("a good command");
     assert_ne!(get(&proxy, "/config"), config0);
     all_echo(&mut clients, "a good change");
     assert!(!proxy.log().contains("panicked"));
@@ -189,7 +216,11 @@ fn update_with_an_expired_certificate_is_refused() {
     std::fs::write(&cp, cert.pem()).unwrap();
     std::fs::write(&kp, key.serialize_pem()).unwrap();
     let r = proxy.ctl(&format!("update ssl certKey site -cert {} -key {}", p(&cp), p(&kp)));
-    assert_eq!(get(&proxy, "/config"), config0, "an expired certificate replaced the running one: {r:?}");
+    assert_eq!(
+        get(&proxy, "/config"),
+        config0,
+        "an expired certificate replaced the running one: {r:?}"
+    );
     assert_eq!(epochs(&proxy), epochs0);
     let err = r.expect_err("update with an expired certificate was accepted");
     assert!(err.to_lowercase().contains("expired"), "{err}");
@@ -207,7 +238,11 @@ fn run_binary(args: &[&str], within: Duration) -> (Option<i32>, String) {
     while t0.elapsed() < within {
         if let Ok(Some(_)) = child.try_wait() {
             let out = child.wait_with_output().unwrap();
-            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
             return (out.status.code(), text);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -224,20 +259,39 @@ fn broken_config_at_start_up_names_the_line_and_exits_non_zero() {
     let path = dir.path().join("broken.conf");
     let name = p(&path);
     let cases = [
-        (s.config.replace("bind ssl cipher modern -cipherName TLS1.3-AES128-GCM-SHA256", "bind ssl cipher modern -cipherName TLS1.3-NOPE"), 3, "unknown cipher"),
+        (
+            s.config.replace(
+                "bind ssl cipher modern -cipherName TLS1.3-AES128-GCM-SHA256",
+                "bind ssl cipher modern -cipherName TLS1.3-NOPE",
+            ),
+            3,
+            "unknown cipher",
+        ),
         (s.config.replace(&p(&s.key), "/nonexistent/site.key"), 1, "cannot read"),
         (format!("{}\nthis is not a command\n", s.config), 13, "unknown command"),
     ];
     for (text, line, reason) in cases {
         std::fs::write(&path, &text).unwrap();
         let admin = dir.path().join("admin.sock");
-        let (code, out) = run_binary(&["run", "-c", &name, "--shards", "1", "--admin", &p(&admin)], Duration::from_secs(10));
-        assert!(matches!(code, Some(c) if c != 0), "run with a broken file: exit {code:?}\n{out}");
+        let (code, out) = run_binary(
+            &["run", "-c", &name, "--shards", "1", "--admin", &p(&admin)],
+            Duration::from_secs(10),
+        );
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "run with a broken file: exit {code:?}\n{out}"
+        );
         let want = format!("{name}:{line}: ");
-        assert!(out.lines().any(|l| l.contains(&want) && l.contains(reason)), "run: no line naming {want}...{reason}:\n{out}");
+        assert!(
+            out.lines().any(|l| l.contains(&want) && l.contains(reason)),
+            "run: no line naming {want}...{reason}:\n{out}"
+        );
         let (code, out) = run_binary(&["check", "-c", &name], Duration::from_secs(10));
         assert_eq!(code, Some(1), "check: {out}");
-        assert!(out.lines().any(|l| l.contains(&want) && l.contains(reason)), "check: no line naming {want}...{reason}:\n{out}");
+        assert!(
+            out.lines().any(|l| l.contains(&want) && l.contains(reason)),
+            "check: no line naming {want}...{reason}:\n{out}"
+        );
     }
 }
 
@@ -262,8 +316,15 @@ fn sighup_with_a_broken_file_keeps_the_running_config_and_a_good_file_applies() 
     let log = proxy.log();
     let line = log.lines().find(|l| l.contains("reload refused")).unwrap().to_string();
     let full = &log[log.find("reload refused").unwrap()..];
-    assert!(full.contains(&format!("{}:1:", p(&proxy.config))) && full.contains("does not match"), "the log does not say why: {line}");
-    assert_eq!(get(&proxy, "/config"), config0, "a broken file changed the running config");
+    assert!(
+        full.contains(&format!("{}:1:", p(&proxy.config))) && full.contains("does not match"),
+        "the log does not say why: {line}"
+    );
+    assert_eq!(
+        get(&proxy, "/config"),
+        config0,
+        "a broken file changed the running config"
+    );
     assert_eq!(epochs(&proxy), epochs0);
     all_echo(&mut clients, "SIGHUP with a broken file");
 
@@ -271,7 +332,11 @@ fn sighup_with_a_broken_file_keeps_the_running_config_and_a_good_file_applies() 
     std::fs::write(&proxy.config, format!("{}bind ssl vserver\n", s.config)).unwrap();
     let refusals = proxy.log().matches("reload refused").count();
     hup();
-    assert!(wait_for(Duration::from_secs(5), || proxy.log().matches("reload refused").count() > refusals));
+    assert!(wait_for(Duration::from_secs(5), || proxy
+        .log()
+        .matches("reload refused")
+        .count()
+        > refusals));
     assert_eq!(get(&proxy, "/config"), config0);
     all_echo(&mut clients, "SIGHUP with an unparseable file");
 
@@ -313,15 +378,29 @@ fn save_that_cannot_write_fails_clearly_and_leaves_the_old_file_intact() {
     for n in 0..256 {
         std::fs::create_dir(dir.join(format!(".{name}.tmp.{pid}.{n}"))).unwrap();
     }
-    let before: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    let err = proxy.ctl("save ns config").expect_err("save into a blocked folder succeeded");
-    assert!(err.contains("ERROR") && err.contains("cannot save") && err.contains(&name), "unclear error: {err}");
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let err = proxy
+        .ctl("save ns config")
+        .expect_err("save into a blocked folder succeeded");
+    assert!(
+        err.contains("ERROR") && err.contains("cannot save") && err.contains(&name),
+        "unclear error: {err}"
+    );
     assert_eq!(std::fs::read(&proxy.config).unwrap(), saved, "the old file was touched");
-    let after: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(before.len(), after.len(), "a save that failed left files behind: {after:?}");
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "a save that failed left files behind: {after:?}"
+    );
     // The running configuration is still the changed one.
     assert!(get(&proxy, "/config").contains("-sessTimeout 77"));
-
 }
 
 #[test]
@@ -338,9 +417,16 @@ fn save_when_the_config_folder_became_a_file_fails_clearly() {
     std::fs::rename(&etc, &moved).unwrap();
     std::fs::write(&etc, "not a folder").unwrap();
     let err = proxy.ctl("save ns config").expect_err("save through a file succeeded");
-    assert!(err.contains("ERROR") && err.contains("cannot save") && err.contains("shardtls.conf"), "unclear error: {err}");
+    assert!(
+        err.contains("ERROR") && err.contains("cannot save") && err.contains("shardtls.conf"),
+        "unclear error: {err}"
+    );
     assert_eq!(std::fs::read_to_string(&etc).unwrap(), "not a folder");
-    assert_eq!(std::fs::read_to_string(moved.join("shardtls.conf")).unwrap(), s.config, "the old file was touched");
+    assert_eq!(
+        std::fs::read_to_string(moved.join("shardtls.conf")).unwrap(),
+        s.config,
+        "the old file was touched"
+    );
     // Put the folder back: saving works again.
     std::fs::remove_file(&etc).unwrap();
     std::fs::rename(&moved, &etc).unwrap();
@@ -352,20 +438,40 @@ fn start_proxy(dir: tempfile::TempDir, config: PathBuf, shards: usize, extra: &[
     let admin = p(&dir.path().join("admin.sock"));
     let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
-        .args(["run", "-c", &p(&config), "--shards", &shards.to_string(), "--admin", &admin])
+        .args([
+            "run",
+            "-c",
+            &p(&config),
+            "--shards",
+            &shards.to_string(),
+            "--admin",
+            &admin,
+        ])
         .args(extra)
         .env("SHARDTLS_LOG", "debug")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut proxy = Proxy { child, admin: admin.clone(), config, dir };
-    let token = extra.iter().position(|a| *a == "--admin-token-file").map(|i| std::fs::read_to_string(extra[i + 1]).unwrap());
+    let mut proxy = Proxy {
+        child,
+        admin: admin.clone(),
+        config,
+        dir,
+    };
+    let token = extra
+        .iter()
+        .position(|a| *a == "--admin-token-file")
+        .map(|i| std::fs::read_to_string(extra[i + 1]).unwrap());
     let up = wait_for(Duration::from_secs(15), || {
         client_request(&admin, "GET", "/stats", "", token.as_deref().map(str::trim)).is_ok_and(|(ok, _)| ok)
             || matches!(proxy.child.try_wait(), Ok(Some(_)))
     });
-    assert!(up && matches!(proxy.child.try_wait(), Ok(None)), "proxy did not start: {}", proxy.log());
+    assert!(
+        up && matches!(proxy.child.try_wait(), Ok(None)),
+        "proxy did not start: {}",
+        proxy.log()
+    );
     proxy
 }
 
@@ -389,7 +495,14 @@ fn private_keys_never_appear_in_show_config_stats_saves_errors_or_the_log() {
     let mut c = Client::connect(lo(s.port), "www.test", s.pki.client_config()).unwrap();
     c.echo(b"x").unwrap();
     c.close();
-    for cmd in ["show ssl certKey", "show ssl certKey site", "show ssl vserver v1", "show ns runningConfig", "show stats", "show lb vserver"] {
+    for cmd in [
+        "show ssl certKey",
+        "show ssl certKey site",
+        "show ssl vserver v1",
+        "show ns runningConfig",
+        "show stats",
+        "show lb vserver",
+    ] {
         let out = proxy.ctl(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
         assert_no_secret(cmd, &out, &chunk);
     }
@@ -410,8 +523,15 @@ fn private_keys_never_appear_in_show_config_stats_saves_errors_or_the_log() {
         assert_no_secret(&cmd, &err, &other_chunk);
     }
     proxy.ctl("save ns config").unwrap();
-    assert_no_secret("the saved config", &std::fs::read_to_string(&proxy.config).unwrap(), &chunk);
-    assert!(std::fs::read_to_string(&proxy.config).unwrap().contains(&p(&s.key)), "the saved config names the key by path");
+    assert_no_secret(
+        "the saved config",
+        &std::fs::read_to_string(&proxy.config).unwrap(),
+        &chunk,
+    );
+    assert!(
+        std::fs::read_to_string(&proxy.config).unwrap().contains(&p(&s.key)),
+        "the saved config names the key by path"
+    );
     let log = proxy.log();
     assert_no_secret("the log", &log, &chunk);
     assert_no_secret("the log", &log, &other_chunk);
@@ -427,7 +547,11 @@ fn key_file_readable_by_group_or_world_produces_a_warning() {
     let warned = wait_for(Duration::from_secs(2), || {
         proxy.log().lines().any(|l| l.contains("WARN") && l.contains(&key))
     });
-    assert!(warned, "no warning about the world-readable key file {key}:\n{}", proxy.log());
+    assert!(
+        warned,
+        "no warning about the world-readable key file {key}:\n{}",
+        proxy.log()
+    );
 }
 
 /// Send raw bytes to the admin socket; the whole reply.
@@ -441,7 +565,11 @@ fn raw_admin(admin: &str, req: &[u8], read_within: Duration) -> String {
 }
 
 fn status_of(reply: &str) -> u16 {
-    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -461,7 +589,11 @@ fn admin_api_rejects_oversized_bodies() {
     assert_eq!(status_of(&r), 413, "{r}");
     // Sent: 2 MiB of commands.
     let body = "show ssl certKey\n".repeat(2 * 1024 * 1024 / 17);
-    let mut req = format!("POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let mut req = format!(
+        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
     req.extend_from_slice(body.as_bytes());
     let r = raw_admin(&proxy.admin, &req, Duration::from_secs(5));
     assert_eq!(status_of(&r), 413, "{}", &r[..r.len().min(200)]);
