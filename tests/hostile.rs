@@ -321,10 +321,12 @@ fn slowloris_connections_are_closed_by_the_handshake_timeout_and_live_traffic_st
             last_trickle = Instant::now();
         }
         for l in all.iter_mut().filter(|l| l.closed.is_none()) {
-            if trickle_now && l.kind == "trickle" && l.sent < hello.len() {
-                if l.sock.write_all(&hello[l.sent..l.sent + 1]).is_ok() {
-                    l.sent += 1;
-                }
+            if trickle_now
+                && l.kind == "trickle"
+                && l.sent < hello.len()
+                && l.sock.write_all(&hello[l.sent..l.sent + 1]).is_ok()
+            {
+                l.sent += 1;
             }
             match l.sock.read(&mut buf) {
                 Ok(0) => l.closed = Some(l.opened.elapsed()),
@@ -619,7 +621,7 @@ fn truncated_record_then_eof_ends_the_connection_with_a_log_line() {
 fn oversized_record_header_gets_an_alert_and_a_log_line() {
     let s = serve_simple("");
     let mut bytes = vec![0x16, 0x03, 0x01, 0xff, 0xff];
-    bytes.extend(std::iter::repeat(0x41).take(1000));
+    bytes.extend(std::iter::repeat_n(0x41, 1000));
     let (got, end, me) = send_bad(s.port, &bytes, false);
     let line = log_line_about(&s.proxy, &me, &["handshake failed"]).unwrap();
     eprintln!(
