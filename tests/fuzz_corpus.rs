@@ -1,0 +1,96 @@
+//! Replays every file of the fuzz corpora (fuzz/corpus/<target>/) through
+//! the same checks the fuzz targets run, so CI exercises them without
+//! libFuzzer; plus a short deterministic pseudo-random run of each.
+
+#[path = "../fuzz/logic.rs"]
+mod logic;
+
+use std::path::PathBuf;
+
+fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "empty corpus {}", dir.display());
+    files
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+fn replay(target: &str, f: fn(&[u8])) {
+    let mut failed = Vec::new();
+    for (path, data) in corpus(target) {
+        if std::panic::catch_unwind(|| f(&data)).is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "{target}: these corpus files fail: {failed:#?}");
+}
+
+/// xorshift bytes: reproducible "random" inputs.
+fn inputs(seed: u64, n: usize, max_len: usize) -> Vec<Vec<u8>> {
+    let mut s = seed;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    (0..n)
+        .map(|_| {
+            let len = (next() as usize) % max_len;
+            (0..len).map(|_| next() as u8).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn config_line_corpus_replays_cleanly() {
+    replay("config_line", logic::config_line);
+}
+
+#[test]
+fn core_events_corpus_replays_cleanly() {
+    replay("core_events", logic::core_events);
+}
+
+#[test]
+fn core_events_pseudo_random_sequences() {
+    for (i, data) in inputs(0x5eed_0001, 3000, 400).iter().enumerate() {
+        if std::panic::catch_unwind(|| logic::core_events(data)).is_err() {
+            panic!("input {i} fails: {data:?}");
+        }
+    }
+}
+
+#[test]
+fn config_line_mutated_seed_lines() {
+    // Every seed line with one word dropped, doubled or swapped with a neighbour.
+    let lines: Vec<&str> = logic::SEED_CONFIG.lines().collect();
+    for line in &lines {
+        let words: Vec<&str> = line.split(' ').collect();
+        for i in 0..words.len() {
+            let mut dropped = words.clone();
+            dropped.remove(i);
+            let mut doubled = words.clone();
+            doubled.insert(i, words[i]);
+            let mut swapped = words.clone();
+            if i + 1 < words.len() {
+                swapped.swap(i, i + 1);
+            }
+            for variant in [dropped, doubled, swapped] {
+                let text = variant.join(" ");
+                if std::panic::catch_unwind(|| logic::config_line(text.as_bytes())).is_err() {
+                    panic!("fails: {text:?}");
+                }
+            }
+        }
+    }
+}

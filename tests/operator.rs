@@ -1,0 +1,664 @@
+//! Operators and files that misbehave: failing commands, broken config
+//! files at start-up and on SIGHUP, saves that cannot be written, secrets
+//! that must not leak, and an admin API that bounds what it accepts.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shardtls::control::admin::client_request;
+use shardtls::origin::OriginMode;
+
+const SHARDS: usize = 2;
+
+fn lo(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if t0.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(proxy: &Proxy, path: &str) -> String {
+    let (ok, body) = client_request(&proxy.admin, "GET", path, "", None).unwrap();
+    assert!(ok, "GET {path}: {body}");
+    body
+}
+
+/// Every shard's view of every entity: "shard kind name epoch enabled", plus the generation.
+fn epochs(proxy: &Proxy) -> Vec<String> {
+    let stats = proxy.stats();
+    let mut out = vec![format!("generation {}", stats["generation"])];
+    for s in stats["shards"].as_array().unwrap() {
+        for e in s["core"]["entities"].as_array().into_iter().flatten() {
+            out.push(format!(
+                "{} {} {} {} {}",
+                s["shard"], e["kind"], e["name"], e["current_epoch"], e["enabled"]
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn live_per_shard(proxy: &Proxy) -> Vec<u64> {
+    proxy.stats()["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["live_client_connections"].as_u64().unwrap())
+        .collect()
+}
+
+/// A site with a cipher group, a profile, a vserver v1 on `port` and an echo service.
+struct Site {
+    pki: Pki,
+    port: u16,
+    config: String,
+    cert: PathBuf,
+    key: PathBuf,
+    _be: shardtls::origin::OriginHandle,
+}
+
+fn site() -> Site {
+    let pki = Pki::new();
+    let be = backend(OriginMode::Echo);
+    let port = free_port();
+    let (cert, key, _) = pki.issue("site", &["www.test"]);
+    let config = format!(
+        "add ssl certKey site -cert {} -key {}\n\
+         add ssl cipher modern\n\
+         bind ssl cipher modern -cipherName TLS1.3-AES128-GCM-SHA256\n\
+         bind ssl cipher modern -cipherName TLS1.2-ECDHE-ECDSA-AES128-GCM-SHA256\n\
+         add ssl profile fe -sessTimeout 300\n\
+         add service echo 127.0.0.1 {} TCP\n\
+         add lb vserver v1 SSL_TCP 127.0.0.1 {port}\n\
+         set ssl vserver v1 -sslProfile fe\n\
+         bind ssl vserver v1 -certkeyName site\n\
+         bind ssl vserver v1 -cipherName modern\n\
+         bind lb vserver v1 echo\n",
+        p(&cert),
+        p(&key),
+        be.local_addr().port()
+    );
+    Site {
+        pki,
+        port,
+        config,
+        cert,
+        key,
+        _be: be,
+    }
+}
+
+/// Clients established until every shard holds at least one.
+fn clients_on_every_shard(proxy: &Proxy, s: &Site) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for _ in 0..40 {
+        let mut c = Client::connect(lo(s.port), "www.test", s.pki.client_config()).expect("client");
+        assert_eq!(c.echo(b"hi").unwrap(), b"hi");
+        clients.push(c);
+        if live_per_shard(proxy).iter().all(|n| *n > 0) {
+            return clients;
+        }
+    }
+    panic!("could not place a client on every shard: {:?}", live_per_shard(proxy));
+}
+
+fn all_echo(clients: &mut [Client], what: &str) {
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = c
+            .echo(b"still here")
+            .unwrap_or_else(|e| panic!("established client {i} broken after {what}: {e}"));
+        assert_eq!(r, b"still here");
+    }
+}
+
+#[test]
+fn failing_commands_leave_the_running_config_and_connections_untouched_on_every_shard() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, SHARDS);
+    let mut clients = clients_on_every_shard(&proxy, &s);
+    let config0 = get(&proxy, "/config");
+    let epochs0 = epochs(&proxy);
+    let live0 = live_per_shard(&proxy);
+
+    let (other_cert, other_key, _) = s.pki.issue("other", &["other.test"]);
+    let dir_as_key = s.pki.path("a-directory.key");
+    std::fs::create_dir(&dir_as_key).unwrap();
+    let garbage = s.pki.path("garbage.pem");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let bad = [
+        ("bad syntax", "bind ssl vserver".to_string()),
+        ("unknown command", "frobnicate ssl vserver v1".to_string()),
+        ("unknown flag", "set ssl vserver v1 -noSuchFlag 3".to_string()),
+        ("missing key file", format!("add ssl certKey k2 -cert {} -key /nonexistent/k2.key", p(&other_cert))),
+        ("unreadable key file", format!("update ssl certKey site -cert {} -key {}", p(&other_cert), p(&dir_as_key))),
+        ("key not matching cert (add)", format!("add ssl certKey k3 -cert {} -key {}", p(&other_cert), p(&s.key))),
+        ("key not matching cert (update)", format!("update ssl certKey site -cert {} -key {}", p(&s.cert), p(&other_key))),
+        ("not a certificate", format!("update ssl certKey site -cert {} -key {}", p(&garbage), p(&s.key))),
+        ("unknown cipher", "bind ssl cipher modern -cipherName TLS1.3-AES999-GCM-SHA256".to_string()),
+        ("unknown cipher on vserver", "bind ssl vserver v1 -cipherName NOT-A-CIPHER".to_string()),
+        ("unknown curve", "bind ssl vserver v1 -eccCurveName P_999".to_string()),
+        ("no protocol left", "set ssl vserver v1 -tls12 DISABLED -tls13 DISABLED".to_string()),
+        ("in use", "rm ssl certKey site".to_string()),
+        ("unknown entity", "set ssl vserver nosuch -tls12 DISABLED".to_string()),
+        ("batch with a bad last line", "set ssl profile fe -sessTimeout 120\nset ssl vserver v1 -tls12 DISABLED\nbind ssl vserver v1 -certkeyName nosuch".to_string()),
+        ("batch with a bad first line", "unbind ssl vserver v1 -certkeyName nosuch\nset ssl vserver v1 -tls12 DISABLED".to_string()),
+        ("port conflict batch", format!("add lb vserver v2 SSL_TCP 127.0.0.1 {}\nbind ssl vserver v2 -certkeyName site\nset ssl vserver v1 -tls12 DISABLED\nrm ssl cipher nosuch", s.port)),
+    ];
+    for (what, cmd) in &bad {
+        let err = match proxy.ctl(cmd) {
+            Ok(reply) => panic!("{what}: '{cmd}' was accepted: {reply}"),
+            Err(e) => e,
+        };
+        assert!(err.contains("ERROR"), "{what}: reply without a reason: {err}");
+        assert_eq!(
+            get(&proxy, "/config"),
+            config0,
+            "{what}: the running configuration changed"
+        );
+        assert_eq!(epochs(&proxy), epochs0, "{what}: an epoch or the generation moved");
+        assert_eq!(live_per_shard(&proxy), live0, "{what}: established connections changed");
+        all_echo(&mut clients, what);
+    }
+    // New connections still get the old certificate and work on every shard.
+    for _ in 0..6 {
+        let mut c = Client::connect(lo(s.port), "www.test", s.pki.client_config()).expect("new client");
+        assert_eq!(c.echo(b"new").unwrap(), b"new");
+        c.close();
+    }
+    // A good command still applies afterwards.
+    proxy
+        .ctl("set ssl profile fe -sessTimeout 120")
+        .expect("a good command");
+    assert_ne!(get(&proxy, "/config"), config0);
+    all_echo(&mut clients, "a good change");
+    assert!(!proxy.log().contains("panicked"));
+}
+
+#[test]
+fn update_with_an_expired_certificate_is_refused() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, SHARDS);
+    let config0 = get(&proxy, "/config");
+    let epochs0 = epochs(&proxy);
+    // A self-signed certificate that expired in 2020.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["www.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let (cp, kp) = (s.pki.path("expired.pem"), s.pki.path("expired.key"));
+    std::fs::write(&cp, cert.pem()).unwrap();
+    std::fs::write(&kp, key.serialize_pem()).unwrap();
+    let r = proxy.ctl(&format!("update ssl certKey site -cert {} -key {}", p(&cp), p(&kp)));
+    assert_eq!(
+        get(&proxy, "/config"),
+        config0,
+        "an expired certificate replaced the running one: {r:?}"
+    );
+    assert_eq!(epochs(&proxy), epochs0);
+    let err = r.expect_err("update with an expired certificate was accepted");
+    assert!(err.to_lowercase().contains("expired"), "{err}");
+}
+
+fn run_binary(args: &[&str], within: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args(args)
+        .env("SHARDTLS_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if let Ok(Some(_)) = child.try_wait() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (out.status.code(), text);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (None, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn broken_config_at_start_up_names_the_line_and_exits_non_zero() {
+    let s = site();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.conf");
+    let name = p(&path);
+    let cases = [
+        (
+            s.config.replace(
+                "bind ssl cipher modern -cipherName TLS1.3-AES128-GCM-SHA256",
+                "bind ssl cipher modern -cipherName TLS1.3-NOPE",
+            ),
+            3,
+            "unknown cipher",
+        ),
+        (s.config.replace(&p(&s.key), "/nonexistent/site.key"), 1, "cannot read"),
+        (format!("{}\nthis is not a command\n", s.config), 13, "unknown command"),
+    ];
+    for (text, line, reason) in cases {
+        std::fs::write(&path, &text).unwrap();
+        let admin = dir.path().join("admin.sock");
+        let (code, out) = run_binary(
+            &["run", "-c", &name, "--shards", "1", "--admin", &p(&admin)],
+            Duration::from_secs(10),
+        );
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "run with a broken file: exit {code:?}\n{out}"
+        );
+        let want = format!("{name}:{line}: ");
+        assert!(
+            out.lines().any(|l| l.contains(&want) && l.contains(reason)),
+            "run: no line naming {want}...{reason}:\n{out}"
+        );
+        let (code, out) = run_binary(&["check", "-c", &name], Duration::from_secs(10));
+        assert_eq!(code, Some(1), "check: {out}");
+        assert!(
+            out.lines().any(|l| l.contains(&want) && l.contains(reason)),
+            "check: no line naming {want}...{reason}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn sighup_with_a_broken_file_keeps_the_running_config_and_a_good_file_applies() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, SHARDS);
+    let mut clients = clients_on_every_shard(&proxy, &s);
+    let config0 = get(&proxy, "/config");
+    let epochs0 = epochs(&proxy);
+    let hup = || unsafe { libc::kill(proxy.child.id() as i32, libc::SIGHUP) };
+
+    // Broken: a mismatched key on line 1.
+    let (_, other_key, _) = s.pki.issue("other", &["other.test"]);
+    std::fs::write(&proxy.config, s.config.replace(&p(&s.key), &p(&other_key))).unwrap();
+    hup();
+    assert!(
+        wait_for(Duration::from_secs(5), || proxy.log().contains("reload refused")),
+        "no log line about the refused reload:\n{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let line = log.lines().find(|l| l.contains("reload refused")).unwrap().to_string();
+    let full = &log[log.find("reload refused").unwrap()..];
+    assert!(
+        full.contains(&format!("{}:1:", p(&proxy.config))) && full.contains("does not match"),
+        "the log does not say why: {line}"
+    );
+    assert_eq!(
+        get(&proxy, "/config"),
+        config0,
+        "a broken file changed the running config"
+    );
+    assert_eq!(epochs(&proxy), epochs0);
+    all_echo(&mut clients, "SIGHUP with a broken file");
+
+    // Unparseable file.
+    std::fs::write(&proxy.config, format!("{}bind ssl vserver\n", s.config)).unwrap();
+    let refusals = proxy.log().matches("reload refused").count();
+    hup();
+    assert!(wait_for(Duration::from_secs(5), || proxy
+        .log()
+        .matches("reload refused")
+        .count()
+        > refusals));
+    assert_eq!(get(&proxy, "/config"), config0);
+    all_echo(&mut clients, "SIGHUP with an unparseable file");
+
+    // Good and changed: a new session timeout and a second vserver.
+    let port2 = free_port();
+    let good = format!(
+        "{}add lb vserver v2 SSL_TCP 127.0.0.1 {port2}\nbind ssl vserver v2 -certkeyName site\nbind lb vserver v2 echo\n",
+        s.config.replace("-sessTimeout 300", "-sessTimeout 120")
+    );
+    std::fs::write(&proxy.config, &good).unwrap();
+    hup();
+    assert!(
+        wait_for(Duration::from_secs(5), || get(&proxy, "/config").contains("vserver v2")),
+        "a good file was not applied on SIGHUP:\n{}",
+        proxy.log()
+    );
+    assert!(get(&proxy, "/config").contains("-sessTimeout 120"));
+    assert!(proxy.log().contains("configuration reloaded"));
+    let mut c = Client::connect(lo(port2), "www.test", s.pki.client_config()).expect("the new vserver serves");
+    assert_eq!(c.echo(b"v2").unwrap(), b"v2");
+    all_echo(&mut clients, "SIGHUP with a good file");
+}
+
+#[test]
+fn save_that_cannot_write_fails_clearly_and_leaves_the_old_file_intact() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, SHARDS);
+    // A normal save works and round-trips.
+    proxy.ctl("save ns config").expect("save");
+    let saved = std::fs::read(&proxy.config).unwrap();
+    assert!(String::from_utf8_lossy(&saved).contains("add lb vserver v1"));
+    proxy.ctl("set ssl profile fe -sessTimeout 77").unwrap();
+
+    // Block every temporary name the proxy could use: a directory stands where
+    // each temporary file would be created (works as root too).
+    let dir = proxy.config.parent().unwrap().to_path_buf();
+    let name = proxy.config.file_name().unwrap().to_string_lossy().into_owned();
+    let pid = proxy.child.id();
+    for n in 0..256 {
+        std::fs::create_dir(dir.join(format!(".{name}.tmp.{pid}.{n}"))).unwrap();
+    }
+    let before: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let err = proxy
+        .ctl("save ns config")
+        .expect_err("save into a blocked folder succeeded");
+    assert!(
+        err.contains("ERROR") && err.contains("cannot save") && err.contains(&name),
+        "unclear error: {err}"
+    );
+    assert_eq!(std::fs::read(&proxy.config).unwrap(), saved, "the old file was touched");
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "a save that failed left files behind: {after:?}"
+    );
+    // The running configuration is still the changed one.
+    assert!(get(&proxy, "/config").contains("-sessTimeout 77"));
+}
+
+#[test]
+fn save_when_the_config_folder_became_a_file_fails_clearly() {
+    let s = site();
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    let config = etc.join("shardtls.conf");
+    std::fs::write(&config, &s.config).unwrap();
+    let proxy = start_proxy(dir, config.clone(), 1, &[]);
+    // The folder is moved away and a plain file takes its name.
+    let moved = proxy.dir.path().join("etc.moved");
+    std::fs::rename(&etc, &moved).unwrap();
+    std::fs::write(&etc, "not a folder").unwrap();
+    let err = proxy.ctl("save ns config").expect_err("save through a file succeeded");
+    assert!(
+        err.contains("ERROR") && err.contains("cannot save") && err.contains("shardtls.conf"),
+        "unclear error: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&etc).unwrap(), "not a folder");
+    assert_eq!(
+        std::fs::read_to_string(moved.join("shardtls.conf")).unwrap(),
+        s.config,
+        "the old file was touched"
+    );
+    // Put the folder back: saving works again.
+    std::fs::remove_file(&etc).unwrap();
+    std::fs::rename(&moved, &etc).unwrap();
+    proxy.ctl("save ns config").expect("save after the folder came back");
+}
+
+/// Start `shardtls run` on `config` with its admin socket and log in `dir`.
+fn start_proxy(dir: tempfile::TempDir, config: PathBuf, shards: usize, extra: &[&str]) -> Proxy {
+    let admin = p(&dir.path().join("admin.sock"));
+    let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args([
+            "run",
+            "-c",
+            &p(&config),
+            "--shards",
+            &shards.to_string(),
+            "--admin",
+            &admin,
+        ])
+        .args(extra)
+        .env("SHARDTLS_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut proxy = Proxy {
+        child,
+        admin: admin.clone(),
+        config,
+        dir,
+    };
+    let token = extra
+        .iter()
+        .position(|a| *a == "--admin-token-file")
+        .map(|i| std::fs::read_to_string(extra[i + 1]).unwrap());
+    let up = wait_for(Duration::from_secs(15), || {
+        client_request(&admin, "GET", "/stats", "", token.as_deref().map(str::trim)).is_ok_and(|(ok, _)| ok)
+            || matches!(proxy.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        up && matches!(proxy.child.try_wait(), Ok(None)),
+        "proxy did not start: {}",
+        proxy.log()
+    );
+    proxy
+}
+
+/// A distinctive chunk of a PEM key's base64.
+fn key_chunk(key: &Path) -> String {
+    let text = std::fs::read_to_string(key).unwrap();
+    let b64: String = text.lines().filter(|l| !l.starts_with("-----")).collect();
+    b64[10..50].to_string()
+}
+
+fn assert_no_secret(what: &str, text: &str, chunk: &str) {
+    assert!(!text.contains("PRIVATE KEY"), "{what} shows a private key:\n{text}");
+    assert!(!text.contains(chunk), "{what} shows key material:\n{text}");
+}
+
+#[test]
+fn private_keys_never_appear_in_show_config_stats_saves_errors_or_the_log() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, SHARDS);
+    let chunk = key_chunk(&s.key);
+    let mut c = Client::connect(lo(s.port), "www.test", s.pki.client_config()).unwrap();
+    c.echo(b"x").unwrap();
+    c.close();
+    for cmd in [
+        "show ssl certKey",
+        "show ssl certKey site",
+        "show ssl vserver v1",
+        "show ns runningConfig",
+        "show stats",
+        "show lb vserver",
+    ] {
+        let out = proxy.ctl(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        assert_no_secret(cmd, &out, &chunk);
+    }
+    for path in ["/config", "/stats", "/metrics"] {
+        assert_no_secret(path, &get(&proxy, path), &chunk);
+    }
+    // Errors that involve the key file must not quote it either.
+    let (other, other_key, _) = s.pki.issue("other", &["other.test"]);
+    let other_chunk = key_chunk(&other_key);
+    for cmd in [
+        format!("add ssl certKey k -cert {} -key {}", p(&s.key), p(&s.key)),
+        format!("add ssl certKey k -cert {} -key {}", p(&other), p(&s.key)),
+        format!("add ssl certKey k -cert {} -key {}", p(&other_key), p(&other_key)),
+        format!("update ssl certKey site -cert {} -key {}", p(&s.cert), p(&s.cert)),
+    ] {
+        let err = proxy.ctl(&cmd).expect_err("a bad certKey was accepted");
+        assert_no_secret(&cmd, &err, &chunk);
+        assert_no_secret(&cmd, &err, &other_chunk);
+    }
+    proxy.ctl("save ns config").unwrap();
+    assert_no_secret(
+        "the saved config",
+        &std::fs::read_to_string(&proxy.config).unwrap(),
+        &chunk,
+    );
+    assert!(
+        std::fs::read_to_string(&proxy.config).unwrap().contains(&p(&s.key)),
+        "the saved config names the key by path"
+    );
+    let log = proxy.log();
+    assert_no_secret("the log", &log, &chunk);
+    assert_no_secret("the log", &log, &other_chunk);
+}
+
+#[test]
+fn key_file_readable_by_group_or_world_produces_a_warning() {
+    let s = site();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&s.key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let proxy = Proxy::start(&s.config, 1);
+    let key = p(&s.key);
+    let warned = wait_for(Duration::from_secs(2), || {
+        proxy.log().lines().any(|l| l.contains("WARN") && l.contains(&key))
+    });
+    assert!(
+        warned,
+        "no warning about the world-readable key file {key}:\n{}",
+        proxy.log()
+    );
+}
+
+/// Send raw bytes to the admin socket; the whole reply.
+fn raw_admin(admin: &str, req: &[u8], read_within: Duration) -> String {
+    let mut s = UnixStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(read_within)).unwrap();
+    let _ = s.write_all(req);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_of(reply: &str) -> u16 {
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn admin_api_rejects_oversized_bodies() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&proxy.admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "admin socket mode {mode:o}");
+
+    // Announced: the head alone is enough to refuse.
+    let r = raw_admin(
+        &proxy.admin,
+        b"POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(status_of(&r), 413, "{r}");
+    // Sent: 2 MiB of commands.
+    let body = "show ssl certKey\n".repeat(2 * 1024 * 1024 / 17);
+    let mut req = format!(
+        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body.as_bytes());
+    let r = raw_admin(&proxy.admin, &req, Duration::from_secs(5));
+    assert_eq!(status_of(&r), 413, "{}", &r[..r.len().min(200)]);
+    // A huge head.
+    let mut req = b"GET /stats HTTP/1.1\r\n".to_vec();
+    for i in 0..2000 {
+        req.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    let r = raw_admin(&proxy.admin, &req, Duration::from_secs(5));
+    assert!(matches!(status_of(&r), 431 | 400 | 413), "{}", &r[..r.len().min(200)]);
+    // Still answering.
+    assert!(client_request(&proxy.admin, "GET", "/stats", "", None).unwrap().0);
+}
+
+#[test]
+fn admin_api_times_out_slow_requests() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, 1);
+    let t0 = Instant::now();
+    let mut slow = UnixStream::connect(&proxy.admin).unwrap();
+    slow.write_all(b"POST /cmd HTTP/1.1\r\nContent-Le").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(14))).unwrap();
+    // Meanwhile another request: served, or held until the slow one times out.
+    let admin = proxy.admin.clone();
+    let other = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = client_request(&admin, "GET", "/stats", "", None);
+        (r.map(|(ok, _)| ok), t.elapsed())
+    });
+    let mut out = Vec::new();
+    let _ = slow.read_to_end(&mut out);
+    let took = t0.elapsed();
+    let reply = String::from_utf8_lossy(&out);
+    assert_eq!(status_of(&reply), 408, "slow request got: {reply:?} after {took:?}");
+    assert!(took < Duration::from_secs(12), "the slow request was held {took:?}");
+    let (ok, waited) = other.join().unwrap();
+    assert_eq!(ok, Ok(true));
+    eprintln!("slow admin request timed out after {took:?}; a concurrent request waited {waited:?}");
+}
+
+#[test]
+fn admin_api_with_a_token_requires_it() {
+    let s = site();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("shardtls.conf");
+    std::fs::write(&config, &s.config).unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let proxy = start_proxy(dir, config, 1, &["--admin-token-file", &p(&token_file)]);
+    let admin = proxy.admin.clone();
+    for req in [
+        "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /config HTTP/1.1\r\nHost: x\r\n\r\n",
+        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\nshow ssl certKey",
+        "GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: s3cret-token\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token-and-more\r\n\r\n",
+        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\nrm lb vserver v1\r\n\r\n",
+    ] {
+        let r = raw_admin(&admin, req.as_bytes(), Duration::from_secs(5));
+        assert_eq!(status_of(&r), 401, "{req:?} got {r}");
+        assert!(!r.contains("add ssl certKey"), "{r}");
+    }
+    let (ok, body) = client_request(&admin, "GET", "/config", "", Some("s3cret-token")).unwrap();
+    assert!(ok && body.contains("add lb vserver v1"), "{body}");
+    assert!(!proxy.log().contains("s3cret-token"), "the token appears in the log");
+}
