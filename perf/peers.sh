@@ -61,7 +61,7 @@ write_configs() {
 global
     nbthread 1
     cpu-map 1/1 $SERVER_CPU
-    maxconn 200000
+    maxconn 9000
     ssl-default-bind-options ssl-min-ver TLSv1.3
     ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
     tune.ssl.cachesize 200000
@@ -72,7 +72,7 @@ defaults
     timeout connect 5s
     timeout client 120s
     timeout server 120s
-    maxconn 200000
+    maxconn 9000
 
 frontend http
     bind 127.0.0.1:8543 ssl crt $c/haproxy.pem curves X25519
@@ -100,11 +100,11 @@ CFG
     {
         echo "daemon off;"
         echo "worker_processes 1;"
-        echo "worker_rlimit_nofile 400000;"
+        echo "worker_rlimit_nofile 20000;"
         echo "pid $WORK/nginx.pid;"
         echo "error_log $WORK/nginx-error.log error;"
         [ -f "$mod" ] && echo "load_module $mod;"
-        echo "events { worker_connections 200000; }"
+        echo "events { worker_connections 9000; }"
         echo "stream {"
         echo "    ssl_certificate $c/cert.pem;"
         echo "    ssl_certificate_key $c/key.pem;"

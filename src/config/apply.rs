@@ -26,6 +26,12 @@ use crate::tls::material::load_cert_key;
 pub trait FileSource {
     /// The whole file, or a reason naming the path and the cause.
     fn read(&self, path: &Path) -> Result<Vec<u8>, String>;
+
+    /// Permission bits of a file, where the source has them (used to warn
+    /// about private keys readable by group or others).
+    fn mode(&self, _path: &Path) -> Option<u32> {
+        None
+    }
 }
 
 /// Reads real files; relative paths are taken from `base` (the config file's folder).
@@ -48,6 +54,12 @@ impl FileSource for DirFileSource {
             self.base.join(path)
         };
         std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
+    }
+
+    fn mode(&self, path: &Path) -> Option<u32> {
+        use std::os::unix::fs::PermissionsExt;
+        let full = if path.is_absolute() { path.to_path_buf() } else { self.base.join(path) };
+        std::fs::metadata(full).ok().map(|m| m.permissions().mode())
     }
 }
 
@@ -122,7 +134,17 @@ fn load_material(
 ) -> Result<CertKeyMaterial, String> {
     let cert_pem = files.read(cert).map_err(|e| format!("certKey {name}: {e}"))?;
     let key_pem = match key {
-        Some(k) => Some(files.read(k).map_err(|e| format!("certKey {name}: {e}"))?),
+        Some(k) => {
+            let pem = files.read(k).map_err(|e| format!("certKey {name}: {e}"))?;
+            if let Some(mode) = files.mode(k).filter(|m| m & 0o077 != 0) {
+                tracing::warn!(
+                    "certKey {name}: private key file {} is readable by group or others (mode {:o}); chmod 600 it",
+                    k.display(),
+                    mode & 0o777
+                );
+            }
+            Some(pem)
+        }
         None => None,
     };
     let cert_name = cert.display().to_string();
@@ -370,6 +392,19 @@ impl Model {
                 let old = self.certkey(name)?;
                 let key = key.clone().or_else(|| old.key_path.clone());
                 let material = load_material(name, cert, key.as_deref(), files)?;
+                let now = std::time::SystemTime::now();
+                if material.is_expired(now) {
+                    return Err(format!(
+                        "certKey {name}: the new certificate {} has expired; the running one is kept",
+                        cert.display()
+                    ));
+                }
+                if now < material.not_before {
+                    return Err(format!(
+                        "certKey {name}: the new certificate {} is not valid yet; the running one is kept",
+                        cert.display()
+                    ));
+                }
                 if let Some(ca) = &old.linked_to {
                     let ca_ck = self.certkey(ca)?;
                     if !issued_by(&material, &ca_ck.material) {

@@ -548,6 +548,10 @@ impl ShardCore {
         ent.open -= 1;
         let Some(e) = conn.epoch else {
             ent.unbound.remove(&id);
+            // A client that never sent a byte and ran out of time.
+            if kind == CloseKind::Timeout {
+                ent.counters.unbound_timeouts += 1;
+            }
             return CloseOutcome::default();
         };
         let Some(st) = ent.epochs.get_mut(&e) else {
