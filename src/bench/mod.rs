@@ -130,8 +130,8 @@ pub struct BenchArgs {
     pub threads: usize,
     /// CPUs to pin workers to, e.g. 1 or 0-3,6 (default: the first --threads CPUs
     /// this process may use).
-    #[arg(long, value_parser = parse_cpus)]
-    pub cpus: Option<Vec<usize>>,
+    #[arg(long, value_parser = parse_cpu_list)]
+    pub cpus: Option<CpuList>,
     /// Connections in flight (handshake, resume, rotate), all workers together.
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
@@ -209,7 +209,7 @@ impl Plan {
         let server_name = ServerName::try_from(args.sni.clone()).map_err(|e| format!("--sni {}: {e}", args.sni))?;
         let resumption = matches!(scenario, Scenario::Resume | Scenario::Rotate);
         let client = tlsconf::client_config(&args, resumption)?;
-        let cpus = match &args.cpus {
+        let cpus = match args.cpus.as_ref().map(|l| &l.0) {
             Some(c) if c.len() < args.threads => {
                 return Err(format!("--cpus lists {} CPUs for {} threads", c.len(), args.threads).into())
             }
@@ -321,6 +321,14 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
 }
 
 /// Parses a CPU list such as `1`, `0-3` or `0-3,6`.
+/// A parsed `--cpus` list (one value to clap, many CPUs inside).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
+fn parse_cpu_list(s: &str) -> std::result::Result<CpuList, String> {
+    parse_cpus(s).map(CpuList)
+}
+
 pub fn parse_cpus(s: &str) -> std::result::Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {

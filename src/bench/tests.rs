@@ -179,3 +179,22 @@ fn parses_durations_and_cpu_lists() {
     assert_eq!(parse_cpus("0-2,5").unwrap(), vec![0, 1, 2, 5]);
     assert!(parse_cpus("3-1").is_err() && parse_cpus("").is_err() && parse_cpus("a").is_err());
 }
+
+#[test]
+fn every_option_parses_from_the_command_line() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::BenchArgs,
+    }
+    let cli = Cli::try_parse_from([
+        "bench", "handshake", "--target", "127.0.0.1:1", "--sni", "a.test", "--alpn", "h2,http/1.1",
+        "--cipher", "TLS1.3-AES128-GCM-SHA256", "--tls-version", "1.3", "--insecure", "--duration", "2s",
+        "--warmup", "0s", "--timeout", "1s", "--threads", "2", "--cpus", "0-1", "--concurrency", "4",
+        "--rate", "100", "--connections", "2", "--request", "--server-pid", "1", "--server-pid", "2", "--json",
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cli.args.cpus.map(|c| c.0), Some(vec![0, 1]));
+    assert_eq!(cli.args.server_pid, vec![1, 2]);
+}
