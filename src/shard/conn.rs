@@ -38,7 +38,40 @@ struct ClientConn<'a> {
     shard: &'a Rc<Shard>,
     vs: &'a ShardVserver,
     id: ConnId,
-    peer: String,
+    peer: PeerAddr,
+}
+
+/// The client's address, looked up only when a log line needs it (saves a
+/// `getpeername` per connection). Valid while the connection's socket is open.
+#[derive(Clone, Copy)]
+struct PeerAddr(std::os::fd::RawFd);
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SAFETY: a zeroed sockaddr_storage is a valid out-buffer for getpeername.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        // SAFETY: the pointer and length describe `storage`.
+        let rc = unsafe { libc::getpeername(self.0, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
+        if rc != 0 {
+            return f.write_str("?");
+        }
+        match storage.ss_family as i32 {
+            libc::AF_INET => {
+                // SAFETY: the family says this is a sockaddr_in.
+                let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in) };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                write!(f, "{ip}:{}", u16::from_be(a.sin_port))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says this is a sockaddr_in6.
+                let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in6) };
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                write!(f, "[{ip}]:{}", u16::from_be(a.sin6_port))
+            }
+            _ => f.write_str("?"),
+        }
+    }
 }
 
 impl ClientConn<'_> {
@@ -73,7 +106,7 @@ async fn close_gracefully(leg: &mut Leg<TcpStream>) -> bool {
 }
 
 pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut stream: TcpStream) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let peer = PeerAddr(std::os::fd::AsRawFd::as_raw_fd(&stream));
     let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, Instant::now()) {
         Ok(id) => id,
         Err(_) => {
@@ -82,7 +115,7 @@ pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut st
             return;
         }
     };
-    let _ = stream.set_nodelay(true);
+    // TCP_NODELAY is inherited from the listening socket.
     let signal = shard.register(id);
     let c = ClientConn {
         shard,
@@ -265,8 +298,6 @@ async fn finish_proxied(
             } else {
                 debug!(shard = c.shard.id, peer = %c.peer, "client closed before our close_notify: {e}");
             }
-            #[cfg(any())]
-            info!(shard = c.shard.id, peer = %c.peer, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
             let back_ok = close_gracefully(&mut backend.leg).await;
             (
                 classify(&e),

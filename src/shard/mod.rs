@@ -270,9 +270,9 @@ impl Shard {
             if listeners.contains_key(&name) {
                 continue;
             }
-            match TcpListener::bind(addr) {
-                Ok(l) => {
-                    let task = spawn_local(accept_loop(self.clone(), name.clone(), l));
+            match bind_listener(addr) {
+                Ok((l, fd)) => {
+                    let task = spawn_local(accept_loop(self.clone(), name.clone(), l, fd));
                     listeners.insert(name, (addr, task));
                 }
                 Err(e) => {
@@ -331,9 +331,55 @@ impl Shard {
     }
 }
 
-async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
+/// Backlog of each vserver listener (capped by net.core.somaxconn).
+pub const LISTEN_BACKLOG: i32 = 4096;
+
+/// A `SO_REUSEPORT` listener for one shard, with `TCP_NODELAY` set so every
+/// accepted socket inherits it. Returns the listener and its descriptor.
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, std::os::fd::RawFd)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_port(true)?;
+    sock.set_reuse_address(true)?;
+    sock.set_nodelay(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    let fd = sock.into_raw_fd();
+    // SAFETY: `fd` is a bound, listening TCP socket whose ownership moves here.
+    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
+}
+
+/// Accept without waiting: one `accept4` system call. `None` when the
+/// backlog is empty (or on an error, which the slow path then reports).
+fn accept_now(fd: std::os::fd::RawFd) -> Option<glommio::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain accept4 on a listening socket we own; null address out-params.
+    let s = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
+    // SAFETY: a fresh connected socket whose ownership moves into the stream.
+    (s >= 0).then(|| unsafe { glommio::net::TcpStream::from_raw_fd(s) })
+}
+
+async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd: std::os::fd::RawFd) {
+    let mut burst = 0u32;
     loop {
-        match listener.accept().await {
+        // Fast path while the backlog has connections; io_uring otherwise.
+        let accepted = match accept_now(fd) {
+            Some(s) => {
+                burst += 1;
+                if burst % 64 == 0 {
+                    // Let established connections run between accepts.
+                    glommio::yield_if_needed().await;
+                }
+                Ok(s)
+            }
+            None => {
+                burst = 0;
+                listener.accept().await
+            }
+        };
+        match accepted {
             Ok(stream) => {
                 shard.counters.accepted.set(shard.counters.accepted.get() + 1);
                 let Some(vs) = shard.vserver(&name) else { continue };

@@ -329,6 +329,9 @@ impl FrontendSpec {
             Some(c) if self.params.sess_reuse => c,
             _ => Arc::new(NoServerSessionStorage {}),
         };
+        // One ticket per handshake: a client resumes once per ticket and gets
+        // a fresh one each time, so a second ticket is work nobody uses.
+        cfg.send_tls13_tickets = 1;
         match &self.ticketer {
             Some(t) => cfg.ticketer = t.clone(),
             None if !self.params.sess_reuse => cfg.send_tls13_tickets = 0,

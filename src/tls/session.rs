@@ -167,7 +167,6 @@ pub struct EpochTicketer {
     key_id: [u8; 4],
     key: LessSafeKey,
     lifetime: u32,
-    rng: SystemRandom,
     /// R8: tickets of connections that ended badly, with their expiry (unix s).
     revoked: SkipMap<TicketId, u64>,
     revoked_count: AtomicU64,
@@ -182,6 +181,31 @@ impl fmt::Debug for EpochTicketer {
 }
 
 const TICKET_HEADER: usize = 4 + 12;
+
+/// Threads that have issued tickets, numbered from 1: the first four bytes
+/// of every nonce a thread makes.
+static NONCE_THREADS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+thread_local! {
+    static NONCE_STATE: std::cell::Cell<(u32, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A nonce unique within this process (thread number, then a per-thread
+/// counter), so no two tickets under one key ever share a nonce, without a
+/// `getrandom` call per ticket.
+fn next_nonce() -> TicketId {
+    NONCE_STATE.with(|st| {
+        let (mut thread, counter) = st.get();
+        if thread == 0 {
+            thread = NONCE_THREADS.fetch_add(1, Ordering::Relaxed);
+        }
+        st.set((thread, counter + 1));
+        let mut n = [0u8; 12];
+        n[..4].copy_from_slice(&thread.to_be_bytes());
+        n[4..].copy_from_slice(&counter.to_be_bytes());
+        n
+    })
+}
 const MAX_REVOKED: usize = 64 * 1024;
 
 fn unix_now() -> u64 {
@@ -207,7 +231,6 @@ impl EpochTicketer {
             key_id,
             key: LessSafeKey::new(key),
             lifetime: lifetime.max(1),
-            rng,
             revoked: SkipMap::new(),
             revoked_count: AtomicU64::new(0),
         }))
@@ -243,8 +266,7 @@ impl ProducesTickets for EpochTicketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let mut nonce = [0u8; 12];
-        self.rng.fill(&mut nonce).ok()?;
+        let nonce = next_nonce();
         let mut out = Vec::with_capacity(TICKET_HEADER + plain.len() + aead::MAX_TAG_LEN);
         out.extend_from_slice(&self.key_id);
         out.extend_from_slice(&nonce);
