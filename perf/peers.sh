@@ -104,7 +104,7 @@ CFG
         echo "pid $WORK/nginx.pid;"
         echo "error_log $WORK/nginx-error.log error;"
         [ -f "$mod" ] && echo "load_module $mod;"
-        echo "events { worker_connections 9000; }"
+        echo "events { worker_connections 12000; }"
         echo "stream {"
         echo "    ssl_certificate $c/cert.pem;"
         echo "    ssl_certificate_key $c/key.pem;"

@@ -20,7 +20,9 @@ use glommio::net::TcpStream;
 use rustls::{ConnectionCommon, SideData};
 
 /// Bytes read from the socket at a time: one maximal TLS record and its header.
-const READ_CHUNK: usize = 16 * 1024 + 512;
+// Never more ciphertext than rustls accepts as plaintext in one go (16 KiB),
+// so a read can always be fed whole.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// A TLS connection (client or server) driven over a glommio TCP stream.
 pub struct TlsStream<C> {
@@ -31,6 +33,10 @@ pub struct TlsStream<C> {
     rbuf: Vec<u8>,
     /// Ciphertext write buffer, reused between flushes.
     wbuf: Vec<u8>,
+    /// `rbuf[rstart..rend]`: ciphertext read but not yet given to rustls
+    /// (held back while rustls has undelivered plaintext).
+    rstart: usize,
+    rend: usize,
     /// The socket reported end of file.
     eof: bool,
 }
@@ -52,6 +58,8 @@ where
             conn,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
             eof: false,
         }
     }
@@ -68,6 +76,9 @@ where
 
     /// Frees the read and write buffers (they are allocated again on use).
     pub fn release_buffers(&mut self) {
+        if self.rstart < self.rend {
+            return; // still holds ciphertext
+        }
         self.rbuf = Vec::new();
         self.wbuf = Vec::new();
     }
@@ -90,30 +101,41 @@ where
     /// Reads once from the socket and feeds rustls. Returns the number of
     /// ciphertext bytes read; 0 means end of file.
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.eof {
-            return Ok(0);
+        if self.rstart >= self.rend {
+            if self.eof {
+                return Ok(0);
+            }
+            if self.rbuf.len() < READ_CHUNK {
+                self.rbuf.resize(READ_CHUNK, 0);
+            }
+            let n = self.io.read(&mut self.rbuf[..]).await?;
+            if n == 0 {
+                self.eof = true;
+                // Tells rustls the transport is gone, so a missing close_notify
+                // surfaces as UnexpectedEof from the reader.
+                let _ = self.conn.read_tls(&mut io::empty());
+                return Ok(0);
+            }
+            self.rstart = 0;
+            self.rend = n;
         }
-        if self.rbuf.len() < READ_CHUNK {
-            self.rbuf.resize(READ_CHUNK, 0);
-        }
-        let n = self.io.read(&mut self.rbuf[..]).await?;
-        if n == 0 {
-            self.eof = true;
-            // Tells rustls the transport is gone, so a missing close_notify
-            // surfaces as UnexpectedEof from the reader.
-            let _ = self.conn.read_tls(&mut io::empty());
-            return Ok(0);
-        }
-        let mut data = &self.rbuf[..n];
-        while !data.is_empty() {
-            self.conn.read_tls(&mut data)?;
+        // Feed only while rustls wants more: a read can hold several records,
+        // and rustls refuses ciphertext while its plaintext buffer is full.
+        let before = self.rend - self.rstart;
+        while self.rstart < self.rend && self.conn.wants_read() {
+            let mut data = &self.rbuf[self.rstart..self.rend];
+            let used = self.conn.read_tls(&mut data)?;
+            self.rstart += used;
             if let Err(e) = self.conn.process_new_packets() {
                 // Let the peer see the alert, then report the reason.
                 let _ = self.flush().await;
                 return Err(tls_err(e));
             }
+            if used == 0 {
+                break;
+            }
         }
-        Ok(n)
+        Ok((before - (self.rend - self.rstart)).max(1))
     }
 
     /// Completes the handshake (a no-op when it is already complete).

@@ -41,18 +41,25 @@ struct ClientConn<'a> {
     peer: PeerAddr,
 }
 
-/// The client's address, looked up only when a log line needs it (saves a
-/// `getpeername` per connection). Valid while the connection's socket is open.
+/// The client's address: from `accept4` when the fast path took the
+/// connection, else looked up only when a log line needs it (saves a
+/// `getpeername` per connection; valid while the socket is open).
 #[derive(Clone, Copy)]
-struct PeerAddr(std::os::fd::RawFd);
+pub(crate) struct PeerAddr {
+    pub addr: Option<std::net::SocketAddr>,
+    pub fd: std::os::fd::RawFd,
+}
 
 impl std::fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(a) = self.addr {
+            return write!(f, "{a}");
+        }
         // SAFETY: a zeroed sockaddr_storage is a valid out-buffer for getpeername.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         // SAFETY: the pointer and length describe `storage`.
-        let rc = unsafe { libc::getpeername(self.0, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
+        let rc = unsafe { libc::getpeername(self.fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
         if rc != 0 {
             return f.write_str("?");
         }
@@ -105,8 +112,13 @@ async fn close_gracefully(leg: &mut Leg<TcpStream>) -> bool {
     )
 }
 
-pub(crate) async fn serve_client(shard: &Rc<Shard>, vs: Rc<ShardVserver>, mut stream: TcpStream) {
-    let peer = PeerAddr(std::os::fd::AsRawFd::as_raw_fd(&stream));
+pub(crate) async fn serve_client(
+    shard: &Rc<Shard>,
+    vs: Rc<ShardVserver>,
+    mut stream: TcpStream,
+    addr: Option<std::net::SocketAddr>,
+) {
+    let peer = PeerAddr { addr, fd: std::os::fd::AsRawFd::as_raw_fd(&stream) };
     let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, Instant::now()) {
         Ok(id) => id,
         Err(_) => {

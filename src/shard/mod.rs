@@ -353,12 +353,27 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, st
 
 /// Accept without waiting: one `accept4` system call. `None` when the
 /// backlog is empty (or on an error, which the slow path then reports).
-fn accept_now(fd: std::os::fd::RawFd) -> Option<glommio::net::TcpStream> {
+fn accept_now(fd: std::os::fd::RawFd) -> Option<(glommio::net::TcpStream, Option<std::net::SocketAddr>)> {
     use std::os::fd::FromRawFd;
-    // SAFETY: plain accept4 on a listening socket we own; null address out-params.
-    let s = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) };
+    // SAFETY: a zeroed sockaddr_storage is a valid out-buffer for accept4.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: accept4 on a listening socket we own, with a buffer and its length.
+    let s = unsafe {
+        libc::accept4(
+            fd,
+            &mut storage as *mut _ as *mut libc::sockaddr,
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if s < 0 {
+        return None;
+    }
+    // SAFETY: `storage` was filled by accept4 with `len` bytes of a socket address.
+    let addr = unsafe { socket2::SockAddr::new(storage, len) }.as_socket();
     // SAFETY: a fresh connected socket whose ownership moves into the stream.
-    (s >= 0).then(|| unsafe { glommio::net::TcpStream::from_raw_fd(s) })
+    Some((unsafe { glommio::net::TcpStream::from_raw_fd(s) }, addr))
 }
 
 async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd: std::os::fd::RawFd) {
@@ -366,27 +381,30 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd
     loop {
         // Fast path while the backlog has connections; io_uring otherwise.
         let accepted = match accept_now(fd) {
-            Some(s) => {
+            Some((s, addr)) => {
                 burst += 1;
                 if burst % 64 == 0 {
                     // Let established connections run between accepts.
                     glommio::yield_if_needed().await;
                 }
-                Ok(s)
+                Ok((s, addr))
             }
             None => {
                 burst = 0;
-                listener.accept().await
+                listener.accept().await.map(|s| {
+                    let addr = s.peer_addr().ok();
+                    (s, addr)
+                })
             }
         };
         match accepted {
-            Ok(stream) => {
+            Ok((stream, addr)) => {
                 shard.counters.accepted.set(shard.counters.accepted.get() + 1);
                 let Some(vs) = shard.vserver(&name) else { continue };
                 let s = shard.clone();
                 let fut = async move {
                     s.live.set(s.live.get() + 1);
-                    conn::serve_client(&s, vs, stream).await;
+                    conn::serve_client(&s, vs, stream, addr).await;
                     s.live.set(s.live.get() - 1);
                 };
                 spawn_local(fut).detach();
