@@ -418,38 +418,62 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd
     }
 }
 
+/// How soon a shard must look at a control message or a due timer, however
+/// busy its connections keep it (glommio preempts the connection queue after
+/// this long).
+pub const CONTROL_LATENCY: Duration = Duration::from_micros(250);
+
 /// Run one shard until the control plane drains it.
 pub async fn run_shard(id: usize, rx: ConnectedReceiver<ShardMsg>, tx: ConnectedSender<ShardReply>) {
     let shard = Shard::new(id);
+    // Control messages and timers get their own task queue with a latency
+    // requirement, so a shard busy with handshakes still applies a new epoch
+    // within about CONTROL_LATENCY (R6) instead of after its whole time slice.
+    let control = glommio::executor().create_task_queue(
+        glommio::Shares::Static(1000),
+        glommio::Latency::Matters(CONTROL_LATENCY),
+        "control",
+    );
     let ticker = {
         let s = shard.clone();
-        spawn_local(async move {
-            loop {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
-                s.tick();
-            }
-        })
+        glommio::spawn_local_into(
+            async move {
+                loop {
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                    s.tick();
+                }
+            },
+            control,
+        )
+        .ok()
     };
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            ShardMsg::Apply(snap) => {
-                let reply = shard.apply(&snap);
-                if tx.send(reply).await.is_err() {
+    let s = shard.clone();
+    let main = async move {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                ShardMsg::Apply(snap) => {
+                    let reply = s.apply(&snap);
+                    if tx.send(reply).await.is_err() {
+                        break;
+                    }
+                }
+                ShardMsg::Stats => {
+                    if tx.send(ShardReply::Stats(s.stats_json())).await.is_err() {
+                        break;
+                    }
+                }
+                ShardMsg::Drain(deadline) => {
+                    let remaining = s.drain(deadline).await;
+                    info!(shard = id, remaining, "drained");
+                    let _ = tx.send(ShardReply::Drained { shard: id, remaining }).await;
                     break;
                 }
-            }
-            ShardMsg::Stats => {
-                if tx.send(ShardReply::Stats(shard.stats_json())).await.is_err() {
-                    break;
-                }
-            }
-            ShardMsg::Drain(deadline) => {
-                let remaining = shard.drain(deadline).await;
-                info!(shard = id, remaining, "drained");
-                let _ = tx.send(ShardReply::Drained { shard: id, remaining }).await;
-                break;
             }
         }
+    };
+    match glommio::spawn_local_into(main, control) {
+        Ok(task) => task.await,
+        Err(e) => warn!(shard = id, "cannot start the control task: {e}"),
     }
     drop(ticker);
 }
