@@ -25,7 +25,11 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        Pki { dir: tempfile::tempdir().unwrap(), ca: Ca::new("test CA").unwrap(), serial: std::cell::Cell::new(100) }
+        Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca: Ca::new("test CA").unwrap(),
+            serial: std::cell::Cell::new(100),
+        }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -89,7 +93,11 @@ pub fn client_config(ca: &Ca, version: Option<&'static rustls::SupportedProtocol
 
 /// A free loopback port (bound then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Start a built-in back end on loopback.
@@ -150,7 +158,12 @@ impl Proxy {
             .stderr(log)
             .spawn()
             .unwrap();
-        let mut p = Proxy { child, admin, config: path, dir };
+        let mut p = Proxy {
+            child,
+            admin,
+            config: path,
+            dir,
+        };
         let t0 = Instant::now();
         loop {
             if client_request(&p.admin, "GET", "/stats", "", None).is_ok() {
