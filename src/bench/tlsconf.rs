@@ -18,7 +18,7 @@ use rustls::{DigitallySignedStruct, NamedGroup, SignatureScheme, SupportedCipher
 use super::{BenchArgs, Result, TlsVersion};
 
 /// Tickets kept per server name.
-const TICKETS_PER_SERVER: usize = 16;
+const TICKETS_PER_SERVER: usize = 256;
 
 /// The change count, bumped by `rotate` each time the admin API confirms a
 /// change (so every shard has it): a connection started after that must not

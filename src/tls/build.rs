@@ -329,9 +329,10 @@ impl FrontendSpec {
             Some(c) if self.params.sess_reuse => c,
             _ => Arc::new(NoServerSessionStorage {}),
         };
-        // One ticket per handshake: a client resumes once per ticket and gets
-        // a fresh one each time, so a second ticket is work nobody uses.
-        cfg.send_tls13_tickets = 1;
+        // Two tickets per handshake (rustls' default, as OpenSSL): a client
+        // that opens parallel connections needs more than one, and with one
+        // a client's store never grows past its first ticket.
+        cfg.send_tls13_tickets = 2;
         match &self.ticketer {
             Some(t) => cfg.ticketer = t.clone(),
             None if !self.params.sess_reuse => cfg.send_tls13_tickets = 0,
