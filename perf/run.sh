@@ -35,7 +35,7 @@ mkdir -p "$OUT"
 # Many short connections from one address: reuse TIME_WAIT ports and widen
 # the ephemeral range (best effort; needs root).
 sysctl -qw net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
-sysctl -qw net.ipv4.ip_local_port_range="1024 65000" 2>/dev/null || true
+sysctl -qw net.ipv4.ip_local_port_range="10000 65000" 2>/dev/null || true
 ulimit -n 400000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 "$ROOT/perf/peers.sh" stop

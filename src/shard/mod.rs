@@ -148,6 +148,28 @@ impl Shard {
         self.pools.borrow().get(name).cloned()
     }
 
+    /// Bring the core's view of one entity in line with its spec: open the
+    /// new epoch (R1, R2, R12) and apply enable/disable (R7). Returns
+    /// (handshakes killed, established connections now draining).
+    fn sync_entity(
+        &self,
+        entity: &crate::config::EntityRef,
+        epoch: crate::config::Epoch,
+        policy: &crate::core::EpochPolicy,
+        enabled: bool,
+        now: Instant,
+    ) -> (usize, usize) {
+        let ch = self.core.borrow_mut().set_epoch(entity, epoch, policy.clone(), now);
+        let killed = self.fire(ch.killed, CloseReason::EpochChanged);
+        if enabled {
+            self.core.borrow_mut().enable(entity);
+        } else {
+            let ids = self.core.borrow_mut().disable(entity, now);
+            self.fire(ids, CloseReason::Disabled);
+        }
+        (killed, ch.draining)
+    }
+
     /// Apply a snapshot: new epochs, disables, removals, listeners.
     pub fn apply(self: &Rc<Self>, snap: &Snapshot) -> ShardReply {
         let started = Instant::now();
@@ -160,22 +182,12 @@ impl Shard {
         let mut pools = HashMap::new();
         for (name, spec) in &snap.pools {
             let old = self.pool(name);
-            let tls = match (&spec.tls, &old) {
-                (None, _) => None,
-                (Some(t), Some(o)) if o.tls.as_ref().is_some_and(|c| c.epoch == t.epoch) => o.tls.clone(),
-                (Some(t), _) => Some(t.shard_config()),
-            };
-            let mut core = self.core.borrow_mut();
-            let ch = core.set_epoch(&spec.entity, spec.epoch, spec.policy.clone(), now);
-            draining += ch.draining;
-            killed += self.fire(ch.killed, CloseReason::EpochChanged);
-            if spec.enabled {
-                core.enable(&spec.entity);
-            } else {
-                let ids = core.disable(&spec.entity, now);
-                drop(core);
-                self.fire(ids, CloseReason::Disabled);
-            }
+            let tls = keep_or_build(&spec.tls, old.as_ref().and_then(|o| o.tls.as_ref()), |c| c.epoch, |t| t.epoch, |t| {
+                t.shard_config()
+            });
+            let (k, d) = self.sync_entity(&spec.entity, spec.epoch, &spec.policy, spec.enabled, now);
+            killed += k;
+            draining += d;
             pools.insert(
                 name.clone(),
                 Rc::new(ShardPool {
@@ -200,24 +212,12 @@ impl Shard {
         let mut vservers = HashMap::new();
         for (name, spec) in &snap.vservers {
             let old = self.vserver(name);
-            let tls = match (&spec.tls, &old) {
-                (None, _) => None,
-                (Some(t), Some(o)) if o.tls.as_ref().is_some_and(|c| c.epoch == t.epoch) => o.tls.clone(),
-                (Some(t), _) => Some(t.shard_config()),
-            };
-            {
-                let mut core = self.core.borrow_mut();
-                let ch = core.set_epoch(&spec.entity, spec.epoch, spec.policy.clone(), now);
-                draining += ch.draining;
-                killed += self.fire(ch.killed, CloseReason::EpochChanged);
-                if spec.enabled {
-                    core.enable(&spec.entity);
-                } else {
-                    let ids = core.disable(&spec.entity, now);
-                    drop(core);
-                    self.fire(ids, CloseReason::Disabled);
-                }
-            }
+            let tls = keep_or_build(&spec.tls, old.as_ref().and_then(|o| o.tls.as_ref()), |c| c.epoch, |t| t.epoch, |t| {
+                t.shard_config()
+            });
+            let (k, d) = self.sync_entity(&spec.entity, spec.epoch, &spec.policy, spec.enabled, now);
+            killed += k;
+            draining += d;
             let rr = old.as_ref().map(|o| o.rr.get()).unwrap_or(self.id);
             vservers.insert(
                 name.clone(),
@@ -328,6 +328,22 @@ impl Shard {
             }
         }
         remaining
+    }
+}
+
+/// The shard's rustls config for an entity: kept while its epoch is the
+/// spec's (warm caches, R5), built afresh with empty caches otherwise (R3, R4).
+fn keep_or_build<S, C: Clone>(
+    spec: &Option<Arc<S>>,
+    current: Option<&C>,
+    epoch_of_config: impl Fn(&C) -> crate::config::Epoch,
+    epoch_of_spec: impl Fn(&S) -> crate::config::Epoch,
+    build: impl Fn(&S) -> C,
+) -> Option<C> {
+    let spec = spec.as_ref()?;
+    match current {
+        Some(c) if epoch_of_config(c) == epoch_of_spec(spec) => Some(c.clone()),
+        _ => Some(build(spec)),
     }
 }
 
