@@ -399,7 +399,7 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd
         let accepted = match accept_now(fd) {
             Some((s, addr)) => {
                 burst += 1;
-                if burst % 64 == 0 {
+                if burst.is_multiple_of(64) {
                     // Let established connections run between accepts.
                     glommio::yield_if_needed().await;
                 }
