@@ -19,7 +19,11 @@ use crate::bench::{http, Plan, Result};
 
 /// Runs one kept-alive connection on a schedule of `interval` starting at
 /// `first`, until the clock ends. Errors on a working connection count in
-/// `established_errors`.
+/// `established_errors`. A connection counts as working once its first
+/// response arrived: in TLS 1.3 the client finishes its handshake before the
+/// server has read the client's Finished, and a server may still close a
+/// handshake it has not seen complete (a reconfiguration does, by design);
+/// such a failure counts as a failed handshake.
 pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration) {
     let plan = w.plan.clone();
     let c = w.counters();
@@ -34,6 +38,7 @@ pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration)
             }
         };
         let mut pending = Vec::new();
+        let mut working = false;
         loop {
             if next >= w.clock.end {
                 break 'reconnect;
@@ -48,14 +53,20 @@ pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration)
             let done = Instant::now();
             match r {
                 Ok(n) => {
+                    working = true;
                     c.ops.fetch_add(1, Ordering::Relaxed);
                     c.bytes_down.fetch_add(n, Ordering::Relaxed);
                     w.record("request", next, done - next);
                 }
                 Err(e) => {
-                    tracing::debug!("established connection failed: {e}");
                     c.errors.fetch_add(1, Ordering::Relaxed);
-                    c.established_errors.fetch_add(1, Ordering::Relaxed);
+                    if working {
+                        tracing::debug!("established connection failed: {e}");
+                        c.established_errors.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        tracing::debug!("connection failed before its first response: {e}");
+                        c.handshake_errors.fetch_add(1, Ordering::Relaxed);
+                    }
                     next += interval;
                     continue 'reconnect;
                 }
