@@ -58,7 +58,11 @@ impl FileSource for DirFileSource {
 
     fn mode(&self, path: &Path) -> Option<u32> {
         use std::os::unix::fs::PermissionsExt;
-        let full = if path.is_absolute() { path.to_path_buf() } else { self.base.join(path) };
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        };
         std::fs::metadata(full).ok().map(|m| m.permissions().mode())
     }
 }
@@ -698,7 +702,12 @@ impl Model {
                 Ok(ch)
             }
 
-            Command::AddService { name, addr, proto } => {
+            Command::AddService {
+                name,
+                addr,
+                proto,
+                health_interval,
+            } => {
                 self.backend_name_free(name)?;
                 if let Some(other) = self.services.values().find(|s| s.addr == *addr && s.proto == *proto) {
                     return Err(format!(
@@ -714,6 +723,7 @@ impl Model {
                         addr: *addr,
                         proto: *proto,
                         enabled: true,
+                        health_interval: *health_interval,
                         ssl_profile: None,
                         params: SslParams::default(),
                         bindings: SslBindings::default(),
@@ -721,7 +731,11 @@ impl Model {
                 );
                 Ok(self.added(EntityRef::new(EntityKind::Service, name)))
             }
-            Command::AddServiceGroup { name, proto } => {
+            Command::AddServiceGroup {
+                name,
+                proto,
+                health_interval,
+            } => {
                 self.backend_name_free(name)?;
                 self.service_groups.insert(
                     name.clone(),
@@ -730,6 +744,7 @@ impl Model {
                         proto: *proto,
                         enabled: true,
                         members: vec![],
+                        health_interval: *health_interval,
                         ssl_profile: None,
                         params: SslParams::default(),
                         bindings: SslBindings::default(),

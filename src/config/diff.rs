@@ -41,6 +41,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
             let n = ents_new.iter().find(|(ne, _)| ne == e).map(|(_, n)| n)?;
             let again = o.addr != n.addr
                 || o.proto != n.proto
+                || o.health != n.health
                 || !reachable(o.params, n.params)
                 || (o.profile.is_some() && n.profile.is_none())
                 || o.profile
@@ -332,6 +333,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
 struct View<'a> {
     addr: Option<std::net::SocketAddr>,
     proto: Option<BackendProto>,
+    health: Option<u32>,
     enabled: bool,
     profile: &'a Option<String>,
     params: &'a SslParams,
@@ -348,6 +350,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
             View {
                 addr: Some(v.addr),
                 proto: None,
+                health: None,
                 enabled: v.enabled,
                 profile: &v.ssl_profile,
                 params: &v.params,
@@ -363,6 +366,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
             View {
                 addr: Some(s.addr),
                 proto: Some(s.proto),
+                health: s.health_interval,
                 enabled: s.enabled,
                 profile: &s.ssl_profile,
                 params: &s.params,
@@ -378,6 +382,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
             View {
                 addr: None,
                 proto: Some(g.proto),
+                health: g.health_interval,
                 enabled: g.enabled,
                 profile: &g.ssl_profile,
                 params: &g.params,

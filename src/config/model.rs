@@ -346,6 +346,9 @@ pub struct Service {
     pub addr: SocketAddr,
     pub proto: BackendProto,
     pub enabled: bool,
+    /// `-healthInterval S`: how long a failing member is skipped before it is
+    /// tried again; `None`: the default (5 s).
+    pub health_interval: Option<u32>,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,
@@ -358,6 +361,8 @@ pub struct ServiceGroup {
     pub proto: BackendProto,
     pub enabled: bool,
     pub members: Vec<SocketAddr>,
+    /// As for a service.
+    pub health_interval: Option<u32>,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,

@@ -175,10 +175,12 @@ pub enum Command {
         name: String,
         addr: SocketAddr,
         proto: BackendProto,
+        health_interval: Option<u32>,
     },
     AddServiceGroup {
         name: String,
         proto: BackendProto,
+        health_interval: Option<u32>,
     },
     BindServiceGroupMember {
         name: String,
@@ -440,11 +442,17 @@ fn parse_add(c: &mut Cursor<'_>) -> Result<Command, String> {
                 name,
                 addr: SocketAddr::new(ip, port),
                 proto,
+                health_interval: parse_health_flags(c)?,
             }
         }
         ObjectKind::ServiceGroup => {
             let proto = parse_proto(c.next().ok_or("missing protocol TCP or SSL_TCP")?)?;
-            Command::AddServiceGroup { name, proto }
+            let health_interval = parse_health_flags(c)?;
+            Command::AddServiceGroup {
+                name,
+                proto,
+                health_interval,
+            }
         }
     })
 }
@@ -472,6 +480,18 @@ fn parse_cert_flags(c: &mut Cursor<'_>, name: &str) -> Result<(PathBuf, Option<P
     }
     let cert = cert.ok_or_else(|| format!("certKey {name}: missing -cert FILE"))?;
     Ok((cert, key))
+}
+
+/// `[-healthInterval SECONDS]` after `add service` / `add serviceGroup`.
+fn parse_health_flags(c: &mut Cursor<'_>) -> Result<Option<u32>, String> {
+    let mut interval = None;
+    while let Some((flag, orig)) = c.flag()? {
+        match flag.as_str() {
+            "-healthinterval" => interval = Some(parse_num(c.value(orig)?, orig, 1, 3600)?),
+            _ => return Err(format!("unknown flag '{orig}' (expected -healthInterval)")),
+        }
+    }
+    Ok(interval)
 }
 
 fn parse_lb_flags(c: &mut Cursor<'_>) -> Result<(Option<u32>, Option<u32>), String> {
@@ -1028,7 +1048,12 @@ impl fmt::Display for Command {
             Command::UnbindLbVserver { name, target } => {
                 write!(f, "unbind lb vserver {} {}", q(name), q(target))
             }
-            Command::AddService { name, addr, proto } => {
+            Command::AddService {
+                name,
+                addr,
+                proto,
+                health_interval,
+            } => {
                 write!(
                     f,
                     "add service {} {} {} {}",
@@ -1036,10 +1061,22 @@ impl fmt::Display for Command {
                     addr.ip(),
                     addr.port(),
                     proto.keyword()
-                )
+                )?;
+                if let Some(s) = health_interval {
+                    write!(f, " -healthInterval {s}")?;
+                }
+                Ok(())
             }
-            Command::AddServiceGroup { name, proto } => {
-                write!(f, "add serviceGroup {} {}", q(name), proto.keyword())
+            Command::AddServiceGroup {
+                name,
+                proto,
+                health_interval,
+            } => {
+                write!(f, "add serviceGroup {} {}", q(name), proto.keyword())?;
+                if let Some(s) = health_interval {
+                    write!(f, " -healthInterval {s}")?;
+                }
+                Ok(())
             }
             Command::BindServiceGroupMember { name, addr } => {
                 write!(f, "bind serviceGroup {} {} {}", q(name), addr.ip(), addr.port())
@@ -1412,7 +1449,8 @@ mod tests {
             Command::AddService {
                 name: "s1".into(),
                 addr: addr("192.168.1.5:8443"),
-                proto: BackendProto::SslTcp
+                proto: BackendProto::SslTcp,
+                health_interval: None,
             }
         );
         round_trip(&c);
@@ -1422,6 +1460,7 @@ mod tests {
                 name: "s1".into(),
                 addr: addr("192.168.1.5:80"),
                 proto: BackendProto::Tcp,
+                health_interval: None,
             }
         });
         assert!(err("add service s1 192.168.1.5 80 UDP").contains("bad protocol 'UDP'"));
@@ -1445,7 +1484,8 @@ mod tests {
             c,
             Command::AddServiceGroup {
                 name: "g".into(),
-                proto: BackendProto::Tcp
+                proto: BackendProto::Tcp,
+                health_interval: None,
             }
         );
         round_trip(&c);
@@ -1521,5 +1561,31 @@ mod tests {
         assert!(err("add").contains("missing what to act on"));
         assert!(err("add ssl certKey \"x").contains("unterminated quote"));
         assert!(err("add nothing x").contains("unknown entity 'nothing'"));
+    }
+}
+
+#[cfg(test)]
+mod health_interval_tests {
+    use super::*;
+
+    #[test]
+    fn health_interval_parses_prints_back_and_is_bounded() {
+        let c = parse_line("add service s1 10.0.0.1 80 TCP -healthInterval 30")
+            .unwrap()
+            .unwrap();
+        match &c {
+            Command::AddService { health_interval, .. } => assert_eq!(*health_interval, Some(30)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.to_string(), "add service s1 10.0.0.1 80 TCP -healthInterval 30");
+        let g = parse_line("add serviceGroup g SSL_TCP -healthInterval 2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.to_string(), "add serviceGroup g SSL_TCP -healthInterval 2");
+        assert!(parse_line("add service s1 10.0.0.1 80 TCP -healthInterval 0").is_err());
+        assert!(parse_line("add service s1 10.0.0.1 80 TCP -healthInterval").is_err());
+        assert!(parse_line("add service s1 10.0.0.1 80 TCP -bogus 1").is_err());
+        let plain = parse_line("add service s1 10.0.0.1 80 TCP").unwrap().unwrap();
+        assert_eq!(plain.to_string(), "add service s1 10.0.0.1 80 TCP");
     }
 }

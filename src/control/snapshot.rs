@@ -42,6 +42,8 @@ pub struct PoolSpec {
     /// `Some` for SSL_TCP back ends.
     pub tls: Option<Arc<BackendSpec>>,
     pub connect_timeout: Duration,
+    /// How long a member that keeps failing is skipped (`-healthInterval`).
+    pub retry_down_after: Duration,
 }
 
 /// What one accepted change asks of the shards, beyond the new specs.
@@ -63,6 +65,8 @@ pub struct Snapshot {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Seconds a failing member is skipped when `-healthInterval` is not set.
+pub const DEFAULT_HEALTH_INTERVAL: u32 = 5;
 
 fn epoch_of(model: &Model, e: &EntityRef) -> Epoch {
     model.epochs.get(e).copied().unwrap_or(1)
@@ -114,6 +118,7 @@ impl Snapshot {
         let mut add_pool = |name: &str,
                             kind: EntityKind,
                             enabled: bool,
+                            health: Option<u32>,
                             members: Vec<SocketAddr>,
                             proto: BackendProto,
                             params: &crate::config::SslParams,
@@ -153,6 +158,7 @@ impl Snapshot {
                     members,
                     tls,
                     connect_timeout: CONNECT_TIMEOUT,
+                    retry_down_after: Duration::from_secs(health.unwrap_or(DEFAULT_HEALTH_INTERVAL).into()),
                 }),
             );
             Ok(())
@@ -162,6 +168,7 @@ impl Snapshot {
                 name,
                 EntityKind::Service,
                 s.enabled,
+                s.health_interval,
                 vec![s.addr],
                 s.proto,
                 &s.params,
@@ -174,6 +181,7 @@ impl Snapshot {
                 name,
                 EntityKind::ServiceGroup,
                 g.enabled,
+                g.health_interval,
                 g.members.clone(),
                 g.proto,
                 &g.params,

@@ -118,7 +118,10 @@ pub(crate) async fn serve_client(
     mut stream: TcpStream,
     addr: Option<std::net::SocketAddr>,
 ) {
-    let peer = PeerAddr { addr, fd: std::os::fd::AsRawFd::as_raw_fd(&stream) };
+    let peer = PeerAddr {
+        addr,
+        fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+    };
     let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, Instant::now()) {
         Ok(id) => id,
         Err(_) => {

@@ -182,9 +182,13 @@ impl Shard {
         let mut pools = HashMap::new();
         for (name, spec) in &snap.pools {
             let old = self.pool(name);
-            let tls = keep_or_build(&spec.tls, old.as_ref().and_then(|o| o.tls.as_ref()), |c| c.epoch, |t| t.epoch, |t| {
-                t.shard_config()
-            });
+            let tls = keep_or_build(
+                &spec.tls,
+                old.as_ref().and_then(|o| o.tls.as_ref()),
+                |c| c.epoch,
+                |t| t.epoch,
+                |t| t.shard_config(),
+            );
             let (k, d) = self.sync_entity(&spec.entity, spec.epoch, &spec.policy, spec.enabled, now);
             killed += k;
             draining += d;
@@ -212,9 +216,13 @@ impl Shard {
         let mut vservers = HashMap::new();
         for (name, spec) in &snap.vservers {
             let old = self.vserver(name);
-            let tls = keep_or_build(&spec.tls, old.as_ref().and_then(|o| o.tls.as_ref()), |c| c.epoch, |t| t.epoch, |t| {
-                t.shard_config()
-            });
+            let tls = keep_or_build(
+                &spec.tls,
+                old.as_ref().and_then(|o| o.tls.as_ref()),
+                |c| c.epoch,
+                |t| t.epoch,
+                |t| t.shard_config(),
+            );
             let (k, d) = self.sync_entity(&spec.entity, spec.epoch, &spec.policy, spec.enabled, now);
             killed += k;
             draining += d;

@@ -9,8 +9,8 @@
 //! `disable` reach it (R2, R4, R7).
 //!
 //! Health is passive and per shard: a member that fails
-//! [`DOWN_AFTER_FAILURES`] times in a row is skipped for
-//! [`RETRY_DOWN_AFTER`], then tried again by the next connection; when every
+//! [`DOWN_AFTER_FAILURES`] times in a row is skipped for its pool's
+//! `-healthInterval` (default 5 s), then tried again by the next connection; when every
 //! member is down, new connections are refused at once instead of queueing.
 
 use std::net::SocketAddr;
@@ -51,8 +51,6 @@ impl Backend {
 
 /// Consecutive failures after which a member is marked down.
 pub(crate) const DOWN_AFTER_FAILURES: u32 = 3;
-/// How long a member stays down before it is tried again.
-pub(crate) const RETRY_DOWN_AFTER: Duration = Duration::from_secs(5);
 
 /// Passive health of one back-end member, as this shard saw it.
 #[derive(Debug, Default, Clone, Copy)]
@@ -70,19 +68,19 @@ impl Shard {
             .is_none_or(|t| t <= now)
     }
 
-    fn member_failed(&self, addr: SocketAddr, why: &str) {
+    fn member_failed(&self, addr: SocketAddr, retry_after: Duration, why: &str) {
         let now = Instant::now();
         let mut health = self.health.borrow_mut();
         let h = health.entry(addr).or_default();
         h.failures += 1;
         if h.failures >= DOWN_AFTER_FAILURES && h.down_until.is_none_or(|t| t <= now) {
-            h.down_until = Some(now + RETRY_DOWN_AFTER);
+            h.down_until = Some(now + retry_after);
             warn!(
                 shard = self.id,
                 member = %addr,
                 failures = h.failures,
                 "back-end member marked down ({why}); retried in {} s",
-                RETRY_DOWN_AFTER.as_secs()
+                retry_after.as_secs()
             );
         }
     }
@@ -142,7 +140,7 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
                 return Ok(b);
             }
             Err(e) => {
-                shard.member_failed(*addr, &e);
+                shard.member_failed(*addr, pool.spec.retry_down_after, &e);
                 shard
                     .counters
                     .backend_failures
