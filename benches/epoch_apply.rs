@@ -9,7 +9,10 @@ use shardtls::core::{EpochPolicy, ShardCore};
 
 fn main() {
     let v = EntityRef::new(EntityKind::Vserver, "v1");
-    let policy = EpochPolicy { drain_timeout: Some(Duration::from_secs(60)), ..EpochPolicy::default() };
+    let policy = EpochPolicy {
+        drain_timeout: Some(Duration::from_secs(60)),
+        ..EpochPolicy::default()
+    };
     let rounds = 200;
     let mut samples = Vec::with_capacity(rounds);
     let t0 = Instant::now();

@@ -42,7 +42,10 @@ fn p(path: &Path) -> String {
 /// Config lines for a certKey named `name` issued for `names`; returns (lines, serial).
 fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
     let (cert, key, serial) = pki.issue(name, names);
-    (format!("add ssl certKey {name} -cert {} -key {}\n", p(&cert), p(&key)), serial)
+    (
+        format!("add ssl certKey {name} -cert {} -key {}\n", p(&cert), p(&key)),
+        serial,
+    )
 }
 
 /// A vserver `name` on `port` with certKey `cert` bound, forwarding to `target`.
@@ -82,7 +85,12 @@ fn per_shard(stats: &serde_json::Value, kind: &str, name: &str, field: &str) -> 
 
 /// Sum of a shard-level counter (`accepted`, `refused`, `backend_failures`) over shards.
 fn shard_sum(stats: &serde_json::Value, field: &str) -> u64 {
-    stats["shards"].as_array().expect("shards array").iter().map(|s| s[field].as_u64().unwrap_or(0)).sum()
+    stats["shards"]
+        .as_array()
+        .expect("shards array")
+        .iter()
+        .map(|s| s[field].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// Read until EOF; Ok(true) when the peer ended with close_notify, Ok(false) on a bare EOF.
@@ -171,11 +179,18 @@ fn echo_setup(shards: usize, vserver_extra: &str) -> EchoSetup {
         origin.local_addr().to_string().replace(':', " ")
     );
     let proxy = Proxy::start(&config, shards);
-    EchoSetup { pki, _origin: origin, proxy, addr: loopback(port) }
+    EchoSetup {
+        pki,
+        _origin: origin,
+        proxy,
+        addr: loopback(port),
+    }
 }
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 // 1. TLS 1.3 and TLS 1.2 clients through the proxy to an echo back end.
@@ -194,7 +209,9 @@ fn tls13_and_tls12_clients_reach_echo_backend() {
                 .unwrap_or_else(|e| panic!("{expect:?} connect {i}: {e}\n{}", s.proxy.log()));
             assert_eq!(c.version(), Some(expect));
             let data = payload(1000 + i as usize * 517, i);
-            let got = c.echo(&data).unwrap_or_else(|e| panic!("{expect:?} echo {i}: {e}\n{}", s.proxy.log()));
+            let got = c
+                .echo(&data)
+                .unwrap_or_else(|e| panic!("{expect:?} echo {i}: {e}\n{}", s.proxy.log()));
             assert_eq!(got, data, "{expect:?} echo {i}");
             // A second exchange on the same connection.
             assert_eq!(c.echo(b"again").unwrap(), b"again");
@@ -204,7 +221,11 @@ fn tls13_and_tls12_clients_reach_echo_backend() {
     }
     let stats = s.proxy.stats();
     assert_eq!(shard_sum(&stats, "accepted"), total, "{stats:#}");
-    assert_eq!(entity_sum(&stats, "vserver", "v1", "handshakes_completed"), total, "{stats:#}");
+    assert_eq!(
+        entity_sum(&stats, "vserver", "v1", "handshakes_completed"),
+        total,
+        "{stats:#}"
+    );
     // 20 connections spread by SO_REUSEPORT: every shard served some.
     let per = per_shard(&stats, "vserver", "v1", "handshakes_completed");
     assert_eq!(per.len(), SHARDS, "{stats:#}");
@@ -326,24 +347,54 @@ fn tls_backend_verified_and_wrong_certificates_refused() {
         let mut c = Client::connect(loopback(p1), "site.test", cfg.clone())
             .unwrap_or_else(|e| panic!("connect: {e}\n{}", proxy.log()));
         let data = payload(20_000, i);
-        assert_eq!(c.echo(&data).unwrap_or_else(|e| panic!("echo via TLS back end: {e}\n{}", proxy.log())), data);
+        assert_eq!(
+            c.echo(&data)
+                .unwrap_or_else(|e| panic!("echo via TLS back end: {e}\n{}", proxy.log())),
+            data
+        );
         c.close();
     }
-    assert!(good.connections() >= 4, "TLS back end saw {} connections", good.connections());
+    assert!(
+        good.connections() >= 4,
+        "TLS back end saw {} connections",
+        good.connections()
+    );
     assert!(good.bytes() >= 80_000, "TLS back end received {} bytes", good.bytes());
 
     let log = || proxy.log();
     for i in 0..3 {
-        expect_no_data(loopback(p2), cfg.clone(), &format!("certificate for another name #{i}"), log);
-        expect_no_data(loopback(p3), cfg.clone(), &format!("certificate from another CA #{i}"), log);
+        expect_no_data(
+            loopback(p2),
+            cfg.clone(),
+            &format!("certificate for another name #{i}"),
+            log,
+        );
+        expect_no_data(
+            loopback(p3),
+            cfg.clone(),
+            &format!("certificate from another CA #{i}"),
+            log,
+        );
     }
     // The wrong back ends were contacted (the proxy really tried) but carried no data.
     assert!(badname.connections() > 0 && badca.connections() > 0);
-    assert_eq!(badname.bytes() + badca.bytes(), 0, "data reached an unverified back end");
+    assert_eq!(
+        badname.bytes() + badca.bytes(),
+        0,
+        "data reached an unverified back end"
+    );
     let stats = proxy.stats();
     assert!(shard_sum(&stats, "backend_failures") >= 6, "{stats:#}");
-    assert_eq!(entity_sum(&stats, "service", "tname", "handshakes_completed"), 0, "{stats:#}");
-    assert_eq!(entity_sum(&stats, "service", "tca", "handshakes_completed"), 0, "{stats:#}");
+    assert_eq!(
+        entity_sum(&stats, "service", "tname", "handshakes_completed"),
+        0,
+        "{stats:#}"
+    );
+    assert_eq!(
+        entity_sum(&stats, "service", "tca", "handshakes_completed"),
+        0,
+        "{stats:#}"
+    );
 }
 
 // 4. Connections to a TLS back end resume its session.
@@ -370,8 +421,15 @@ fn tls_backend_sessions_resume() {
         assert_eq!(c.echo(b"hello back end").unwrap(), b"hello back end");
         c.close();
         // Let the proxy finish both legs (and store the ticket) before the next one.
-        let done = wait_for(Duration::from_secs(2), || entity_sum(&proxy.stats(), "service", "tlsweb", "closed_clean") > i);
-        assert!(done, "back-end connection {i} did not close cleanly: {:#}\n{}", proxy.stats(), proxy.log());
+        let done = wait_for(Duration::from_secs(2), || {
+            entity_sum(&proxy.stats(), "service", "tlsweb", "closed_clean") > i
+        });
+        assert!(
+            done,
+            "back-end connection {i} did not close cleanly: {:#}\n{}",
+            proxy.stats(),
+            proxy.log()
+        );
     }
     let stats = proxy.stats();
     let resumed = entity_sum(&stats, "service", "tlsweb", "resumed");
@@ -379,7 +437,10 @@ fn tls_backend_sessions_resume() {
     assert_eq!(completed, n, "{stats:#}");
     // Sessions are kept per shard: at most one full handshake per shard.
     assert!(resumed > 0, "no back-end resumption: {stats:#}");
-    assert!(resumed >= n - SHARDS as u64, "only {resumed} of {n} back-end handshakes resumed: {stats:#}");
+    assert!(
+        resumed >= n - SHARDS as u64,
+        "only {resumed} of {n} back-end handshakes resumed: {stats:#}"
+    );
 }
 
 // 5. A failing member is skipped.
@@ -405,14 +466,19 @@ fn dead_member_is_skipped() {
         let mut c = Client::connect(loopback(port), "site.test", cfg.clone())
             .unwrap_or_else(|e| panic!("connect {i}: {e}\n{}", proxy.log()));
         let data = payload(300, i as u8);
-        let got = c.echo(&data).unwrap_or_else(|e| panic!("connection {i} failed: {e}\n{}", proxy.log()));
+        let got = c
+            .echo(&data)
+            .unwrap_or_else(|e| panic!("connection {i} failed: {e}\n{}", proxy.log()));
         assert_eq!(got, data);
         c.close();
     }
     assert_eq!(live.connections(), n as u64);
     let stats = proxy.stats();
     // Round robin puts the dead member first for about half the connections.
-    assert!(shard_sum(&stats, "backend_failures") >= 2, "dead member never tried: {stats:#}");
+    assert!(
+        shard_sum(&stats, "backend_failures") >= 2,
+        "dead member never tried: {stats:#}"
+    );
 }
 
 // 6. Half-close: the client ends its sending side and still gets every byte back.
@@ -452,9 +518,8 @@ fn half_close_returns_everything() {
                 c.tls.sock.shutdown(Shutdown::Write).unwrap();
             }
             let mut got = Vec::new();
-            let clean = read_to_end_tls(&mut c, &mut got).unwrap_or_else(|e| {
-                panic!("{what}: read failed after {} bytes: {e}\n{}", got.len(), proxy.log())
-            });
+            let clean = read_to_end_tls(&mut c, &mut got)
+                .unwrap_or_else(|e| panic!("{what}: read failed after {} bytes: {e}\n{}", got.len(), proxy.log()));
             assert_eq!(got.len(), data.len(), "{what}: echoed length");
             assert!(got == data, "{what}: echoed bytes differ");
             assert!(clean, "{what}: the proxy ended without close_notify");
@@ -510,7 +575,10 @@ fn slow_client_does_not_stall_others() {
     // streams (what the hogs wrote sits in kernel socket buffers).
     let wrote: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
     let grown = rss_kib(s.proxy.child.id()).saturating_sub(rss_before);
-    assert!(grown < 16 * 1024, "proxy RSS grew by {grown} KiB while hogs wrote {wrote} bytes");
+    assert!(
+        grown < 16 * 1024,
+        "proxy RSS grew by {grown} KiB while hogs wrote {wrote} bytes"
+    );
 
     // Also a client that connected and sends nothing, and one stuck mid-ClientHello.
     let _idle = TcpStream::connect(s.addr).unwrap();
@@ -529,7 +597,10 @@ fn slow_client_does_not_stall_others() {
         c.close();
         worst = worst.max(t0.elapsed());
     }
-    assert!(worst < Duration::from_secs(1), "a probe connection took {worst:?} next to stalled clients");
+    assert!(
+        worst < Duration::from_secs(1),
+        "a probe connection took {worst:?} next to stalled clients"
+    );
 
     stop.store(true, Ordering::Relaxed);
     for s in &hog_socks {
@@ -564,25 +635,37 @@ fn sigterm_drains_then_exits_zero() {
     unsafe { libc::kill(s.proxy.child.id() as i32, libc::SIGTERM) };
 
     // New connections are refused once the listeners are gone.
-    let refused = wait_for(Duration::from_secs(3), || match TcpStream::connect_timeout(&s.addr, Duration::from_millis(200)) {
-        Err(_) => true,
-        Ok(sock) => {
-            // Accepted by a listener on its way out: it must not be served.
-            sock.set_read_timeout(Some(Duration::from_millis(300))).ok();
-            drop(sock);
-            false
+    let refused = wait_for(Duration::from_secs(3), || {
+        match TcpStream::connect_timeout(&s.addr, Duration::from_millis(200)) {
+            Err(_) => true,
+            Ok(sock) => {
+                // Accepted by a listener on its way out: it must not be served.
+                sock.set_read_timeout(Some(Duration::from_millis(300))).ok();
+                drop(sock);
+                false
+            }
         }
     });
     assert!(refused, "still accepting after SIGTERM\n{}", s.proxy.log());
-    assert!(Client::connect(s.addr, "site.test", cfg.clone()).is_err(), "a new TLS connection succeeded while draining");
+    assert!(
+        Client::connect(s.addr, "site.test", cfg.clone()).is_err(),
+        "a new TLS connection succeeded while draining"
+    );
 
     // Established connections keep working for a while.
     std::thread::sleep(Duration::from_millis(300));
     for (i, c) in clients.iter_mut().enumerate() {
         let data = payload(4000, i as u8);
-        assert_eq!(c.echo(&data).unwrap_or_else(|e| panic!("client {i} after SIGTERM: {e}\n{}", s.proxy.log())), data);
+        assert_eq!(
+            c.echo(&data)
+                .unwrap_or_else(|e| panic!("client {i} after SIGTERM: {e}\n{}", s.proxy.log())),
+            data
+        );
     }
-    assert!(s.proxy.child.try_wait().unwrap().is_none(), "exited with connections still open");
+    assert!(
+        s.proxy.child.try_wait().unwrap().is_none(),
+        "exited with connections still open"
+    );
 
     // The process exits, with 0, once they close, long before the drain deadline.
     let t0 = Instant::now();
@@ -590,7 +673,11 @@ fn sigterm_drains_then_exits_zero() {
         c.close();
     }
     let exited = wait_for(Duration::from_secs(5), || s.proxy.child.try_wait().unwrap().is_some());
-    assert!(exited, "did not exit after the last connection closed\n{}", s.proxy.log());
+    assert!(
+        exited,
+        "did not exit after the last connection closed\n{}",
+        s.proxy.log()
+    );
     let status = s.proxy.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "exit status {status}\n{}", s.proxy.log());
     assert!(t0.elapsed() < Duration::from_secs(5));
@@ -600,7 +687,8 @@ fn sigterm_drains_then_exits_zero() {
 fn resume_loop(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>, n: usize, log: impl Fn() -> String) -> Vec<bool> {
     let mut out = Vec::new();
     for i in 0..n {
-        let mut c = Client::connect(addr, "site.test", cfg.clone()).unwrap_or_else(|e| panic!("connect {i}: {e}\n{}", log()));
+        let mut c =
+            Client::connect(addr, "site.test", cfg.clone()).unwrap_or_else(|e| panic!("connect {i}: {e}\n{}", log()));
         out.push(c.resumed());
         // Read the tickets sent after the handshake, then close cleanly so
         // the sessions stay valid (R8).
@@ -619,12 +707,23 @@ fn tls13_resumption_on_any_shard() {
     assert_eq!(first, [false]);
     let n = 30;
     let resumed = resume_loop(s.addr, &cfg, n, || s.proxy.log());
-    let misses: Vec<usize> = resumed.iter().enumerate().filter(|(_, r)| !**r).map(|(i, _)| i).collect();
+    let misses: Vec<usize> = resumed
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !**r)
+        .map(|(i, _)| i)
+        .collect();
     let stats = s.proxy.stats();
-    assert!(misses.is_empty(), "connections {misses:?} of {n} did not resume: {stats:#}");
+    assert!(
+        misses.is_empty(),
+        "connections {misses:?} of {n} did not resume: {stats:#}"
+    );
     let per = per_shard(&stats, "vserver", "v1", "resumed");
     assert_eq!(per.iter().sum::<u64>(), n as u64, "{stats:#}");
-    assert!(per.iter().all(|r| *r > 0), "resumptions did not happen on every shard: {per:?}");
+    assert!(
+        per.iter().all(|r| *r > 0),
+        "resumptions did not happen on every shard: {per:?}"
+    );
 }
 
 // 9b. The same for TLS 1.2 (session tickets or IDs).
@@ -637,14 +736,28 @@ fn tls12_resumption_on_any_shard() {
     let resumed = resume_loop(s.addr, &cfg, n, || s.proxy.log());
     let stats = s.proxy.stats();
     let hits = resumed.iter().filter(|r| **r).count();
-    assert_eq!(hits, n, "{hits} of {n} TLS 1.2 connections resumed ({resumed:?}): {stats:#}");
+    assert_eq!(
+        hits, n,
+        "{hits} of {n} TLS 1.2 connections resumed ({resumed:?}): {stats:#}"
+    );
     let per = per_shard(&stats, "vserver", "v1", "resumed");
-    assert!(per.iter().all(|r| *r > 0), "resumptions did not happen on every shard: {per:?}");
+    assert!(
+        per.iter().all(|r| *r > 0),
+        "resumptions did not happen on every shard: {per:?}"
+    );
 }
 
 fn run_check(config: &Path) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardtls")).args(["check", "-c"]).arg(config).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 // 10. `shardtls check` accepts a good file and reports FILE:LINE: reason for a bad one.
@@ -704,10 +817,16 @@ fn check_reports_file_line_reason() {
         let hit = err.lines().chain(out.lines()).find(|l| l.starts_with(&prefix));
         let hit = hit.unwrap_or_else(|| panic!("no error for line {line} in:\n{out}{err}"));
         let reason = hit[prefix.len()..].to_lowercase();
-        assert!(words.iter().any(|w| reason.contains(&w.to_lowercase())), "line {line}: reason should mention {words:?}: {hit}");
+        assert!(
+            words.iter().any(|w| reason.contains(&w.to_lowercase())),
+            "line {line}: reason should mention {words:?}: {hit}"
+        );
     }
     for line in [1, 2, 4, 6] {
-        assert!(!err.contains(&format!("{file}:{line}: ")), "error reported for good line {line}:\n{err}");
+        assert!(
+            !err.contains(&format!("{file}:{line}: ")),
+            "error reported for good line {line}:\n{err}"
+        );
     }
     // Unreadable file itself.
     let (code, _, err) = run_check(&pki.path("no-such.conf"));
@@ -729,7 +848,11 @@ fn max_clients_refuses_extra_connection() {
     let third = Client::connect(s.addr, "site.test", cfg.clone()).and_then(|mut c| c.echo(b"c1"));
     assert!(third.is_err(), "third concurrent connection was served: {third:?}");
     // Closed at once, not left hanging until the client's own timeout.
-    assert!(t0.elapsed() < Duration::from_secs(2), "third connection hung for {:?}: {third:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "third connection hung for {:?}: {third:?}",
+        t0.elapsed()
+    );
 
     assert_eq!(a.echo(b"a2").unwrap(), b"a2");
     assert_eq!(b.echo(b"b2").unwrap(), b"b2");
@@ -739,7 +862,9 @@ fn max_clients_refuses_extra_connection() {
     // Once one closes, a new connection gets its place.
     a.close();
     let ok = wait_for(Duration::from_secs(3), || {
-        Client::connect(s.addr, "site.test", cfg.clone()).and_then(|mut c| c.echo(b"d1")).is_ok_and(|d| d == b"d1")
+        Client::connect(s.addr, "site.test", cfg.clone())
+            .and_then(|mut c| c.echo(b"d1"))
+            .is_ok_and(|d| d == b"d1")
     });
     assert!(ok, "no connection accepted after one closed\n{}", s.proxy.log());
     assert_eq!(b.echo(b"b3").unwrap(), b"b3");

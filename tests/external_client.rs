@@ -45,11 +45,21 @@ fn setup() -> Setup {
         origin.local_addr().port(),
     );
     let proxy = Proxy::start(&config, 2);
-    Setup { pki, _origin: origin, proxy, addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+    Setup {
+        pki,
+        _origin: origin,
+        proxy,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
 }
 
 fn have(program: &str, arg: &str) -> bool {
-    Command::new(program).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Collect a child's stdout and stderr into one shared string.
@@ -92,7 +102,16 @@ fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitSt
 fn s_client(s: &Setup, version_flag: &str, name: &str) -> String {
     let ca = s.pki.ca_file();
     let mut child = Command::new("openssl")
-        .args(["s_client", version_flag, "-connect", &s.addr.to_string(), "-servername", name, "-verify_hostname", name])
+        .args([
+            "s_client",
+            version_flag,
+            "-connect",
+            &s.addr.to_string(),
+            "-servername",
+            name,
+            "-verify_hostname",
+            name,
+        ])
         .arg("-CAfile")
         .arg(&ca)
         .stdin(Stdio::piped())
@@ -102,7 +121,12 @@ fn s_client(s: &Setup, version_flag: &str, name: &str) -> String {
         .unwrap();
     let out = collect(&mut child);
     let line = format!("hello from openssl {name} {version_flag}");
-    child.stdin.as_mut().unwrap().write_all(format!("{line}\n").as_bytes()).unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap();
     let t0 = Instant::now();
     let mut done = false;
     while t0.elapsed() < Duration::from_secs(8) {
@@ -123,7 +147,11 @@ fn s_client(s: &Setup, version_flag: &str, name: &str) -> String {
     let status = wait_exit(&mut child, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(50));
     let text = out.lock().unwrap().clone();
-    assert!(done, "s_client {version_flag} {name}: no echo or no verification (exit {status:?}):\n{text}\n{}", s.proxy.log());
+    assert!(
+        done,
+        "s_client {version_flag} {name}: no echo or no verification (exit {status:?}):\n{text}\n{}",
+        s.proxy.log()
+    );
     assert!(status.is_some(), "s_client did not exit after end of input:\n{text}");
     text
 }
@@ -139,24 +167,48 @@ fn openssl_s_client_through_proxy() {
     for (flag, proto) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
         for name in ["site.test", "other.test"] {
             let text = s_client(&s, flag, name);
-            assert!(text.contains("Verify return code: 0 (ok)"), "{flag} {name}: verification failed:\n{text}");
-            assert!(text.contains(&format!("New, {proto}")), "{flag} {name}: not {proto}:\n{text}");
-            assert!(text.contains(&format!("subject=CN = {name}")) || text.contains(name), "{flag} {name}:\n{text}");
+            assert!(
+                text.contains("Verify return code: 0 (ok)"),
+                "{flag} {name}: verification failed:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("New, {proto}")),
+                "{flag} {name}: not {proto}:\n{text}"
+            );
+            assert!(
+                text.contains(&format!("subject=CN = {name}")) || text.contains(name),
+                "{flag} {name}:\n{text}"
+            );
         }
     }
     // A name the proxy has no certificate for gets the default one, which
     // fails hostname verification.
     let ca = s.pki.ca_file();
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &s.addr.to_string(), "-servername", "nobody.test", "-verify_hostname", "nobody.test"])
+        .args([
+            "s_client",
+            "-connect",
+            &s.addr.to_string(),
+            "-servername",
+            "nobody.test",
+            "-verify_hostname",
+            "nobody.test",
+        ])
         .args(["-verify_return_error", "-CAfile"])
         .arg(&ca)
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!out.status.success(), "hostname mismatch accepted:\n{text}");
-    assert!(text.contains("Hostname mismatch") || text.contains("verify error"), "{text}");
+    assert!(
+        text.contains("Hostname mismatch") || text.contains("verify error"),
+        "{text}"
+    );
 }
 
 const PY_CLIENT: &str = r#"
@@ -210,7 +262,11 @@ fn python_ssl_through_proxy() {
             let status = wait_exit(&mut child, Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(50));
             let text = out.lock().unwrap().clone();
-            assert!(status.is_some_and(|s| s.success()), "python {version} {name} failed ({status:?}):\n{text}\n{}", s.proxy.log());
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "python {version} {name} failed ({status:?}):\n{text}\n{}",
+                s.proxy.log()
+            );
             assert!(text.contains(&format!("version {proto}")), "{text}");
             assert!(text.contains(&format!("cn {name}")), "{text}");
             assert!(text.contains("echo ok"), "{text}");
