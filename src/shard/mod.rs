@@ -170,6 +170,14 @@ impl Shard {
         (killed, ch.draining)
     }
 
+    /// Close every connection of entities that left the configuration.
+    fn close_removed(&self, gone: Vec<crate::config::EntityRef>) {
+        for e in gone {
+            let ids = self.core.borrow_mut().remove_entity(&e);
+            self.fire(ids, CloseReason::Disabled);
+        }
+    }
+
     /// Apply a snapshot: new epochs, disables, removals, listeners.
     pub fn apply(self: &Rc<Self>, snap: &Snapshot) -> ShardReply {
         let started = Instant::now();
@@ -200,17 +208,14 @@ impl Shard {
                 }),
             );
         }
-        let removed: Vec<_> = self
+        let gone: Vec<_> = self
             .pools
             .borrow()
             .iter()
             .filter(|(n, _)| !snap.pools.contains_key(*n))
             .map(|(_, p)| p.spec.entity.clone())
             .collect();
-        for e in removed {
-            let ids = self.core.borrow_mut().remove_entity(&e);
-            self.fire(ids, CloseReason::Disabled);
-        }
+        self.close_removed(gone);
         *self.pools.borrow_mut() = pools;
 
         let mut vservers = HashMap::new();
@@ -236,17 +241,14 @@ impl Shard {
                 }),
             );
         }
-        let removed: Vec<_> = self
+        let gone: Vec<_> = self
             .vservers
             .borrow()
             .iter()
             .filter(|(n, _)| !snap.vservers.contains_key(*n))
             .map(|(_, v)| v.spec.entity.clone())
             .collect();
-        for e in removed {
-            let ids = self.core.borrow_mut().remove_entity(&e);
-            self.fire(ids, CloseReason::Disabled);
-        }
+        self.close_removed(gone);
         *self.vservers.borrow_mut() = vservers;
         self.sync_listeners(&mut errors);
 
