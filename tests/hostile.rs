@@ -1069,3 +1069,120 @@ fn dead_group_member_is_skipped_and_the_others_keep_serving() {
     }
     assert_no_panic(&proxy);
 }
+
+/// Members `stats` reports down on any shard.
+fn members_down(stats: &serde_json::Value) -> Vec<String> {
+    let mut v: Vec<String> = stats["shards"]
+        .as_array()
+        .map(|shards| {
+            shards
+                .iter()
+                .flat_map(|s| s["members_down"].as_array().cloned().unwrap_or_default())
+                .filter_map(|m| m.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.dedup();
+    v
+}
+
+#[test]
+fn down_member_is_probed_and_back_in_service_without_client_traffic() {
+    let pki = Pki::new();
+    let port = free_port();
+    let dead = free_port();
+    let member = lo(dead).to_string();
+    let targets = format!("add service svc 127.0.0.1 {dead} TCP -healthInterval 1 -healthRetries 2\n");
+    let cfg = vserver_config(&pki, port, &targets, "svc", "");
+    let proxy = Proxy::start(&cfg, 1);
+    // Two refused connects in a row mark the member down (not one).
+    for i in 0..2 {
+        assert!(members_down(&proxy.stats()).is_empty(), "down after {i} failures");
+        let mut c = Client::connect(lo(port), "www.test", pki.client_config()).expect("handshake");
+        expect_close_notify(&mut c, Duration::from_secs(3)).unwrap();
+    }
+    assert!(
+        wait_for(Duration::from_secs(2), || members_down(&proxy.stats())
+            == vec![member.clone()]),
+        "member not marked down: {:#}",
+        proxy.stats()
+    );
+    log_line_with(&proxy, &["marked down", &member]).unwrap();
+    // While it is down, a client is refused at once, without a connect.
+    let t0 = Instant::now();
+    let mut c = Client::connect(lo(port), "www.test", pki.client_config()).expect("handshake");
+    expect_close_notify(&mut c, Duration::from_secs(3)).unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(1), "refusal took {:?}", t0.elapsed());
+
+    // The member comes back; the probe finds it with no client traffic.
+    let be = shardtls::origin::spawn(shardtls::origin::OriginConfig {
+        listen: lo(dead),
+        mode: OriginMode::Echo,
+        response_size: 64,
+        tls: None,
+        threads: 1,
+    })
+    .expect("back end on the dead port");
+    assert!(
+        wait_for(Duration::from_secs(4), || members_down(&proxy.stats()).is_empty()),
+        "member still down 4 s after it came back (interval 1 s): {:#}",
+        proxy.stats()
+    );
+    assert!(be.connections() >= 1, "no probe reached the back end");
+    let probes: u64 = per_shard(&proxy.stats(), "health_probes").iter().sum();
+    assert!(probes >= 1, "no health probe counted");
+    log_line_with(&proxy, &["up again", &member]).unwrap();
+    let before = be.connections();
+    let (c, _) = try_echo(port, pki.client_config()).expect("served once the member is up");
+    c.close();
+    assert!(be.connections() > before);
+    assert_no_panic(&proxy);
+}
+
+#[test]
+fn tls_member_with_a_wrong_certificate_stays_down_while_probed() {
+    let pki = Pki::new();
+    let port = free_port();
+    let stranger = Pki::new();
+    let (bc, bk, _) = stranger.issue("backend", &["api.internal"]);
+    let be = tls_backend(OriginMode::Echo, server_config_from(&bc, &bk));
+    let member = be.local_addr().to_string();
+    let targets = format!(
+        "add ssl certKey backend-ca -cert {}\n\
+         add service api 127.0.0.1 {} SSL_TCP -healthInterval 1 -healthRetries 1\n\
+         set ssl service api -serverAuth ENABLED -commonName api.internal\n\
+         bind ssl service api -certkeyName backend-ca -CA\n",
+        p(&pki.ca_file()),
+        be.local_addr().port()
+    );
+    let cfg = vserver_config(&pki, port, &targets, "api", "");
+    let proxy = Proxy::start(&cfg, 1);
+    let mut c = Client::connect(lo(port), "www.test", pki.client_config()).expect("handshake");
+    expect_close_notify(&mut c, Duration::from_secs(3)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(2), || members_down(&proxy.stats())
+            == vec![member.clone()]),
+        "member not marked down: {:#}",
+        proxy.stats()
+    );
+    // The port answers, but the probe's handshake fails verification each time.
+    assert!(
+        wait_for(Duration::from_secs(5), || per_shard(&proxy.stats(), "health_probes")
+            .iter()
+            .sum::<u64>()
+            >= 2),
+        "fewer than 2 probes in 5 s with a 1 s interval: {:#}",
+        proxy.stats()
+    );
+    assert_eq!(
+        members_down(&proxy.stats()),
+        vec![member.clone()],
+        "a TCP-only probe let it up"
+    );
+    assert!(
+        be.connections() >= 3,
+        "probes did not reach the back end: {}",
+        be.connections()
+    );
+    assert_no_panic(&proxy);
+}

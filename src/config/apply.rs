@@ -706,7 +706,7 @@ impl Model {
                 name,
                 addr,
                 proto,
-                health_interval,
+                health,
             } => {
                 self.backend_name_free(name)?;
                 if let Some(other) = self.services.values().find(|s| s.addr == *addr && s.proto == *proto) {
@@ -723,7 +723,7 @@ impl Model {
                         addr: *addr,
                         proto: *proto,
                         enabled: true,
-                        health_interval: *health_interval,
+                        health: *health,
                         ssl_profile: None,
                         params: SslParams::default(),
                         bindings: SslBindings::default(),
@@ -731,11 +731,7 @@ impl Model {
                 );
                 Ok(self.added(EntityRef::new(EntityKind::Service, name)))
             }
-            Command::AddServiceGroup {
-                name,
-                proto,
-                health_interval,
-            } => {
+            Command::AddServiceGroup { name, proto, health } => {
                 self.backend_name_free(name)?;
                 self.service_groups.insert(
                     name.clone(),
@@ -744,7 +740,7 @@ impl Model {
                         proto: *proto,
                         enabled: true,
                         members: vec![],
-                        health_interval: *health_interval,
+                        health: *health,
                         ssl_profile: None,
                         params: SslParams::default(),
                         bindings: SslBindings::default(),

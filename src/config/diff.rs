@@ -333,7 +333,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
 struct View<'a> {
     addr: Option<std::net::SocketAddr>,
     proto: Option<BackendProto>,
-    health: Option<u32>,
+    health: HealthFlags,
     enabled: bool,
     profile: &'a Option<String>,
     params: &'a SslParams,
@@ -350,7 +350,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
             View {
                 addr: Some(v.addr),
                 proto: None,
-                health: None,
+                health: HealthFlags::default(),
                 enabled: v.enabled,
                 profile: &v.ssl_profile,
                 params: &v.params,
@@ -366,7 +366,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
             View {
                 addr: Some(s.addr),
                 proto: Some(s.proto),
-                health: s.health_interval,
+                health: s.health,
                 enabled: s.enabled,
                 profile: &s.ssl_profile,
                 params: &s.params,
@@ -382,7 +382,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
             View {
                 addr: None,
                 proto: Some(g.proto),
-                health: g.health_interval,
+                health: g.health,
                 enabled: g.enabled,
                 profile: &g.ssl_profile,
                 params: &g.params,

@@ -339,6 +339,18 @@ impl BackendProto {
     }
 }
 
+/// Health checking of a service's or serviceGroup's members; `None` means
+/// the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HealthFlags {
+    /// `-healthInterval SECONDS`: time between probes of a member that is
+    /// down (default 5).
+    pub interval: Option<u32>,
+    /// `-healthRetries N`: failures in a row that mark a member down
+    /// (default 3).
+    pub retries: Option<u32>,
+}
+
 /// `add service S IP PORT TCP|SSL_TCP`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
@@ -346,9 +358,8 @@ pub struct Service {
     pub addr: SocketAddr,
     pub proto: BackendProto,
     pub enabled: bool,
-    /// `-healthInterval S`: how long a failing member is skipped before it is
-    /// tried again; `None`: the default (5 s).
-    pub health_interval: Option<u32>,
+    /// `-healthInterval S -healthRetries N`.
+    pub health: HealthFlags,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,
@@ -362,7 +373,7 @@ pub struct ServiceGroup {
     pub enabled: bool,
     pub members: Vec<SocketAddr>,
     /// As for a service.
-    pub health_interval: Option<u32>,
+    pub health: HealthFlags,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,

@@ -15,7 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::lexer::{quote_word, split_words};
-use super::model::{BackendProto, CipherRef, CipherSuiteName, ClientCertMode, Curve, EntityKind, EntityRef, SslParams};
+use super::model::{
+    BackendProto, CipherRef, CipherSuiteName, ClientCertMode, Curve, EntityKind, EntityRef, HealthFlags, SslParams,
+};
 
 /// Longest entity name accepted, as on the ADC.
 pub const MAX_NAME_LEN: usize = 127;
@@ -175,12 +177,12 @@ pub enum Command {
         name: String,
         addr: SocketAddr,
         proto: BackendProto,
-        health_interval: Option<u32>,
+        health: HealthFlags,
     },
     AddServiceGroup {
         name: String,
         proto: BackendProto,
-        health_interval: Option<u32>,
+        health: HealthFlags,
     },
     BindServiceGroupMember {
         name: String,
@@ -442,17 +444,13 @@ fn parse_add(c: &mut Cursor<'_>) -> Result<Command, String> {
                 name,
                 addr: SocketAddr::new(ip, port),
                 proto,
-                health_interval: parse_health_flags(c)?,
+                health: parse_health_flags(c)?,
             }
         }
         ObjectKind::ServiceGroup => {
             let proto = parse_proto(c.next().ok_or("missing protocol TCP or SSL_TCP")?)?;
-            let health_interval = parse_health_flags(c)?;
-            Command::AddServiceGroup {
-                name,
-                proto,
-                health_interval,
-            }
+            let health = parse_health_flags(c)?;
+            Command::AddServiceGroup { name, proto, health }
         }
     })
 }
@@ -482,16 +480,32 @@ fn parse_cert_flags(c: &mut Cursor<'_>, name: &str) -> Result<(PathBuf, Option<P
     Ok((cert, key))
 }
 
-/// `[-healthInterval SECONDS]` after `add service` / `add serviceGroup`.
-fn parse_health_flags(c: &mut Cursor<'_>) -> Result<Option<u32>, String> {
-    let mut interval = None;
+/// `[-healthInterval SECONDS] [-healthRetries N]` after `add service` /
+/// `add serviceGroup`.
+fn parse_health_flags(c: &mut Cursor<'_>) -> Result<HealthFlags, String> {
+    let mut health = HealthFlags::default();
     while let Some((flag, orig)) = c.flag()? {
         match flag.as_str() {
-            "-healthinterval" => interval = Some(parse_num(c.value(orig)?, orig, 1, 3600)?),
-            _ => return Err(format!("unknown flag '{orig}' (expected -healthInterval)")),
+            "-healthinterval" => health.interval = Some(parse_num(c.value(orig)?, orig, 1, 3600)?),
+            "-healthretries" => health.retries = Some(parse_num(c.value(orig)?, orig, 1, 100)?),
+            _ => {
+                return Err(format!(
+                    "unknown flag '{orig}' (expected -healthInterval or -healthRetries)"
+                ))
+            }
         }
     }
-    Ok(interval)
+    Ok(health)
+}
+
+fn write_health_flags(f: &mut fmt::Formatter<'_>, health: &HealthFlags) -> fmt::Result {
+    if let Some(s) = health.interval {
+        write!(f, " -healthInterval {s}")?;
+    }
+    if let Some(n) = health.retries {
+        write!(f, " -healthRetries {n}")?;
+    }
+    Ok(())
 }
 
 fn parse_lb_flags(c: &mut Cursor<'_>) -> Result<(Option<u32>, Option<u32>), String> {
@@ -1052,7 +1066,7 @@ impl fmt::Display for Command {
                 name,
                 addr,
                 proto,
-                health_interval,
+                health,
             } => {
                 write!(
                     f,
@@ -1062,21 +1076,11 @@ impl fmt::Display for Command {
                     addr.port(),
                     proto.keyword()
                 )?;
-                if let Some(s) = health_interval {
-                    write!(f, " -healthInterval {s}")?;
-                }
-                Ok(())
+                write_health_flags(f, health)
             }
-            Command::AddServiceGroup {
-                name,
-                proto,
-                health_interval,
-            } => {
+            Command::AddServiceGroup { name, proto, health } => {
                 write!(f, "add serviceGroup {} {}", q(name), proto.keyword())?;
-                if let Some(s) = health_interval {
-                    write!(f, " -healthInterval {s}")?;
-                }
-                Ok(())
+                write_health_flags(f, health)
             }
             Command::BindServiceGroupMember { name, addr } => {
                 write!(f, "bind serviceGroup {} {} {}", q(name), addr.ip(), addr.port())
@@ -1450,7 +1454,7 @@ mod tests {
                 name: "s1".into(),
                 addr: addr("192.168.1.5:8443"),
                 proto: BackendProto::SslTcp,
-                health_interval: None,
+                health: HealthFlags::default(),
             }
         );
         round_trip(&c);
@@ -1460,7 +1464,7 @@ mod tests {
                 name: "s1".into(),
                 addr: addr("192.168.1.5:80"),
                 proto: BackendProto::Tcp,
-                health_interval: None,
+                health: HealthFlags::default(),
             }
         });
         assert!(err("add service s1 192.168.1.5 80 UDP").contains("bad protocol 'UDP'"));
@@ -1485,7 +1489,7 @@ mod tests {
             Command::AddServiceGroup {
                 name: "g".into(),
                 proto: BackendProto::Tcp,
-                health_interval: None,
+                health: HealthFlags::default(),
             }
         );
         round_trip(&c);
@@ -1574,7 +1578,7 @@ mod health_interval_tests {
             .unwrap()
             .unwrap();
         match &c {
-            Command::AddService { health_interval, .. } => assert_eq!(*health_interval, Some(30)),
+            Command::AddService { health, .. } => assert_eq!(health.interval, Some(30)),
             other => panic!("{other:?}"),
         }
         assert_eq!(c.to_string(), "add service s1 10.0.0.1 80 TCP -healthInterval 30");
@@ -1585,6 +1589,22 @@ mod health_interval_tests {
         assert!(parse_line("add service s1 10.0.0.1 80 TCP -healthInterval 0").is_err());
         assert!(parse_line("add service s1 10.0.0.1 80 TCP -healthInterval").is_err());
         assert!(parse_line("add service s1 10.0.0.1 80 TCP -bogus 1").is_err());
+        let both = parse_line("add serviceGroup g TCP -healthRetries 5 -healthInterval 2")
+            .unwrap()
+            .unwrap();
+        match &both {
+            Command::AddServiceGroup { health, .. } => {
+                assert_eq!((health.interval, health.retries), (Some(2), Some(5)))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            both.to_string(),
+            "add serviceGroup g TCP -healthInterval 2 -healthRetries 5"
+        );
+        assert!(parse_line("add service s1 10.0.0.1 80 TCP -healthRetries 0").is_err());
+        assert!(parse_line("add service s1 10.0.0.1 80 TCP -healthRetries 101").is_err());
+        assert!(parse_line("add service s1 10.0.0.1 80 TCP -healthRetries x").is_err());
         let plain = parse_line("add service s1 10.0.0.1 80 TCP").unwrap().unwrap();
         assert_eq!(plain.to_string(), "add service s1 10.0.0.1 80 TCP");
     }

@@ -68,14 +68,14 @@ impl Model {
                 name: s.name.clone(),
                 addr: s.addr,
                 proto: s.proto,
-                health_interval: s.health_interval,
+                health: s.health,
             });
         }
         for g in self.service_groups.values() {
             out.push(Command::AddServiceGroup {
                 name: g.name.clone(),
                 proto: g.proto,
-                health_interval: g.health_interval,
+                health: g.health,
             });
             for m in &g.members {
                 out.push(Command::BindServiceGroupMember {

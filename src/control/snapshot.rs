@@ -42,8 +42,8 @@ pub struct PoolSpec {
     /// `Some` for SSL_TCP back ends.
     pub tls: Option<Arc<BackendSpec>>,
     pub connect_timeout: Duration,
-    /// How long a member that keeps failing is skipped (`-healthInterval`).
-    pub retry_down_after: Duration,
+    /// When a member is marked down and how it is probed back up.
+    pub health: HealthPolicy,
 }
 
 /// What one accepted change asks of the shards, beyond the new specs.
@@ -65,8 +65,28 @@ pub struct Snapshot {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Seconds a failing member is skipped when `-healthInterval` is not set.
+/// Seconds between probes of a down member when `-healthInterval` is not set.
 pub const DEFAULT_HEALTH_INTERVAL: u32 = 5;
+/// Failures in a row that mark a member down when `-healthRetries` is not set.
+pub const DEFAULT_HEALTH_RETRIES: u32 = 3;
+
+/// Health checking of one pool's members (`-healthInterval`, `-healthRetries`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPolicy {
+    /// Failures in a row (connect, TLS handshake) that mark a member down.
+    pub down_after: u32,
+    /// Time between probes of a member that is down.
+    pub probe_interval: Duration,
+}
+
+impl HealthPolicy {
+    pub fn from_flags(flags: crate::config::HealthFlags) -> Self {
+        HealthPolicy {
+            down_after: flags.retries.unwrap_or(DEFAULT_HEALTH_RETRIES),
+            probe_interval: Duration::from_secs(flags.interval.unwrap_or(DEFAULT_HEALTH_INTERVAL).into()),
+        }
+    }
+}
 
 fn epoch_of(model: &Model, e: &EntityRef) -> Epoch {
     model.epochs.get(e).copied().unwrap_or(1)
@@ -118,7 +138,7 @@ impl Snapshot {
         let mut add_pool = |name: &str,
                             kind: EntityKind,
                             enabled: bool,
-                            health: Option<u32>,
+                            health: crate::config::HealthFlags,
                             members: Vec<SocketAddr>,
                             proto: BackendProto,
                             params: &crate::config::SslParams,
@@ -158,7 +178,7 @@ impl Snapshot {
                     members,
                     tls,
                     connect_timeout: CONNECT_TIMEOUT,
-                    retry_down_after: Duration::from_secs(health.unwrap_or(DEFAULT_HEALTH_INTERVAL).into()),
+                    health: HealthPolicy::from_flags(health),
                 }),
             );
             Ok(())
@@ -168,7 +188,7 @@ impl Snapshot {
                 name,
                 EntityKind::Service,
                 s.enabled,
-                s.health_interval,
+                s.health,
                 vec![s.addr],
                 s.proto,
                 &s.params,
@@ -181,7 +201,7 @@ impl Snapshot {
                 name,
                 EntityKind::ServiceGroup,
                 g.enabled,
-                g.health_interval,
+                g.health,
                 g.members.clone(),
                 g.proto,
                 &g.params,

@@ -79,6 +79,8 @@ pub(crate) struct ShellCounters {
     pub accepted: Cell<u64>,
     pub refused: Cell<u64>,
     pub backend_failures: Cell<u64>,
+    /// Health probes sent to members marked down.
+    pub health_probes: Cell<u64>,
     pub bytes_up: Cell<u64>,
     pub bytes_down: Cell<u64>,
 }
@@ -95,7 +97,7 @@ pub struct Shard {
     listeners: RefCell<HashMap<Arc<str>, Listening>>,
     pools: RefCell<HashMap<Arc<str>, Rc<ShardPool>>>,
     pub(crate) counters: ShellCounters,
-    /// Passive health of back-end members, by address.
+    /// Health of back-end members, by address (see `upstream`).
     health: RefCell<HashMap<std::net::SocketAddr, upstream::MemberHealth>>,
     /// Client connections open on this shard.
     live: Cell<usize>,
@@ -142,6 +144,11 @@ impl Shard {
 
     pub(crate) fn vserver(&self, name: &str) -> Option<Rc<ShardVserver>> {
         self.vservers.borrow().get(name).cloned()
+    }
+
+    /// SIGTERM has started: no new connections, no new probes.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.get()
     }
 
     pub(crate) fn pool(&self, name: &str) -> Option<Rc<ShardPool>> {
@@ -314,6 +321,8 @@ impl Shard {
             "accepted": c.accepted.get(),
             "refused": c.refused.get(),
             "backend_failures": c.backend_failures.get(),
+            "health_probes": c.health_probes.get(),
+            "members_down": self.members_down().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "bytes_client_to_backend": c.bytes_up.get(),
             "bytes_backend_to_client": c.bytes_down.get(),
             "core": core,

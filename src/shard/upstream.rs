@@ -8,14 +8,19 @@
 //! with the shard core under the pool's entity, so epoch changes and
 //! `disable` reach it (R2, R4, R7).
 //!
-//! Health is passive and per shard: a member that fails
-//! [`DOWN_AFTER_FAILURES`] times in a row is skipped for its pool's
-//! `-healthInterval` (default 5 s), then tried again by the next connection; when every
-//! member is down, new connections are refused at once instead of queueing.
+//! Health is kept per shard. A member whose connect or TLS handshake fails
+//! `-healthRetries` times in a row (default 3) is marked down: live traffic
+//! skips it, and a probe task of this shard tries it every `-healthInterval`
+//! seconds (default 5) — a TCP connect for a TCP pool, a full TLS handshake
+//! (certificate verified) for an SSL_TCP pool — and marks it up on the first
+//! success. When every member is down, new connections are refused at once
+//! instead of queueing. A probe stops when its member leaves the
+//! configuration or the shard drains.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
@@ -49,62 +54,138 @@ impl Backend {
     }
 }
 
-/// Consecutive failures after which a member is marked down.
-pub(crate) const DOWN_AFTER_FAILURES: u32 = 3;
-
-/// Passive health of one back-end member, as this shard saw it.
-#[derive(Debug, Default, Clone, Copy)]
+/// Health of one back-end member, as this shard saw it.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct MemberHealth {
+    /// Failures in a row since the last success.
     failures: u32,
-    down_until: Option<Instant>,
+    /// Marked down: skipped by traffic while a probe task tries it.
+    down: bool,
 }
 
 impl Shard {
-    fn member_up(&self, addr: SocketAddr, now: Instant) -> bool {
-        self.health
-            .borrow()
-            .get(&addr)
-            .and_then(|h| h.down_until)
-            .is_none_or(|t| t <= now)
+    fn member_up(&self, addr: SocketAddr) -> bool {
+        self.health.borrow().get(&addr).is_none_or(|h| !h.down)
     }
 
-    fn member_failed(&self, addr: SocketAddr, retry_after: Duration, why: &str) {
-        let now = Instant::now();
-        let mut health = self.health.borrow_mut();
-        let h = health.entry(addr).or_default();
-        h.failures += 1;
-        if h.failures >= DOWN_AFTER_FAILURES && h.down_until.is_none_or(|t| t <= now) {
-            h.down_until = Some(now + retry_after);
+    /// Members this shard has marked down, for statistics.
+    pub(crate) fn members_down(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = self
+            .health
+            .borrow()
+            .iter()
+            .filter(|(_, h)| h.down)
+            .map(|(a, _)| *a)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Count a failure of `addr` in `pool`; the one that reaches the pool's
+    /// `-healthRetries` marks the member down and starts its probe.
+    fn member_failed(self: &Rc<Self>, pool: &ShardPool, addr: SocketAddr, why: &str) {
+        let policy = pool.spec.health;
+        {
+            let mut health = self.health.borrow_mut();
+            let h = health.entry(addr).or_default();
+            h.failures += 1;
+            if h.down || h.failures < policy.down_after {
+                return;
+            }
+            h.down = true;
             warn!(
                 shard = self.id,
                 member = %addr,
                 failures = h.failures,
-                "back-end member marked down ({why}); retried in {} s",
-                retry_after.as_secs()
+                "back-end member marked down ({why}); probed every {} s",
+                policy.probe_interval.as_secs()
             );
+        }
+        glommio::spawn_local(probe_until_up(self.clone(), pool.spec.entity.name.clone(), addr)).detach();
+    }
+
+    fn member_ok(&self, addr: SocketAddr, how: &str) {
+        let mut health = self.health.borrow_mut();
+        if let Some(h) = health.remove(&addr) {
+            if h.down {
+                info!(shard = self.id, member = %addr, "back-end member is up again ({how})");
+            }
         }
     }
 
-    fn member_ok(&self, addr: SocketAddr) {
-        let mut health = self.health.borrow_mut();
-        if let Some(h) = health.remove(&addr) {
-            if h.down_until.is_some() {
-                info!(shard = self.id, member = %addr, "back-end member is up again");
-            }
+    /// The pool a probe of `addr` should use: `preferred` while it still
+    /// has the member, else any pool that has it.
+    fn pool_with_member(&self, preferred: &str, addr: SocketAddr) -> Option<Rc<ShardPool>> {
+        let pools = self.pools.borrow();
+        if let Some(p) = pools.get(preferred).filter(|p| p.spec.members.contains(&addr)) {
+            return Some(p.clone());
         }
+        pools.values().find(|p| p.spec.members.contains(&addr)).cloned()
+    }
+}
+
+/// Probe a down member every `-healthInterval` until it answers, it leaves
+/// the configuration, or the shard drains.
+async fn probe_until_up(shard: Rc<Shard>, pool_name: Arc<str>, addr: SocketAddr) {
+    loop {
+        let Some(pool) = shard.pool_with_member(&pool_name, addr) else {
+            shard.health.borrow_mut().remove(&addr);
+            debug!(shard = shard.id, member = %addr, "member left the configuration; probe stopped");
+            return;
+        };
+        let interval = pool.spec.health.probe_interval;
+        drop(pool);
+        glommio::timer::sleep(interval).await;
+        if shard.is_draining() || shard.member_up(addr) {
+            return;
+        }
+        let Some(pool) = shard.pool_with_member(&pool_name, addr) else {
+            continue;
+        };
+        shard.counters.health_probes.set(shard.counters.health_probes.get() + 1);
+        match probe(&pool, addr).await {
+            Ok(()) => {
+                shard.member_ok(addr, "health probe passed");
+                return;
+            }
+            Err(e) => debug!(shard = shard.id, member = %addr, "health probe failed: {e}"),
+        }
+    }
+}
+
+/// One probe: a TCP connect, plus a verified TLS handshake and close_notify
+/// for an SSL_TCP pool.
+async fn probe(pool: &ShardPool, addr: SocketAddr) -> Result<(), String> {
+    let stream = TcpStream::connect_timeout(addr, pool.spec.connect_timeout)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (Some(tls), Some(spec)) = (&pool.tls, pool.spec.tls.as_ref()) else {
+        return Ok(());
+    };
+    let mut leg = Leg::client(stream, tls.config.clone(), spec.server_name(addr)).map_err(|e| e.to_string())?;
+    let handshake = async {
+        std::future::poll_fn(|cx| leg.poll_handshake(cx)).await?;
+        std::future::poll_fn(|cx| leg.poll_shutdown(cx)).await
+    };
+    match glommio::timer::timeout(pool.spec.policy.handshake_timeout, async {
+        handshake.await.map_err(glommio::GlommioError::IoError)
+    })
+    .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!("TLS handshake: {e}")),
     }
 }
 
 /// Members of the vserver's enabled pools, and how many of them are down.
 fn candidates(shard: &Shard, vs: &ShardVserver) -> (Vec<(Rc<ShardPool>, SocketAddr)>, usize) {
-    let now = Instant::now();
     let mut out = Vec::new();
     let mut down = 0;
     for t in &vs.spec.targets {
         if let Some(p) = shard.pool(t) {
             if p.spec.enabled {
                 for m in &p.spec.members {
-                    if shard.member_up(*m, now) {
+                    if shard.member_up(*m) {
                         out.push((p.clone(), *m));
                     } else {
                         down += 1;
@@ -136,11 +217,11 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
         let (pool, addr) = &members[(start + i) % members.len()];
         match try_member(shard, pool, *addr, signal).await {
             Ok(b) => {
-                shard.member_ok(*addr);
+                shard.member_ok(*addr, "connected");
                 return Ok(b);
             }
             Err(e) => {
-                shard.member_failed(*addr, pool.spec.retry_down_after, &e);
+                shard.member_failed(pool, *addr, &e);
                 shard
                     .counters
                     .backend_failures
