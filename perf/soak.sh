@@ -2,20 +2,27 @@
 # Soak: mixed load for SOAK_SECS (default 3600) against shardtls with two
 # shards, while every second a configuration change of another kind is
 # applied (certificate rotation, cipher binding, curve binding, SSL
-# parameter, profile) and a back end is killed and restarted every
-# KILL_EVERY seconds (default 60). Load, all at once:
+# parameter, profile; on the back-end side: the SSL_TCP service's curve,
+# protocol versions and trusted CA) and a back end is killed and restarted
+# every KILL_EVERY seconds (default 60). Load, all at once:
 #   - `bench rotate`: new handshakes, resumptions and kept-alive requests on
 #     vserver `stable` while the changes run (invariants: no error on an
 #     established connection, no resumption across a change);
 #   - `bench bulk`: long transfers on vserver `churn`, whose back end is the
 #     one killed and restarted (its errors are expected and counted apart);
-#   - `bench idle`: IDLE connections held open on `stable`.
+#   - `bench idle`: IDLE connections held open on `stable`;
+#   - `bench latency`: kept-alive requests on vserver `secure`, whose back
+#     end is re-encrypted TLS (SSL_TCP) and whose back-end settings change:
+#     established connections must not notice (no error).
 # Reports connections served, established connections lost to a change
 # (must be 0), resumptions across a change (must be 0), panics (must be 0),
-# and the proxy's memory at start and end. Exits non-zero on a broken
-# invariant.
+# and the proxy's memory at start, once all load is up (after the first
+# minute, or half the run if shorter) and at the end. Exits non-zero on a
+# broken invariant. The per-second progress goes to stderr and to
+# $SOAK_LOG (default: a file in the work folder, printed at the end).
 #
-# Usage: perf/soak.sh            (SOAK_SECS=20 KILL_EVERY=5 for a short run)
+# Usage: perf/soak.sh            (SOAK_SECS=20 KILL_EVERY=5 for a short run;
+#                                 KEEP=1 keeps the work folder with logs and JSON)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/shardtls}
@@ -29,7 +36,7 @@ cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -n "${CHURN_PID:-}" ] && kill "$CHURN_PID" 2>/dev/null || true
     wait 2>/dev/null || true
-    rm -rf "$WORK"
+    if [ -n "${KEEP:-}" ]; then echo "work folder kept: $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -37,8 +44,11 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 "$BIN" bench --gen-cert "$WORK/certs" > /dev/null
 cp "$WORK/certs/cert.pem" "$WORK/certs/cert-0.pem"; cp "$WORK/certs/key.pem" "$WORK/certs/key-0.pem"
-STABLE_B=$(port); CHURN_B=$(port); VS=$(port); VC=$(port)
+STABLE_B=$(port); CHURN_B=$(port); TLS_B=$(port); VS=$(port); VC=$(port); VT=$(port)
 "$BIN" backend --listen "127.0.0.1:$STABLE_B" --mode http > /dev/null 2>&1 & pids+=($!)
+"$BIN" backend --listen "127.0.0.1:$TLS_B" --mode http --tls-cert "$WORK/certs/cert.pem" \
+    --tls-key "$WORK/certs/key.pem" > /dev/null 2>&1 & pids+=($!)
+cp "$WORK/certs/ca.pem" "$WORK/certs/ca-0.pem"; cp "$WORK/certs/ca.pem" "$WORK/certs/ca-1.pem"
 start_churn() { "$BIN" backend --listen "127.0.0.1:$CHURN_B" --mode echo > /dev/null 2>&1 & CHURN_PID=$!; }
 start_churn
 
@@ -58,6 +68,13 @@ bind lb vserver stable stable_svc
 add lb vserver churn SSL_TCP 127.0.0.1 $VC
 bind ssl vserver churn -certkeyName site
 bind lb vserver churn churn_svc
+add ssl certKey backend_ca -cert certs/ca-0.pem
+add service tls_svc 127.0.0.1 $TLS_B SSL_TCP
+set ssl service tls_svc -serverAuth ENABLED -commonName localhost
+bind ssl service tls_svc -certkeyName backend_ca -CA
+add lb vserver secure SSL_TCP 127.0.0.1 $VT
+bind ssl vserver secure -certkeyName site
+bind lb vserver secure tls_svc
 CONF
 ADMIN="$WORK/admin.sock"
 SHARDTLS_LOG=warn "$BIN" run -c "$WORK/soak.conf" --shards 2 --admin "$ADMIN" > "$WORK/proxy.log" 2>&1 & PROXY=$!
@@ -79,9 +96,15 @@ changes=(
     --change "unbind ssl vserver stable -eccCurveName X25519"
     --change "set ssl profile fe -sessTimeout 300"
     --change "set ssl vserver stable -sessTimeout 302"
+    --change "bind ssl service tls_svc -eccCurveName X25519"
+    --change "update ssl certKey backend_ca -cert $C/ca-1.pem"
+    --change "set ssl service tls_svc -tls12 DISABLED"
+    --change "unbind ssl service tls_svc -eccCurveName X25519"
+    --change "update ssl certKey backend_ca -cert $C/ca-0.pem"
+    --change "set ssl service tls_svc -tls12 ENABLED"
 )
 common=(--sni localhost --ca "$WORK/certs/ca.pem" --warmup 0s --duration "${SOAK_SECS}s" --server-pid "$PROXY")
-"$BIN" bench rotate --target "127.0.0.1:$VS" --admin "$ADMIN" --interval 1s "${changes[@]}" \
+"$BIN" bench rotate --target "127.0.0.1:$VS" --admin "$ADMIN" --vserver stable --interval 1s "${changes[@]}" \
     --concurrency 8 --connections 4 "${common[@]}" --json --out "$WORK/rotate.json" > "$WORK/rotate.txt" 2>&1 &
 ROT=$!
 "$BIN" bench bulk --target "127.0.0.1:$VC" --direction both --connections 2 "${common[@]}" \
@@ -90,6 +113,13 @@ BULK=$!
 "$BIN" bench idle --target "127.0.0.1:$VS" --connections "$IDLE" "${common[@]}" \
     --json --out "$WORK/idle.json" > /dev/null 2>&1 &
 IDLEP=$!
+"$BIN" bench latency --target "127.0.0.1:$VT" --rate 200 --connections 8 "${common[@]}" \
+    --json --out "$WORK/secure.json" > /dev/null 2>&1 &
+SECURE=$!
+SOAK_LOG=${SOAK_LOG:-$WORK/progress.log}
+: > "$SOAK_LOG"
+RSS_WARM=
+WARM_AT=$(( SOAK_SECS < 120 ? SOAK_SECS / 2 : 60 ))
 
 kills=0
 t0=$(date +%s)
@@ -103,30 +133,45 @@ while kill -0 "$ROT" 2>/dev/null; do
         start_churn
         kills=$((kills + 1))
     fi
-    printf '[soak %5ds] back-end restarts %d, proxy RSS %s KiB\n' $((now - t0)) "$kills" "$(rss_kib "$PROXY")" >&2
+    rss=$(rss_kib "$PROXY")
+    [ -z "$RSS_WARM" ] && [ $((now - t0)) -ge "$WARM_AT" ] && RSS_WARM=$rss
+    printf '[soak %5ds] back-end restarts %d, proxy RSS %s KiB\n' $((now - t0)) "$kills" "$rss" | tee -a "$SOAK_LOG" >&2
 done
 rot_status=0; wait "$ROT" || rot_status=$?
 wait "$BULK" || true
 wait "$IDLEP" || true
+sec_status=0; wait "$SECURE" || sec_status=$?
 RSS1=$(rss_kib "$PROXY")
 "$BIN" ctl --admin "$ADMIN" stats > "$WORK/stats.json"
-python3 - "$WORK/rotate.json" "$RSS0" "$RSS1" "$kills" "$WORK/proxy.log" "$rot_status" "$WORK/stats.json" <<'PY'
+python3 - "$WORK/rotate.json" "$RSS0" "$RSS1" "$kills" "$WORK/proxy.log" "$rot_status" "$WORK/stats.json" \
+    "$WORK/secure.json" "${RSS_WARM:-$RSS1}" <<'PY'
 import json, sys
 rot = json.load(open(sys.argv[1]))
 rss0, rss1, kills, log, rot_status = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 stats = json.load(open(sys.argv[7]))
+try:
+    sec = json.load(open(sys.argv[8]))
+    sm = {k: v["value"] for k, v in sec["metrics"].items()}
+except (OSError, ValueError, KeyError):
+    sec, sm = {"ok": False}, {}
+rss_warm = int(sys.argv[9])
 m = {k: v["value"] for k, v in rot["metrics"].items()}
 served = sum(s["accepted"] for s in stats["shards"])
 panics = sum(1 for l in open(log) if "panicked" in l)
 print(f"connections served:                      {served}")
 print(f"configuration changes applied:           {m['changes_applied']:.0f} (refused {m['changes_refused']:.0f})")
+print(f"  of which opened a new epoch of 'stable': {m.get('changes_opening_a_vserver_epoch', 0):.0f}")
 print(f"back-end kills and restarts:             {kills}")
 print(f"established connections lost to a change: {m['established_errors']:.0f}")
 print(f"resumptions across a change:             {m['resumptions_across_change_succeeded']:.0f} of {m['resumptions_attempted_across_change']:.0f} attempted")
 print(f"handshakes failed on the stable vserver: {m['handshakes_failed']:.0f}")
+print(f"requests via the TLS back end:           {sm.get('requests', 0):.0f}, "
+      f"{sm.get('established_errors', -1):.0f} lost on established connections, "
+      f"{sm.get('errors', -1):.0f} connections failed before a first response")
 print(f"panics:                                  {panics}")
-print(f"proxy RSS:                               {rss0} KiB at start, {rss1} KiB at end")
-ok = rot["ok"] and panics == 0 and m["established_errors"] == 0 and m["resumptions_across_change_succeeded"] == 0
+print(f"proxy RSS:                               {rss0} KiB at start, {rss_warm} KiB with all load up, {rss1} KiB at end")
+sec_ok = sec["ok"] and sm.get("established_errors", 1) == 0
+ok = rot["ok"] and sec_ok and panics == 0 and m["established_errors"] == 0 and m["resumptions_across_change_succeeded"] == 0
 print("soak:", "OK" if ok else "INVARIANT BROKEN")
 sys.exit(0 if ok else 1)
 PY

@@ -175,7 +175,9 @@ pub struct BenchArgs {
     /// rotate: a change to post (repeat for several; used in turn).
     #[arg(long)]
     pub change: Vec<String>,
-    /// rotate: vserver whose -sessTimeout the default change toggles.
+    /// rotate: the vserver under load. The default change toggles its
+    /// -sessTimeout, and only changes that open a new epoch of it count for
+    /// the no-resumption-across-a-change check (a back-end change does not).
     #[arg(long)]
     pub vserver: Option<String>,
     /// rotate: stop after this many applied changes.

@@ -8,9 +8,13 @@
 //! `set ssl vserver V -sessTimeout N` toggling N, for `--vserver V`.
 //!
 //! Every session the client stores is tagged with the number of changes
-//! issued (sent, even if not yet answered) when it arrived; a connection that offers a session obtained
-//! before a change that was applied before the connection started is a
-//! resumption attempted across a change, and it must not resume.
+//! issued (sent, even if not yet answered) when it arrived; a connection
+//! that offers a session obtained before a change that was applied before
+//! the connection started is a resumption attempted across a change, and it
+//! must not resume. With `--vserver V`, only changes whose admin reply says
+//! they opened a new epoch of vserver V count (a back-end change or one to
+//! another vserver leaves V's sessions valid, R5); without it, every change
+//! counts.
 //!
 //! Invariants (the run fails when one breaks): no error on an established
 //! connection, no resumption across a change, every change accepted.
@@ -44,6 +48,18 @@ fn changes(plan: &Plan) -> Result<Vec<String>> {
         format!("set ssl vserver {v} -sessTimeout 300"),
         format!("set ssl vserver {v} -sessTimeout 301"),
     ])
+}
+
+/// Whether an accepted change's reply (`epoch opened: vserver V -> N` lines)
+/// names a new epoch of `vserver`; with no vserver given, every change does.
+fn opens_epoch_of(reply: &str, vserver: Option<&str>) -> bool {
+    let Some(v) = vserver else { return true };
+    reply.lines().any(|l| {
+        l.trim()
+            .strip_prefix("epoch opened: vserver ")
+            .and_then(|rest| rest.split_once(" -> "))
+            .is_some_and(|(name, _)| name == v)
+    })
 }
 
 async fn handshakes(w: Rc<Worker>) {
@@ -113,6 +129,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let mut next_line = t0 + Duration::from_secs(1);
     let mut last = before;
     let mut i = 0usize;
+    let mut front_changes = 0u64;
     while Instant::now() < running.clock.end && plan.args.max_changes.is_none_or(|m| applied < m) {
         let now = Instant::now();
         if now >= next_line {
@@ -135,11 +152,14 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         }
         let cmd = &cmds[i % cmds.len()];
         i += 1;
-        CHANGES_ISSUED.fetch_add(1, Ordering::SeqCst);
+        let issued = CHANGES_ISSUED.fetch_add(1, Ordering::SeqCst) + 1;
         let sent = Instant::now();
         match admin::post(&plan.args.admin, &format!("{cmd}\n"), plan.args.timeout) {
             Ok(reply) if reply.status == 200 => {
-                CHANGE_EPOCH.fetch_add(1, Ordering::SeqCst);
+                if opens_epoch_of(&reply.body, plan.args.vserver.as_deref()) {
+                    CHANGE_EPOCH.store(issued, Ordering::SeqCst);
+                    front_changes += 1;
+                }
                 let _ = rtt.record((sent.elapsed().as_nanos() as u64).max(1));
                 applied += 1;
             }
@@ -177,6 +197,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     r.window(&m);
     r.metric("changes_applied", applied as f64, "");
     r.metric("changes_refused", refused as f64, "");
+    r.metric("changes_opening_a_vserver_epoch", front_changes as f64, "");
     r.throughput(&m, "operations_per_s", t.ops as f64 / m.wall, "1/s");
     r.metric("handshakes_full", t.full as f64, "");
     r.metric("handshakes_resumed", t.resumed as f64, "");
@@ -195,4 +216,21 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     r.check("no_errors_on_established_connections", t.established_errors == 0);
     r.check("no_resumption_across_a_change", t.cross_change_resumed == 0);
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::opens_epoch_of;
+
+    #[test]
+    fn only_replies_naming_the_vserver_epoch_count() {
+        let reply = "Done. generation 7\n  epoch opened: service tls_svc -> 3\n  epoch opened: vserver stable2 -> 4\n";
+        assert!(!opens_epoch_of(reply, Some("stable")));
+        assert!(opens_epoch_of(reply, Some("stable2")));
+        assert!(opens_epoch_of(reply, None));
+        assert!(opens_epoch_of(
+            "Done.\n  epoch opened: vserver stable -> 9\n",
+            Some("stable")
+        ));
+    }
 }
