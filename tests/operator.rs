@@ -662,3 +662,68 @@ fn admin_api_with_a_token_requires_it() {
     assert!(ok && body.contains("add lb vserver v1"), "{body}");
     assert!(!proxy.log().contains("s3cret-token"), "the token appears in the log");
 }
+
+#[test]
+fn a_vserver_can_never_take_the_admin_api_address() {
+    let s = site();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clash.conf");
+    let name = p(&path);
+    let admin_port = free_port();
+    let admin = format!("127.0.0.1:{admin_port}");
+    // At start-up: the same address, or a wildcard vserver on the admin port.
+    for ip in ["127.0.0.1", "0.0.0.0"] {
+        let text = s
+            .config
+            .replace(&format!("127.0.0.1 {}\n", s.port), &format!("{ip} {admin_port}\n"));
+        assert!(text.contains(&format!("{ip} {admin_port}")), "{text}");
+        std::fs::write(&path, text).unwrap();
+        let (code, out) = run_binary(
+            &["run", "-c", &name, "--shards", "1", "--admin", &admin],
+            Duration::from_secs(10),
+        );
+        assert!(
+            matches!(code, Some(c) if c != 0),
+            "started with a clash: {code:?}\n{out}"
+        );
+        assert!(
+            out.contains("vserver v1") && out.contains("admin API"),
+            "no clear reason:\n{out}"
+        );
+    }
+    // At run time: adding such a vserver is refused and changes nothing.
+    std::fs::write(&path, &s.config).unwrap();
+    let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args(["run", "-c", &name, "--shards", "1", "--admin", &admin])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Killed when dropped, also when an assertion fails.
+    let _proxy = Proxy {
+        child,
+        admin: admin.clone(),
+        config: path.clone(),
+        dir,
+    };
+    let up = wait_for(Duration::from_secs(15), || {
+        client_request(&admin, "GET", "/stats", "", None).is_ok_and(|(ok, _)| ok)
+    });
+    assert!(up, "proxy did not start");
+    let before = client_request(&admin, "GET", "/config", "", None).unwrap().1;
+    let (ok, body) = client_request(
+        &admin,
+        "POST",
+        "/cmd",
+        &format!("add lb vserver v2 SSL_TCP 0.0.0.0 {admin_port}\nbind ssl vserver v2 -certkeyName site\nbind lb vserver v2 echo\n"),
+        None,
+    )
+    .unwrap();
+    assert!(!ok && body.contains("admin API"), "accepted: {body}");
+    let after = client_request(&admin, "GET", "/config", "", None).unwrap().1;
+    assert_eq!(before, after, "a refused change altered the configuration");
+    // The admin API still answers on its address, and it is still itself.
+    let (ok, stats) = client_request(&admin, "GET", "/stats", "", None).unwrap();
+    assert!(ok && stats.contains("\"shards\""), "{stats}");
+}

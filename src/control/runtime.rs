@@ -75,6 +75,34 @@ impl ApplyReport {
     }
 }
 
+/// The admin API's TCP address, `None` for a Unix socket path.
+fn admin_tcp_addr(spec: &str) -> Option<std::net::SocketAddr> {
+    if spec.contains('/') {
+        None
+    } else {
+        spec.parse().ok()
+    }
+}
+
+/// Refuse a configuration in which a vserver would listen where the admin
+/// API does: the admin API must never be reachable through a vserver, and a
+/// vserver must never lose its address to it. Two addresses clash when the
+/// ports match and the IPs match or either is a wildcard.
+pub fn check_admin_address(model: &config::Model, admin: Option<std::net::SocketAddr>) -> Result<(), String> {
+    let Some(admin) = admin else { return Ok(()) };
+    for v in model.vservers.values() {
+        let a = v.addr;
+        let ips_overlap = a.ip() == admin.ip() || a.ip().is_unspecified() || admin.ip().is_unspecified();
+        if a.port() == admin.port() && ips_overlap {
+            return Err(format!(
+                "vserver {} on {a} would share the admin API's address {admin}; use another port",
+                v.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The control executor's state.
 pub struct Control {
     pub model: Model,
@@ -84,6 +112,8 @@ pub struct Control {
     replies: Vec<ConnectedReceiver<ShardReply>>,
     pub started: Instant,
     pub admin_token: Option<String>,
+    /// The admin API's TCP address, kept out of every vserver's way.
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl Control {
@@ -128,6 +158,7 @@ impl Control {
     pub async fn apply_commands(&mut self, cmds: &[(usize, config::Command)]) -> Result<ApplyReport, String> {
         let files = config::DirFileSource::new(config_dir(&self.config_path));
         let (model, changes) = self.model.apply_batch(cmds, &files).map_err(|e| e.to_string())?;
+        check_admin_address(&model, self.admin_addr)?;
         let mut notes = ChangeNotes::default();
         for ch in &changes {
             for e in &ch.bumped {
@@ -241,6 +272,8 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     for e in model.epochs.values_mut() {
         *e = 1;
     }
+    let admin_addr = admin_tcp_addr(&opts.admin);
+    check_admin_address(&model, admin_addr)?;
     let snapshot = Arc::new(Snapshot::build(&model, None, 1, ChangeNotes::default())?);
     let cpus = allowed_cpus();
     let n = opts.shards.unwrap_or(cpus.len()).max(1);
@@ -287,6 +320,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
                 replies,
                 started: Instant::now(),
                 admin_token: token,
+                admin_addr,
             };
             let report = ctl.broadcast(snapshot).await;
             for e in &report.errors {
