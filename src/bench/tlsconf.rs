@@ -9,11 +9,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue};
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, NamedGroup, SignatureScheme, SupportedCipherSuite};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::ServerName;
+use rustls::{NamedGroup, SupportedCipherSuite};
 
 use super::{BenchArgs, Result, TlsVersion};
 
@@ -67,7 +66,7 @@ pub fn client_config(args: &BenchArgs, resumption: bool) -> Result<Arc<rustls::C
     let mut cfg = if args.insecure {
         builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider.signature_verification_algorithms)))
+            .with_custom_certificate_verifier(Arc::new(crate::tls::AnyServerCert::new(&provider)))
             .with_no_client_auth()
     } else {
         let Some(ca) = &args.ca else {
@@ -125,47 +124,6 @@ fn select_suites(all: &[SupportedCipherSuite], wanted: &[String]) -> Result<Vec<
         }
     }
     Ok(out)
-}
-
-/// Accepts any certificate chain but still checks handshake signatures, so a
-/// benchmark against a self-signed peer does the same work as a real client
-/// minus path building.
-#[derive(Debug)]
-struct NoVerify(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
 }
 
 /// An in-memory session store whose entries carry the [`CHANGE_EPOCH`] at

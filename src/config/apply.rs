@@ -176,29 +176,6 @@ fn issued_by(child: &CertKeyMaterial, ca: &CertKeyMaterial) -> bool {
     }
 }
 
-fn merge_params(dst: &mut SslParams, src: &SslParams) {
-    macro_rules! take {
-        ($($f:ident),*) => { $( if src.$f.is_some() { dst.$f = src.$f.clone(); } )* };
-    }
-    take!(
-        tls12,
-        tls13,
-        sess_reuse,
-        sess_timeout,
-        session_ticket,
-        client_auth,
-        client_cert,
-        sni_enable,
-        server_auth,
-        common_name,
-        alpn_protocols,
-        deny_ssl_reneg,
-        drain_timeout,
-        strict_session_cleanup,
-        handshake_timeout
-    );
-}
-
 /// The SSL-related parts of one entity.
 struct SslView<'a> {
     profile: &'a Option<String>,
@@ -550,7 +527,7 @@ impl Model {
                     .profiles
                     .get_mut(name)
                     .ok_or_else(|| format!("unknown ssl profile {name}"))?;
-                merge_params(&mut p.params, params);
+                p.params.overlay(params);
                 let users = self.profile_users(name);
                 let mut ch = Change::new(Ssl);
                 ch.bumped = self.bump(users);
@@ -646,7 +623,7 @@ impl Model {
                     }
                 }
                 let (prof, own, _) = self.ssl_parts_mut(entity)?;
-                merge_params(own, params);
+                own.overlay(params);
                 if profile.is_some() {
                     prof.clone_from(profile);
                 }

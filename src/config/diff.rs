@@ -194,7 +194,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
     for n in new.profiles.values() {
         match old.profiles.get(&n.name) {
             Some(o) if !recreated_profiles.contains(n.name.as_str()) => {
-                let d = params_delta(&o.params, &n.params);
+                let d = o.params.changes_to(&n.params);
                 if d != SslParams::default() {
                     build.push(Command::SetProfile {
                         name: n.name.clone(),
@@ -263,7 +263,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
                 });
             }
         }
-        let d = params_delta(o.params, n.params);
+        let d = o.params.changes_to(n.params);
         let profile = if o.profile != n.profile {
             n.profile.clone()
         } else {
@@ -408,54 +408,8 @@ fn target_ref(m: &Model, name: &str) -> Option<EntityRef> {
 /// Whether `set` commands can turn `old` into `new` (nothing goes back to unset).
 fn reachable(old: &SslParams, new: &SslParams) -> bool {
     let mut merged = old.clone();
-    let d = params_delta(old, new);
-    macro_rules! take {
-        ($($f:ident),*) => { $( if d.$f.is_some() { merged.$f = d.$f.clone(); } )* };
-    }
-    take!(
-        tls12,
-        tls13,
-        sess_reuse,
-        sess_timeout,
-        session_ticket,
-        client_auth,
-        client_cert,
-        sni_enable,
-        server_auth,
-        common_name,
-        alpn_protocols,
-        deny_ssl_reneg,
-        drain_timeout,
-        strict_session_cleanup,
-        handshake_timeout
-    );
+    merged.overlay(&old.changes_to(new));
     merged == *new
-}
-
-/// The fields of `new` that differ from `old` (and are set in `new`).
-fn params_delta(old: &SslParams, new: &SslParams) -> SslParams {
-    let mut d = SslParams::default();
-    macro_rules! delta {
-        ($($f:ident),*) => { $( if new.$f.is_some() && new.$f != old.$f { d.$f = new.$f.clone(); } )* };
-    }
-    delta!(
-        tls12,
-        tls13,
-        sess_reuse,
-        sess_timeout,
-        session_ticket,
-        client_auth,
-        client_cert,
-        sni_enable,
-        server_auth,
-        common_name,
-        alpn_protocols,
-        deny_ssl_reneg,
-        drain_timeout,
-        strict_session_cleanup,
-        handshake_timeout
-    );
-    d
 }
 
 /// Items of `old` to remove and of `new` to add so that the list becomes

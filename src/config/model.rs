@@ -218,7 +218,49 @@ pub struct EffectiveSslParams {
     pub handshake_timeout: u32,
 }
 
+/// Calls `$m!(field, ...)` with every field of [`SslParams`], so the
+/// field-wise operations stay in step with the struct.
+macro_rules! for_each_ssl_param {
+    ($m:ident) => {
+        $m!(
+            tls12,
+            tls13,
+            sess_reuse,
+            sess_timeout,
+            session_ticket,
+            client_auth,
+            client_cert,
+            sni_enable,
+            server_auth,
+            common_name,
+            alpn_protocols,
+            deny_ssl_reneg,
+            drain_timeout,
+            strict_session_cleanup,
+            handshake_timeout
+        )
+    };
+}
+
 impl SslParams {
+    /// Take every field that `src` sets (what `set ssl ...` does).
+    pub fn overlay(&mut self, src: &SslParams) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if src.$f.is_some() { self.$f = src.$f.clone(); } )* };
+        }
+        for_each_ssl_param!(take);
+    }
+
+    /// The fields `new` sets to something other than `self`'s value.
+    pub fn changes_to(&self, new: &SslParams) -> SslParams {
+        let mut d = SslParams::default();
+        macro_rules! delta {
+            ($($f:ident),*) => { $( if new.$f.is_some() && new.$f != self.$f { d.$f = new.$f.clone(); } )* };
+        }
+        for_each_ssl_param!(delta);
+        d
+    }
+
     /// Layer `self` (the entity's own settings) over `profile`, then defaults.
     pub fn effective(&self, profile: Option<&SslParams>) -> EffectiveSslParams {
         let empty = SslParams::default();

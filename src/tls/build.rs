@@ -357,10 +357,18 @@ impl FrontendSpec {
     }
 }
 
-/// Accepts any server certificate (for `-serverAuth DISABLED`) but still checks
-/// handshake signatures, so the session keys are bound to the presented key.
+/// Accepts any server certificate (for `-serverAuth DISABLED`, and for the
+/// load generator's `--insecure`) but still checks handshake signatures, so
+/// the session keys are bound to the presented key and a client does the
+/// same signature work as a verifying one, minus path building.
 #[derive(Debug)]
-struct AnyServerCert(WebPkiSupportedAlgorithms);
+pub struct AnyServerCert(WebPkiSupportedAlgorithms);
+
+impl AnyServerCert {
+    pub fn new(provider: &rustls::crypto::CryptoProvider) -> Self {
+        AnyServerCert(provider.signature_verification_algorithms)
+    }
+}
 
 impl ServerCertVerifier for AnyServerCert {
     fn verify_server_cert(
@@ -451,7 +459,7 @@ impl BackendSpec {
                 .build()
                 .map_err(|e| format!("{what}: server verifier: {e}"))?
         } else {
-            Arc::new(AnyServerCert(provider.signature_verification_algorithms))
+            Arc::new(AnyServerCert::new(&provider))
         };
         let client_cert = match bindings.certkeys.iter().find(|b| !b.ca) {
             Some(b) => Some(certified_key(model, &b.certkey)?),

@@ -13,5 +13,5 @@ pub mod material;
 pub mod session;
 pub mod stream;
 
-pub use build::{BackendSpec, FrontendSpec, ShardClientConfig, ShardServerConfig};
+pub use build::{AnyServerCert, BackendSpec, FrontendSpec, ShardClientConfig, ShardServerConfig};
 pub use session::{EpochTicketer, SessionNotes, ShardClientSessions, ShardSessionCache};
