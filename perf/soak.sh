@@ -60,7 +60,7 @@ bind ssl cipher grp -cipherName TLS1.3-AES256-GCM-SHA384
 add ssl profile fe -sessTimeout 300
 add service stable_svc 127.0.0.1 $STABLE_B TCP
 add service churn_svc 127.0.0.1 $CHURN_B TCP
-add lb vserver stable SSL_TCP 127.0.0.1 $VS
+add lb vserver stable SSL_TCP 127.0.0.1 $VS -cltTimeout $((SOAK_SECS + 300))
 set ssl vserver stable -sslProfile fe
 bind ssl vserver stable -certkeyName site
 bind ssl vserver stable -cipherName grp

@@ -236,8 +236,8 @@ fn median(v: &mut [Duration]) -> Duration {
 
 #[test]
 fn slowloris_connections_are_closed_by_the_handshake_timeout_and_live_traffic_stays_fast() {
-    const IDLE: usize = 300;
-    const PARTIAL: usize = 100;
+    const IDLE: usize = 1500;
+    const PARTIAL: usize = 500;
     const TRICKLE: usize = 3;
     let pki = Pki::new();
     let be = backend(OriginMode::Echo);
