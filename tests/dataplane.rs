@@ -17,37 +17,6 @@ use shardtls::origin::OriginMode;
 
 const SHARDS: usize = 2;
 
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Poll `cond` every 20 ms until it holds or `within` has passed.
-fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if t0.elapsed() > within {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
-/// Config lines for a certKey named `name` issued for `names`; returns (lines, serial).
-fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
-    let (cert, key, serial) = pki.issue(name, names);
-    (
-        format!("add ssl certKey {name} -cert {} -key {}\n", p(&cert), p(&key)),
-        serial,
-    )
-}
-
 /// A vserver `name` on `port` with certKey `cert` bound, forwarding to `target`.
 fn vserver(name: &str, port: u16, cert: &str, target: &str) -> String {
     format!(
@@ -183,7 +152,7 @@ fn echo_setup(shards: usize, vserver_extra: &str) -> EchoSetup {
         pki,
         _origin: origin,
         proxy,
-        addr: loopback(port),
+        addr: lo(port),
     }
 }
 
@@ -250,7 +219,7 @@ fn sni_selects_certificate() {
         origin.local_addr().to_string().replace(':', " ")
     );
     let proxy = Proxy::start(&config, SHARDS);
-    let addr = loopback(port);
+    let addr = lo(port);
     let verified = pki.client_config();
     for round in 0..3 {
         let mut c = Client::connect(addr, "b.test", verified.clone())
@@ -344,7 +313,7 @@ fn tls_backend_verified_and_wrong_certificates_refused() {
     let cfg = pki.client_config();
 
     for i in 0..4u8 {
-        let mut c = Client::connect(loopback(p1), "site.test", cfg.clone())
+        let mut c = Client::connect(lo(p1), "site.test", cfg.clone())
             .unwrap_or_else(|e| panic!("connect: {e}\n{}", proxy.log()));
         let data = payload(20_000, i);
         assert_eq!(
@@ -363,18 +332,8 @@ fn tls_backend_verified_and_wrong_certificates_refused() {
 
     let log = || proxy.log();
     for i in 0..3 {
-        expect_no_data(
-            loopback(p2),
-            cfg.clone(),
-            &format!("certificate for another name #{i}"),
-            log,
-        );
-        expect_no_data(
-            loopback(p3),
-            cfg.clone(),
-            &format!("certificate from another CA #{i}"),
-            log,
-        );
+        expect_no_data(lo(p2), cfg.clone(), &format!("certificate for another name #{i}"), log);
+        expect_no_data(lo(p3), cfg.clone(), &format!("certificate from another CA #{i}"), log);
     }
     // The wrong back ends were contacted (the proxy really tried) but carried no data.
     assert!(badname.connections() > 0 && badca.connections() > 0);
@@ -416,7 +375,7 @@ fn tls_backend_sessions_resume() {
     let cfg = pki.client_config();
     let n = 10;
     for i in 0..n {
-        let mut c = Client::connect(loopback(port), "site.test", cfg.clone())
+        let mut c = Client::connect(lo(port), "site.test", cfg.clone())
             .unwrap_or_else(|e| panic!("connect {i}: {e}\n{}", proxy.log()));
         assert_eq!(c.echo(b"hello back end").unwrap(), b"hello back end");
         c.close();
@@ -463,7 +422,7 @@ fn dead_member_is_skipped() {
     let cfg = pki.client_config();
     let n = 12;
     for i in 0..n {
-        let mut c = Client::connect(loopback(port), "site.test", cfg.clone())
+        let mut c = Client::connect(lo(port), "site.test", cfg.clone())
             .unwrap_or_else(|e| panic!("connect {i}: {e}\n{}", proxy.log()));
         let data = payload(300, i as u8);
         let got = c
@@ -505,7 +464,7 @@ fn half_close_returns_everything() {
     for (port, back) in [(p1, "plain back end"), (p2, "TLS back end")] {
         for tcp_shutdown in [false, true] {
             let what = format!("{back}, TCP shutdown {tcp_shutdown}");
-            let mut c = Client::connect(loopback(port), "site.test", cfg.clone())
+            let mut c = Client::connect(lo(port), "site.test", cfg.clone())
                 .unwrap_or_else(|e| panic!("{what}: {e}\n{}", proxy.log()));
             let data = payload(64 * 1024, 3);
             c.tls.write_all(&data).unwrap();

@@ -17,28 +17,6 @@ use shardtls::origin::OriginMode;
 
 const SHARDS: usize = 2;
 
-fn lo(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
-/// Poll `cond` every 20 ms until it holds or `within` has passed.
-fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if t0.elapsed() > within {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The proxy's log without terminal colour codes.
 fn plain_log(proxy: &Proxy) -> String {
     let raw = proxy.log();
@@ -125,15 +103,6 @@ fn per_shard(stats: &serde_json::Value, field: &str) -> Vec<u64> {
         .flatten()
         .map(|s| s[field].as_u64().unwrap_or(0))
         .collect()
-}
-
-/// Config lines for a certKey `name` issued for `names`; returns (lines, serial).
-fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
-    let (cert, key, serial) = pki.issue(name, names);
-    (
-        format!("add ssl certKey {name} -cert {} -key {}\n", p(&cert), p(&key)),
-        serial,
-    )
 }
 
 /// A vserver v1 on `port` with certKey `site` (for www.test) in front of

@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,27 +15,6 @@ use shardtls::control::admin::client_request;
 use shardtls::origin::OriginMode;
 
 const SHARDS: usize = 2;
-
-fn lo(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-fn p(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if t0.elapsed() > within {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn get(proxy: &Proxy, path: &str) -> String {
     let (ok, body) = client_request(&proxy.admin, "GET", path, "", None).unwrap();

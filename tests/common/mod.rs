@@ -100,6 +100,39 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// 127.0.0.1:`port`.
+pub fn lo(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A path as a config-file or command-line word.
+pub fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Poll `cond` every 20 ms until it holds or `within` has passed.
+pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if t0.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Config lines for a certKey `name` issued for `names`; returns (lines, serial).
+pub fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
+    let (cert, key, serial) = pki.issue(name, names);
+    (
+        format!("add ssl certKey {name} -cert {} -key {}\n", p(&cert), p(&key)),
+        serial,
+    )
+}
+
 /// Start a built-in back end on loopback.
 pub fn backend(mode: OriginMode) -> OriginHandle {
     origin::spawn(OriginConfig {
