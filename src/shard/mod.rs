@@ -455,8 +455,11 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd
 
 /// How soon a shard must look at a control message or a due timer, however
 /// busy its connections keep it (glommio preempts the connection queue after
-/// this long).
-pub const CONTROL_LATENCY: Duration = Duration::from_micros(250);
+/// this long). Shorter costs CPU on every connection: glommio's preemption
+/// timer wakes the shard each time it expires (at 250 us a kept-alive
+/// request cost a third more CPU than at 5 ms; perf/RESULTS.md).
+/// Propagation stays well under this when a shard has any idle moment.
+pub const CONTROL_LATENCY: Duration = Duration::from_millis(5);
 
 /// Run one shard until the control plane drains it.
 pub async fn run_shard(id: usize, rx: ConnectedReceiver<ShardMsg>, tx: ConnectedSender<ShardReply>) {
