@@ -8,21 +8,34 @@
 //! - `GET /metrics`: the same in Prometheus' text format.
 //! - `GET /config`: the running configuration as commands.
 //!
-//! Requests are handled one at a time (so transactions never interleave),
-//! bounded in size (1 MiB body) and time (10 s per request). With a token,
-//! every request must carry `Authorization: Bearer TOKEN`.
+//! Connections are concurrent: one task accepts them, and each connection
+//! gets its own task that reads the request, bounded in size (16 KiB head,
+//! 1 MiB body) and time (10 s), and writes the reply, bounded in time (10 s),
+//! so a slow client delays nobody else. At most [`MAX_CONNECTIONS`] (64) are
+//! open at once; a connection above that is answered 503 at once and closed.
+//!
+//! Handling is serialized: every complete request (commands, stats, config,
+//! and the token check) is queued to the control loop, which owns the running
+//! configuration and handles requests one at a time in arrival order (so
+//! transactions never interleave), checking SIGHUP and SIGTERM between them.
+//! On SIGTERM it stops accepting, drains the shards and returns.
+//!
+//! With a token, every request must carry `Authorization: Bearer TOKEN`.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
 use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, UnixListener};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::runtime::{self, Control, Signals};
 
@@ -30,6 +43,21 @@ use super::runtime::{self, Control, Signals};
 pub const MAX_BODY: usize = 1024 * 1024;
 const MAX_HEAD: usize = 16 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed to write a reply to a client that reads slowly.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most admin connections open at once; more are answered 503 and closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a connection over the cap is kept to read its 503: the reply is
+/// sent at once, then what the client sends is discarded until it closes, so
+/// that closing does not reset the connection before the client reads it.
+const TURN_AWAY_LINGER: Duration = Duration::from_secs(1);
+/// Time allowed to write the 503 when even the connections being turned away
+/// are at the cap (a fresh socket's send buffer takes it at once).
+const BUSY_REPLY_TIMEOUT: Duration = Duration::from_millis(200);
+/// Pause after a failed accept (e.g. out of file descriptors) before the next.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// How often the control loop checks the signal flags when no request comes.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Where the admin API listens.
 pub enum AdminListener {
@@ -131,6 +159,7 @@ async fn respond<S: AsyncWrite + Unpin>(s: &mut S, code: u16, ctype: &str, body:
         408 => "Request Timeout",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
         _ => "Error",
     };
     let head = format!(
@@ -142,8 +171,11 @@ async fn respond<S: AsyncWrite + Unpin>(s: &mut S, code: u16, ctype: &str, body:
     let _ = s.flush().await;
 }
 
+/// An HTTP reply: status code, content type and body.
+type Reply = (u16, &'static str, String);
+
 /// Answer one request.
-async fn handle(ctl: &mut Control, req: Request) -> (u16, &'static str, String) {
+async fn handle(ctl: &mut Control, req: Request) -> Reply {
     if let Some(token) = &ctl.admin_token {
         let ok = req
             .auth
@@ -172,7 +204,7 @@ async fn handle(ctl: &mut Control, req: Request) -> (u16, &'static str, String) 
     }
 }
 
-async fn run_command_text(ctl: &mut Control, text: &str) -> (u16, &'static str, String) {
+async fn run_command_text(ctl: &mut Control, text: &str) -> Reply {
     use crate::config::{Command, ShowWhat};
     let cmds = match crate::config::parse_text(text, "admin") {
         Ok(c) => c,
@@ -297,20 +329,175 @@ pub fn prometheus(stats: &Value) -> String {
     s
 }
 
-async fn serve_one<S: AsyncRead + AsyncWrite + Unpin>(ctl: &mut Control, mut s: S) {
-    let req = match glommio::timer::timeout(REQUEST_TIMEOUT, async { Ok(read_request(&mut s).await) }).await {
-        Ok(Ok(r)) => r,
-        Ok(Err((code, msg))) => return respond(&mut s, code, "text/plain", &format!("{msg}\n")).await,
-        Err(_) => return respond(&mut s, 408, "text/plain", "request not received in time\n").await,
-    };
-    let (code, ctype, body) = handle(ctl, req).await;
-    respond(&mut s, code, ctype, &body).await;
+/// A complete request waiting for the control loop, with where its reply goes.
+struct QueuedRequest {
+    request: Request,
+    reply_to: LocalSender<Reply>,
 }
 
-enum Event {
-    Tcp(glommio::net::TcpStream),
-    Unix(glommio::net::UnixStream),
-    Tick,
+/// A place for an open admin connection under a cap, given back when dropped.
+struct ConnectionSlot {
+    open: Rc<Cell<usize>>,
+}
+
+impl ConnectionSlot {
+    /// A place among `open` connections if fewer than `cap` are taken.
+    fn take(open: &Rc<Cell<usize>>, cap: usize) -> Option<ConnectionSlot> {
+        if open.get() >= cap {
+            return None;
+        }
+        open.set(open.get() + 1);
+        Some(ConnectionSlot { open: open.clone() })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.open.set(self.open.get() - 1);
+    }
+}
+
+/// Read the request (bounded in size and time), have the control loop handle
+/// it, and write the reply (bounded in time). Holds `_slot` until done.
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    control_queue: Rc<LocalSender<QueuedRequest>>,
+    _slot: ConnectionSlot,
+) {
+    let read = glommio::timer::timeout(REQUEST_TIMEOUT, async { Ok(read_request(&mut stream).await) }).await;
+    let (code, ctype, body) = match read {
+        Ok(Ok(request)) => handled_by_control(&control_queue, request).await,
+        Ok(Err((code, msg))) => (code, "text/plain", format!("{msg}\n")),
+        Err(_) => (408, "text/plain", "request not received in time\n".into()),
+    };
+    let write = async {
+        respond(&mut stream, code, ctype, &body).await;
+        Ok(())
+    };
+    if glommio::timer::timeout(REPLY_TIMEOUT, write).await.is_err() {
+        debug!("admin reply not taken in time; connection closed");
+    }
+}
+
+/// Queue `request` to the control loop and wait for its reply.
+async fn handled_by_control(control_queue: &LocalSender<QueuedRequest>, request: Request) -> Reply {
+    let shutting_down = || (503, "text/plain", "the admin API is shutting down\n".to_string());
+    let (reply_to, reply) = local_channel::new_bounded(1);
+    // Never waits: the queue has room for one request per open connection.
+    if control_queue.send(QueuedRequest { request, reply_to }).await.is_err() {
+        return shutting_down();
+    }
+    reply.recv().await.unwrap_or_else(shutting_down)
+}
+
+/// Open admin connections, by what is being done with them.
+#[derive(Default)]
+struct OpenConnections {
+    served: Rc<Cell<usize>>,
+    turned_away: Rc<Cell<usize>>,
+}
+
+/// Accept admin connections for ever, each served by its own task.
+async fn accept_connections(listener: Listener, control_queue: LocalSender<QueuedRequest>) {
+    let control_queue = Rc::new(control_queue);
+    let open = OpenConnections::default();
+    let mut accept_failing = false;
+    loop {
+        let accepted = match &listener {
+            Listener::Tcp(l) => match l.accept().await {
+                Ok(stream) => {
+                    admit(stream, &control_queue, &open).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            Listener::Unix(l, _) => match l.accept().await {
+                Ok(stream) => {
+                    admit(stream, &control_queue, &open).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match accepted {
+            Ok(()) => accept_failing = false,
+            Err(e) => {
+                if accept_failing {
+                    debug!("admin API cannot accept a connection: {e}");
+                } else {
+                    warn!("admin API cannot accept a connection: {e}");
+                }
+                accept_failing = true;
+                glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// Spawn the task serving `stream` if fewer than `MAX_CONNECTIONS` are
+/// served; otherwise answer 503 and close it: in a task of its own while
+/// fewer than `MAX_CONNECTIONS` are being turned away, else right here.
+async fn admit<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+    mut stream: S,
+    control_queue: &Rc<LocalSender<QueuedRequest>>,
+    open: &OpenConnections,
+) {
+    if let Some(slot) = ConnectionSlot::take(&open.served, MAX_CONNECTIONS) {
+        glommio::spawn_local(serve_connection(stream, control_queue.clone(), slot)).detach();
+    } else if let Some(slot) = ConnectionSlot::take(&open.turned_away, MAX_CONNECTIONS) {
+        glommio::spawn_local(turn_away(stream, slot)).detach();
+    } else {
+        let busy = async {
+            respond_busy(&mut stream).await;
+            Ok(())
+        };
+        let _ = glommio::timer::timeout(BUSY_REPLY_TIMEOUT, busy).await;
+    }
+}
+
+/// Answer 503, end the reply, and discard what the client sends until it
+/// closes (at most `TURN_AWAY_LINGER`). Holds `_slot` until done.
+async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, _slot: ConnectionSlot) {
+    let linger = async {
+        respond_busy(&mut stream).await;
+        let _ = stream.close().await;
+        let mut chunk = [0u8; 4096];
+        let mut discarded = 0;
+        while discarded <= MAX_HEAD + MAX_BODY {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+        Ok(())
+    };
+    let _ = glommio::timer::timeout(TURN_AWAY_LINGER, linger).await;
+}
+
+async fn respond_busy<S: AsyncWrite + Unpin>(stream: &mut S) {
+    let body = format!("too many admin connections (at most {MAX_CONNECTIONS})\n");
+    respond(stream, 503, "text/plain", &body).await;
+}
+
+enum Step {
+    Request(QueuedRequest),
+    CheckSignals,
+}
+
+/// The next queued request, or `CheckSignals` after a short while without one.
+async fn next_step(control_queue: &LocalReceiver<QueuedRequest>) -> Step {
+    let request = async {
+        match control_queue.recv().await {
+            Some(r) => Step::Request(r),
+            // Only after the accept task is gone; wait for the timer instead.
+            None => futures_lite::future::pending().await,
+        }
+    };
+    let timer = async {
+        glommio::timer::sleep(SIGNAL_CHECK_INTERVAL).await;
+        Step::CheckSignals
+    };
+    or(request, timer).await
 }
 
 /// Serve the admin API and watch signals until SIGTERM has drained the shards.
@@ -333,10 +520,19 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
             Listener::Unix(l, path)
         }
     };
+    let socket_path = match &listener {
+        Listener::Unix(_, path) => Some(path.clone()),
+        Listener::Tcp(_) => None,
+    };
+    // Each open connection queues at most one request, so sends never wait.
+    let (queue_sender, control_queue) = local_channel::new_bounded(MAX_CONNECTIONS);
+    let acceptor = glommio::spawn_local(accept_connections(listener, queue_sender)).detach();
     loop {
         if runtime::take(&signals.term) {
+            // Stop taking connections (and close the listener) before draining.
+            acceptor.cancel();
             runtime::shutdown(&mut ctl).await;
-            if let Listener::Unix(_, p) = &listener {
+            if let Some(p) = &socket_path {
                 let _ = std::fs::remove_file(p);
             }
             return Ok(());
@@ -351,18 +547,11 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
                 Err(e) => warn!("SIGHUP: reload refused, running configuration kept: {e}"),
             }
         }
-        let tick = async {
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-            Event::Tick
-        };
-        let ev = match &listener {
-            Listener::Tcp(l) => or(async { l.accept().await.map(Event::Tcp).unwrap_or(Event::Tick) }, tick).await,
-            Listener::Unix(l, _) => or(async { l.accept().await.map(Event::Unix).unwrap_or(Event::Tick) }, tick).await,
-        };
-        match ev {
-            Event::Tcp(s) => serve_one(&mut ctl, s).await,
-            Event::Unix(s) => serve_one(&mut ctl, s).await,
-            Event::Tick => {}
+        if let Step::Request(queued) = next_step(&control_queue).await {
+            let reply = handle(&mut ctl, queued.request).await;
+            // Cannot be full (one reply per request); fails only if the
+            // connection's task is gone, and then nobody wants the reply.
+            let _ = queued.reply_to.try_send(reply);
         }
     }
 }

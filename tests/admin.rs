@@ -1,0 +1,138 @@
+//! The admin API serves connections concurrently: a client that stalls
+//! delays no other request, and connections above the cap are turned away at
+//! once without harming the proxy.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shardtls::control::admin::{client_request, MAX_CONNECTIONS};
+
+/// Well within the admin API's 10 s request timeout.
+const PROMPTLY: Duration = Duration::from_secs(3);
+
+/// A proxy with one service on one shard.
+fn proxy() -> Proxy {
+    let config = format!("add service echo 127.0.0.1 {} TCP\n", free_port());
+    Proxy::start(&config, 1)
+}
+
+/// An admin connection that has sent `bytes` and then nothing more.
+fn stalled(admin: &str, bytes: &[u8]) -> UnixStream {
+    let mut s = UnixStream::connect(admin).unwrap();
+    s.write_all(bytes).unwrap();
+    s
+}
+
+/// Everything the server sends until it closes, waiting at most `within`.
+fn reply_of(mut s: UnixStream, within: Duration) -> String {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the server has neither sent anything on `s` nor closed it.
+fn nothing_received(s: &UnixStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    matches!((&*s).read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+fn status_of(reply: &str) -> u16 {
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn stalled_admin_clients_delay_no_other_request() {
+    let mut proxy = proxy();
+    let opened = Instant::now();
+    let silent = stalled(&proxy.admin, b"");
+    let half_head = stalled(&proxy.admin, b"POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Le");
+    // Let the server accept both before the requests that must not wait for them.
+    std::thread::sleep(Duration::from_millis(200));
+
+    let t = Instant::now();
+    let (ok, body) = client_request(&proxy.admin, "GET", "/stats", "", None).unwrap();
+    let took = t.elapsed();
+    assert!(ok, "GET /stats: {body}");
+    assert!(took < PROMPTLY, "GET /stats waited {took:?} behind stalled connections");
+    serde_json::from_str::<serde_json::Value>(&body).expect("stats are JSON");
+
+    let change = format!("add service echo2 127.0.0.1 {} TCP", free_port());
+    let t = Instant::now();
+    let (ok, body) = client_request(&proxy.admin, "POST", "/cmd", &change, None).unwrap();
+    let took = t.elapsed();
+    assert!(ok, "POST /cmd {change:?}: {body}");
+    assert!(took < PROMPTLY, "POST /cmd waited {took:?} behind stalled connections");
+    let (ok, config) = client_request(&proxy.admin, "GET", "/config", "", None).unwrap();
+    assert!(
+        ok && config.contains("add service echo2"),
+        "change not applied: {config}"
+    );
+
+    // The stalled connections still get their timeout.
+    for (what, s) in [("silent", silent), ("half a head", half_head)] {
+        let reply = reply_of(s, Duration::from_secs(15));
+        assert_eq!(status_of(&reply), 408, "{what} connection got {reply:?}");
+    }
+    let held = opened.elapsed();
+    assert!(held < Duration::from_secs(13), "stalled connections were held {held:?}");
+    assert!(
+        matches!(proxy.child.try_wait(), Ok(None)),
+        "proxy exited: {}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn admin_connections_over_the_cap_are_turned_away_at_once() {
+    let mut proxy = proxy();
+    let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS).map(|_| stalled(&proxy.admin, b"")).collect();
+
+    // Accepted after the idle ones (the listen queue is FIFO), so over the
+    // cap: each is answered 503 at once, however many arrive together.
+    let t = Instant::now();
+    let over: Vec<UnixStream> = (0..2 * MAX_CONNECTIONS + 8)
+        .map(|_| stalled(&proxy.admin, b""))
+        .collect();
+    for (i, s) in over.into_iter().enumerate() {
+        let reply = reply_of(s, PROMPTLY);
+        assert_eq!(status_of(&reply), 503, "connection {i} over the cap got {reply:?}");
+    }
+    let took = t.elapsed();
+    assert!(took < PROMPTLY, "the 503s took {took:?}");
+    // A complete request over the cap is turned away too.
+    let (ok, body) = client_request(&proxy.admin, "GET", "/stats", "", None).unwrap();
+    assert!(!ok && body.contains("too many admin connections"), "{body}");
+
+    // Closing the idle connections frees their places.
+    drop(idle);
+    let served = wait_for(PROMPTLY, || {
+        client_request(&proxy.admin, "GET", "/stats", "", None).is_ok_and(|(ok, _)| ok)
+    });
+    assert!(served, "no request served after the idle connections closed");
+    // All of them come back: the cap can be filled again, and not exceeded.
+    let refilled = wait_for(PROMPTLY, || {
+        let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS).map(|_| stalled(&proxy.admin, b"")).collect();
+        let over = reply_of(stalled(&proxy.admin, b""), PROMPTLY);
+        status_of(&over) == 503 && idle.iter().all(nothing_received)
+    });
+    assert!(refilled, "the cap could not be filled again with idle connections");
+    let served = wait_for(PROMPTLY, || {
+        client_request(&proxy.admin, "POST", "/cmd", "show ns runningConfig", None).is_ok_and(|(ok, _)| ok)
+    });
+    assert!(served, "no command served after the refilled cap was closed");
+    assert!(
+        matches!(proxy.child.try_wait(), Ok(None)),
+        "proxy exited: {}",
+        proxy.log()
+    );
+}
