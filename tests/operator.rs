@@ -705,3 +705,72 @@ fn a_vserver_can_never_take_the_admin_api_address() {
     let (ok, stats) = client_request(&admin, "GET", "/stats", "", None).unwrap();
     assert!(ok && stats.contains("\"shards\""), "{stats}");
 }
+
+/// A small tmpfs mounted on a folder, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// None when this machine does not let the test mount (not root, no tmpfs).
+    fn mount(at: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", &p(at)])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").args(["-l", &p(&self.0)]).status();
+    }
+}
+
+#[test]
+fn save_on_a_full_disk_fails_clearly_and_leaves_the_old_file_intact() {
+    let s = site();
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    let Some(_disk) = SmallDisk::mount(&small, "64k") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root); the full-disk case is not checked");
+        return;
+    };
+    let config = small.join("shardtls.conf");
+    std::fs::write(&config, &s.config).unwrap();
+    let proxy = start_proxy(dir, config.clone(), 1, &[]);
+    proxy.ctl("save ns config").expect("save with room on the disk");
+    let saved = std::fs::read(&config).unwrap();
+    proxy.ctl("set ssl profile fe -sessTimeout 77").unwrap();
+
+    // Fill the disk to the last byte.
+    let mut filler = std::fs::File::create(small.join("filler")).unwrap();
+    let chunk = vec![0u8; 1024];
+    while filler.write_all(&chunk).is_ok() {}
+    while filler.write_all(&chunk[..1]).is_ok() {}
+    drop(filler);
+
+    let err = proxy.ctl("save ns config").expect_err("save on a full disk succeeded");
+    assert!(
+        err.contains("ERROR") && err.contains("cannot save") && err.contains("No space left"),
+        "unclear error: {err}"
+    );
+    assert_eq!(std::fs::read(&config).unwrap(), saved, "the old file was touched");
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(left.is_empty(), "a failed save left {left:?}");
+    assert!(
+        get(&proxy, "/config").contains("-sessTimeout 77"),
+        "running config lost"
+    );
+
+    // With room again, the same save works.
+    std::fs::remove_file(small.join("filler")).unwrap();
+    proxy.ctl("save ns config").expect("save after space was freed");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("-sessTimeout 77"), "{text}");
+}
