@@ -66,7 +66,10 @@ fn fake_admin() -> std::net::SocketAddr {
             let Ok(mut s) = s else { return };
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+            // What the real admin API says of a change to vserver v1.
+            let body = "Done. generation 2\n  epoch opened: vserver v1 -> 2\n";
+            let reply = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+            let _ = s.write_all(reply.as_bytes());
         }
     });
     addr
