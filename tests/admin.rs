@@ -98,7 +98,13 @@ fn admin_connections_over_the_cap_are_turned_away_at_once() {
     let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS).map(|_| stalled(&proxy.admin, b"")).collect();
 
     // Accepted after the idle ones (the listen queue is FIFO), so over the
-    // cap: each is answered 503 at once, however many arrive together.
+    // cap: answered 503 at once.
+    let t = Instant::now();
+    let reply = reply_of(stalled(&proxy.admin, b""), PROMPTLY);
+    assert_eq!(status_of(&reply), 503, "a connection over the cap got {reply:?}");
+    let took = t.elapsed();
+    assert!(took < PROMPTLY, "the 503 took {took:?}");
+    // However many arrive together.
     let t = Instant::now();
     let over: Vec<UnixStream> = (0..2 * MAX_CONNECTIONS + 8)
         .map(|_| stalled(&proxy.admin, b""))
@@ -109,9 +115,15 @@ fn admin_connections_over_the_cap_are_turned_away_at_once() {
     }
     let took = t.elapsed();
     assert!(took < PROMPTLY, "the 503s took {took:?}");
-    // A complete request over the cap is turned away too.
-    let (ok, body) = client_request(&proxy.admin, "GET", "/stats", "", None).unwrap();
-    assert!(!ok && body.contains("too many admin connections"), "{body}");
+    // A complete request over the cap is turned away too, with a readable
+    // 503 once the places for turning away freed up from the burst.
+    let mut last = Err(String::new());
+    let turned_away = wait_for(PROMPTLY, || {
+        last = client_request(&proxy.admin, "GET", "/stats", "", None);
+        last.as_ref()
+            .is_ok_and(|(ok, body)| !ok && body.contains("too many admin connections"))
+    });
+    assert!(turned_away, "a request over the cap got {last:?}");
 
     // Closing the idle connections frees their places.
     drop(idle);
@@ -134,5 +146,39 @@ fn admin_connections_over_the_cap_are_turned_away_at_once() {
         matches!(proxy.child.try_wait(), Ok(None)),
         "proxy exited: {}",
         proxy.log()
+    );
+}
+
+#[test]
+fn signals_are_handled_while_admin_clients_stall() {
+    let mut proxy = proxy();
+    let _silent = stalled(&proxy.admin, b"");
+    let _half_head = stalled(&proxy.admin, b"GET /stats HTTP/1.1\r\nHost: x\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+
+    // SIGHUP reloads the file at once.
+    let mut config = std::fs::read_to_string(&proxy.config).unwrap();
+    config.push_str(&format!("add service reloaded 127.0.0.1 {} TCP\n", free_port()));
+    std::fs::write(&proxy.config, config).unwrap();
+    let t = Instant::now();
+    unsafe { libc::kill(proxy.child.id() as i32, libc::SIGHUP) };
+    let reloaded = wait_for(PROMPTLY, || {
+        client_request(&proxy.admin, "GET", "/config", "", None)
+            .is_ok_and(|(ok, body)| ok && body.contains("add service reloaded"))
+    });
+    let took = t.elapsed();
+    assert!(reloaded, "SIGHUP not handled: {}", proxy.log());
+    assert!(took < PROMPTLY, "SIGHUP handled after {took:?}");
+
+    // SIGTERM drains (no client connections here), removes the socket and
+    // exits, with stalled admin connections open.
+    let _silent_too = stalled(&proxy.admin, b"");
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    let code = proxy.terminate(PROMPTLY);
+    assert_eq!(code, Some(0), "after {:?}: {}", t.elapsed(), proxy.log());
+    assert!(
+        !std::path::Path::new(&proxy.admin).exists(),
+        "the admin socket file is left behind"
     );
 }
