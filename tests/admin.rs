@@ -42,14 +42,6 @@ fn nothing_received(s: &UnixStream) -> bool {
     matches!((&*s).read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
-fn status_of(reply: &str) -> u16 {
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn stalled_admin_clients_delay_no_other_request() {
     let mut proxy = proxy();

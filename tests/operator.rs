@@ -542,14 +542,6 @@ fn raw_admin(admin: &str, req: &[u8], read_within: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn status_of(reply: &str) -> u16 {
-    reply
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn admin_api_rejects_oversized_bodies() {
     let s = site();

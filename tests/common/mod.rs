@@ -124,6 +124,15 @@ pub fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The status code of a raw HTTP reply; 0 when there is none.
+pub fn status_of(reply: &str) -> u16 {
+    reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Config lines for a certKey `name` issued for `names`; returns (lines, serial).
 pub fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
     let (cert, key, serial) = pki.issue(name, names);
