@@ -19,5 +19,6 @@ pub mod core;
 pub mod demo;
 pub mod origin;
 pub mod pki;
+pub mod rt;
 pub mod shard;
 pub mod tls;

@@ -1,0 +1,157 @@
+//! The thread-per-core runtime the shards and the control plane run on: one
+//! single-threaded executor per thread, driving one io_uring of its own.
+//!
+//! Why a runtime of our own: the kept-alive request is dominated by the
+//! reactor, not by TLS (`perf/RESULTS.md`, "Reactor"). The ring is set up with
+//! `SINGLE_ISSUER | DEFER_TASKRUN` (falling back to `COOP_TASKRUN`), so a
+//! completion fired from a peer's CPU never interrupts this core with an IPI;
+//! it waits for the next loop turn. Each loop turn is:
+//!
+//! 1. run the tasks that were woken (bounded, so IO is never starved);
+//! 2. turn every stream's buffered writes into `SEND` entries;
+//! 3. one `io_uring_enter` that submits them and, when nothing is runnable,
+//!    waits for a completion or the next timer deadline;
+//! 4. dispatch the completions (multishot accept, multishot recv into a
+//!    provided-buffer ring, sends, connects, the cross-thread eventfd);
+//! 5. read the clock once and fire the timers that are due.
+//!
+//! Sockets are completion-based: reads never issue a system call (the kernel
+//! fills shared buffers, see [`net`]), writes are queued and sent together.
+//!
+//! What it does not do: work stealing, blocking file IO, or running futures
+//! that must be `Send`. Tasks are `!Send` and stay on the thread that spawned
+//! them; wakers must not leave that thread (they are ignored elsewhere).
+
+mod channel;
+mod executor;
+pub mod net;
+mod ring;
+mod time;
+
+pub use channel::{local_channel, shared_channel, LocalReceiver, LocalSender, Receiver, Sender};
+pub use executor::{spawn_local, yield_if_needed, Task, TaskHandle};
+pub use time::{now, sleep, timeout, Elapsed, Sleep};
+
+use std::future::Future;
+use std::io;
+use std::rc::Rc;
+
+/// How a thread's ring was set up, for logs and statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum RingMode {
+    /// `SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`: completions are run only
+    /// when this thread enters the kernel (Linux 6.1+).
+    DeferTaskrun,
+    /// `COOP_TASKRUN | TASKRUN_FLAG`: no IPI, completions run on the next
+    /// kernel entry (Linux 5.19+).
+    CoopTaskrun,
+    /// No flags (older kernels): a completion may interrupt the thread.
+    Plain,
+}
+
+/// Settings of one runtime thread.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    name: String,
+    cpu: Option<usize>,
+    /// Submission queue entries (completion queue gets four times as many).
+    pub entries: u32,
+}
+
+impl Builder {
+    pub fn new(name: &str) -> Self {
+        Builder {
+            name: name.to_string(),
+            cpu: None,
+            entries: 1024,
+        }
+    }
+
+    /// Pin the thread to `cpu`.
+    pub fn pin(mut self, cpu: Option<usize>) -> Self {
+        self.cpu = cpu;
+        self
+    }
+
+    /// Start a thread that runs `make()`'s future to completion on a fresh
+    /// runtime, then returns its output.
+    pub fn spawn<F, Fut, T>(self, make: F) -> io::Result<std::thread::JoinHandle<T>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+        T: Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel::<io::Result<()>>();
+        let entries = self.entries;
+        let cpu = self.cpu;
+        let handle = std::thread::Builder::new().name(self.name.clone()).spawn(move || {
+            if let Some(cpu) = cpu {
+                core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+            }
+            let rt = match Runtime::new(entries) {
+                Ok(rt) => {
+                    let _ = tx.send(Ok(()));
+                    rt
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    // The caller gets the error; this thread's result is never read.
+                    std::process::abort();
+                }
+            };
+            rt.block_on(make())
+        })?;
+        match rx.recv() {
+            Ok(Ok(())) => Ok(handle),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(io::Error::other("runtime thread died while starting")),
+        }
+    }
+}
+
+/// One thread's executor and ring. Created and used on one thread.
+pub struct Runtime {
+    inner: Rc<executor::Inner>,
+}
+
+impl Runtime {
+    /// A runtime on the current thread, with a ring of `entries` entries.
+    pub fn new(entries: u32) -> io::Result<Self> {
+        let inner = Rc::new(executor::Inner::new(entries)?);
+        Ok(Runtime { inner })
+    }
+
+    /// How this runtime's ring was set up.
+    pub fn ring_mode(&self) -> RingMode {
+        self.inner.driver.mode
+    }
+
+    /// Run `fut` and every task it spawns until `fut` completes.
+    pub fn block_on<T: 'static>(self, fut: impl Future<Output = T> + 'static) -> T {
+        executor::block_on(self.inner, fut)
+    }
+}
+
+/// The current thread's ring mode (`None` outside a runtime).
+pub fn ring_mode() -> Option<RingMode> {
+    executor::try_with_current(|rt| rt.driver.mode)
+}
+
+/// Loop counters of the current thread's runtime (see [`LoopStats`]).
+pub fn loop_stats() -> Option<LoopStats> {
+    executor::try_with_current(|rt| rt.stats())
+}
+
+/// What a runtime's loop has done since it started.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LoopStats {
+    pub turns: u64,
+    pub enters: u64,
+    pub completions: u64,
+    pub polls: u64,
+    /// Receives that found the provided-buffer ring empty.
+    pub recv_no_buffers: u64,
+}
+
+#[cfg(test)]
+mod tests;

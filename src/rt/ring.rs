@@ -1,0 +1,735 @@
+//! The io_uring driver of one runtime thread.
+//!
+//! Owns the ring, the table of operations in flight (the `user_data` of an
+//! entry is its key in that table), the provided-buffer ring that multishot
+//! receives fill, and the list of sockets with writes to send this turn.
+//! An operation's table entry keeps what the kernel may still touch (the
+//! socket state with its send buffer, a connect's address) alive until the
+//! operation's last completion, whatever happened to the handle meanwhile.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use super::RingMode;
+
+/// `user_data` of entries whose completion nobody waits for (cancels, closes).
+const IGNORED: u64 = u64::MAX;
+/// The provided-buffer group every receive uses.
+const BUFFER_GROUP: u16 = 0;
+/// Buffers in the provided-buffer ring (a power of two).
+pub(crate) const RECV_BUFFERS: u16 = 512;
+/// Size of each receive buffer: one TLS record and its header fit.
+pub(crate) const RECV_BUFFER_SIZE: usize = 16 * 1024 + 512;
+/// Bytes received but not read by the handle before its receive is paused.
+pub(crate) const RECV_QUEUE_LIMIT: usize = 64 * 1024;
+/// Bytes buffered for sending before writers see backpressure.
+pub(crate) const SEND_LIMIT: usize = 64 * 1024;
+/// Send buffers kept for reuse.
+const SPARE_SEND_BUFFERS: usize = 256;
+
+/// A received buffer not yet read out: buffer id, length, bytes already read.
+#[derive(Clone, Copy)]
+pub(crate) struct RxChunk {
+    pub bid: u16,
+    pub len: u32,
+    pub off: u32,
+}
+
+/// One socket's state, shared by its handle and its operations in flight.
+pub(crate) struct Sock {
+    pub fd: RawFd,
+    pub st: RefCell<SockState>,
+}
+
+#[derive(Default)]
+pub(crate) struct SockState {
+    pub rx: VecDeque<RxChunk>,
+    pub rx_bytes: usize,
+    pub rx_eof: bool,
+    pub rx_err: Option<i32>,
+    /// Key of the armed multishot receive.
+    pub recv_op: Option<usize>,
+    /// Waiting for receive buffers to come back to the ring.
+    pub starved: bool,
+    pub reader: Option<Waker>,
+    /// Written, not yet handed to the kernel.
+    pub tx_next: Vec<u8>,
+    /// Handed to the kernel (from `tx_off` on).
+    pub tx_inflight: Vec<u8>,
+    pub tx_off: usize,
+    pub send_op: Option<usize>,
+    pub tx_err: Option<i32>,
+    pub writer: Option<Waker>,
+    /// In the driver's list of sockets to send for.
+    pub dirty: bool,
+    /// Shut down for writing.
+    pub shut_wr: bool,
+    /// The handle is gone: finish sending what it wrote, then close.
+    pub dropped: bool,
+    pub closed: bool,
+    /// Operations in flight.
+    pub ops: u32,
+}
+
+impl SockState {
+    pub fn tx_buffered(&self) -> usize {
+        self.tx_next.len() + (self.tx_inflight.len() - self.tx_off)
+    }
+}
+
+/// A listener's state: accepted descriptors not yet taken by its handle.
+pub(crate) struct Listen {
+    pub fd: RawFd,
+    pub st: RefCell<ListenState>,
+}
+
+#[derive(Default)]
+pub(crate) struct ListenState {
+    pub queue: VecDeque<Result<RawFd, i32>>,
+    pub op: Option<usize>,
+    pub waiter: Option<Waker>,
+    pub dropped: bool,
+    pub closed: bool,
+}
+
+/// A single-shot operation's result, and what the kernel may read until then.
+#[derive(Default)]
+pub(crate) struct OneShot {
+    pub result: Cell<Option<i32>>,
+    pub waker: RefCell<Option<Waker>>,
+    pub payload: RefCell<Option<Box<dyn Any>>>,
+}
+
+enum Op {
+    Recv(Rc<Sock>),
+    Send(Rc<Sock>),
+    Accept(Rc<Listen>),
+    OneShot(Rc<OneShot>),
+    EventFd,
+}
+
+/// The provided-buffer ring: the kernel picks a buffer when data arrives, so
+/// a connection waiting for data holds no buffer of its own.
+struct BufferRing {
+    entries: *mut types::BufRingEntry,
+    memory: *mut u8,
+    tail: Cell<u16>,
+    /// Buffers currently in the ring (the rest are queued in sockets).
+    free: Cell<u16>,
+}
+
+impl BufferRing {
+    fn new() -> Self {
+        let ring_layout = std::alloc::Layout::from_size_align(RECV_BUFFERS as usize * 16, 4096).expect("layout");
+        let mem_layout = std::alloc::Layout::from_size_align(RECV_BUFFERS as usize * RECV_BUFFER_SIZE, 4096).expect("layout");
+        // SAFETY: non-zero sizes; both are leaked on purpose: the kernel may
+        // write into them until the ring is gone, which is the thread's end.
+        let (entries, memory) = unsafe {
+            (
+                std::alloc::alloc_zeroed(ring_layout) as *mut types::BufRingEntry,
+                std::alloc::alloc(mem_layout),
+            )
+        };
+        assert!(!entries.is_null() && !memory.is_null(), "out of memory for receive buffers");
+        let ring = BufferRing {
+            entries,
+            memory,
+            tail: Cell::new(0),
+            free: Cell::new(0),
+        };
+        for bid in 0..RECV_BUFFERS {
+            ring.push(bid);
+        }
+        ring
+    }
+
+    fn push(&self, bid: u16) {
+        let tail = self.tail.get();
+        // SAFETY: the index is masked into the ring; the entry is ours until
+        // the tail store below publishes it to the kernel.
+        unsafe {
+            let e = &mut *self.entries.add((tail & (RECV_BUFFERS - 1)) as usize);
+            e.set_addr(self.memory.add(bid as usize * RECV_BUFFER_SIZE) as u64);
+            e.set_len(RECV_BUFFER_SIZE as u32);
+            e.set_bid(bid);
+        }
+        let tail = tail.wrapping_add(1);
+        self.tail.set(tail);
+        // SAFETY: the tail lives in the first entry's reserved field.
+        unsafe {
+            let t = types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            (*t).store(tail, std::sync::atomic::Ordering::Release);
+        }
+        self.free.set(self.free.get() + 1);
+    }
+
+    fn bytes(&self, c: &RxChunk) -> &[u8] {
+        // SAFETY: buffer `bid` was filled with `len` bytes by the kernel and is
+        // not in the ring (so not written) until `push` gives it back.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.memory.add(c.bid as usize * RECV_BUFFER_SIZE + c.off as usize),
+                (c.len - c.off) as usize,
+            )
+        }
+    }
+}
+
+pub(crate) struct Driver {
+    ring: RefCell<IoUring>,
+    pub(crate) mode: RingMode,
+    ops: RefCell<Slab<Op>>,
+    buffers: BufferRing,
+    dirty: RefCell<Vec<Rc<Sock>>>,
+    starved: RefCell<Vec<Rc<Sock>>>,
+    spare_send: RefCell<Vec<Vec<u8>>>,
+    completions: RefCell<Vec<(u64, i32, u32)>>,
+    /// Written by other threads (channels) to wake this one.
+    pub(crate) eventfd: Arc<OwnedFd>,
+    eventfd_value: Box<UnsafeCell<u64>>,
+    eventfd_waiters: RefCell<Vec<Waker>>,
+    pub(crate) recv_no_buffers: Cell<u64>,
+    shut: Cell<bool>,
+}
+
+fn build_ring(entries: u32) -> io::Result<(IoUring, RingMode)> {
+    let cq = entries * 4;
+    let defer = IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .setup_submit_all()
+        .build(entries);
+    if let Ok(r) = defer {
+        return Ok((r, RingMode::DeferTaskrun));
+    }
+    let coop = IoUring::builder()
+        .setup_cqsize(cq)
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_submit_all()
+        .build(entries);
+    if let Ok(r) = coop {
+        return Ok((r, RingMode::CoopTaskrun));
+    }
+    let r = IoUring::builder().setup_cqsize(cq).build(entries)?;
+    Ok((r, RingMode::Plain))
+}
+
+impl Driver {
+    pub(crate) fn new(entries: u32) -> io::Result<Self> {
+        let (ring, mode) = build_ring(entries)?;
+        let buffers = BufferRing::new();
+        // SAFETY: the ring memory is page-aligned, sized for RECV_BUFFERS
+        // entries and never freed.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(buffers.entries as u64, RECV_BUFFERS, BUFFER_GROUP, 0)
+                .map_err(|e| io::Error::new(e.kind(), format!("provided-buffer ring (Linux 5.19+): {e}")))?;
+        }
+        // SAFETY: eventfd has no preconditions; the result is checked.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let eventfd = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let d = Driver {
+            ring: RefCell::new(ring),
+            mode,
+            ops: RefCell::new(Slab::with_capacity(4096)),
+            buffers,
+            dirty: RefCell::new(Vec::new()),
+            starved: RefCell::new(Vec::new()),
+            spare_send: RefCell::new(Vec::new()),
+            completions: RefCell::new(Vec::with_capacity(1024)),
+            eventfd,
+            eventfd_value: Box::new(UnsafeCell::new(0)),
+            eventfd_waiters: RefCell::new(Vec::new()),
+            recv_no_buffers: Cell::new(0),
+            shut: Cell::new(false),
+        };
+        d.arm_eventfd();
+        Ok(d)
+    }
+
+    fn push(&self, sqe: squeue::Entry) {
+        if self.shut.get() {
+            return;
+        }
+        let mut ring = self.ring.borrow_mut();
+        // SAFETY: every pointer in an entry built here stays valid until its
+        // completion: it points into state the operation table keeps alive.
+        if unsafe { ring.submission().push(&sqe) }.is_err() {
+            let _ = ring.submit();
+            // SAFETY: as above.
+            if unsafe { ring.submission().push(&sqe) }.is_err() {
+                panic!("io_uring submission queue full after submitting");
+            }
+        }
+    }
+
+    fn cancel(&self, key: usize) {
+        self.push(opcode::AsyncCancel::new(key as u64).build().user_data(IGNORED));
+    }
+
+    fn arm_eventfd(&self) {
+        let key = self.ops.borrow_mut().insert(Op::EventFd);
+        let sqe = opcode::Read::new(types::Fd(self.eventfd.as_raw_fd()), self.eventfd_value.get() as *mut u8, 8)
+            .build()
+            .user_data(key as u64);
+        self.push(sqe);
+    }
+
+    /// Wake `w` the next time another thread writes the eventfd.
+    pub(crate) fn on_eventfd(&self, w: &Waker) {
+        let mut ws = self.eventfd_waiters.borrow_mut();
+        if !ws.iter().any(|x| x.will_wake(w)) {
+            ws.push(w.clone());
+        }
+    }
+
+    // Sockets.
+
+    /// Start the multishot receive of `sock` if it is not running.
+    pub(crate) fn arm_recv(&self, sock: &Rc<Sock>) {
+        {
+            let st = sock.st.borrow();
+            if st.recv_op.is_some() || st.rx_eof || st.rx_err.is_some() || st.dropped || st.starved {
+                return;
+            }
+        }
+        if self.buffers.free.get() == 0 {
+            self.starve(sock);
+            return;
+        }
+        let key = self.ops.borrow_mut().insert(Op::Recv(sock.clone()));
+        {
+            let mut st = sock.st.borrow_mut();
+            st.recv_op = Some(key);
+            st.ops += 1;
+        }
+        self.push(
+            opcode::RecvMulti::new(types::Fd(sock.fd), BUFFER_GROUP)
+                .build()
+                .user_data(key as u64),
+        );
+    }
+
+    fn starve(&self, sock: &Rc<Sock>) {
+        let mut st = sock.st.borrow_mut();
+        if !st.starved {
+            st.starved = true;
+            self.starved.borrow_mut().push(sock.clone());
+        }
+    }
+
+    /// Re-arm receives that found no buffer, once buffers came back.
+    pub(crate) fn retry_starved(&self, _now: Instant) {
+        if self.starved.borrow().is_empty() || self.buffers.free.get() < RECV_BUFFERS / 8 {
+            return;
+        }
+        let socks = std::mem::take(&mut *self.starved.borrow_mut());
+        for s in socks {
+            s.st.borrow_mut().starved = false;
+            self.arm_recv(&s);
+        }
+    }
+
+    /// The received bytes of a chunk.
+    pub(crate) fn rx_bytes<'a>(&'a self, c: &RxChunk) -> &'a [u8] {
+        self.buffers.bytes(c)
+    }
+
+    /// Give a received buffer back to the kernel.
+    pub(crate) fn recycle(&self, bid: u16) {
+        self.buffers.push(bid);
+    }
+
+    /// A send buffer, reused when one is spare.
+    pub(crate) fn send_buffer(&self) -> Vec<u8> {
+        self.spare_send
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(16 * 1024))
+    }
+
+    fn spare(&self, mut b: Vec<u8>) {
+        let mut spare = self.spare_send.borrow_mut();
+        if spare.len() < SPARE_SEND_BUFFERS && b.capacity() <= SEND_LIMIT * 2 {
+            b.clear();
+            spare.push(b);
+        }
+    }
+
+    /// Note that `sock` has bytes to send this turn.
+    pub(crate) fn mark_dirty(&self, sock: &Rc<Sock>) {
+        let mut st = sock.st.borrow_mut();
+        if !st.dirty {
+            st.dirty = true;
+            self.dirty.borrow_mut().push(sock.clone());
+        }
+    }
+
+    /// Turn buffered writes into send entries (one in flight per socket).
+    pub(crate) fn flush_writes(&self) {
+        let socks = std::mem::take(&mut *self.dirty.borrow_mut());
+        for s in &socks {
+            s.st.borrow_mut().dirty = false;
+            self.start_send(s);
+        }
+        let mut d = self.dirty.borrow_mut();
+        if d.is_empty() {
+            // Keep the allocation.
+            *d = socks;
+            d.clear();
+        }
+    }
+
+    fn start_send(&self, sock: &Rc<Sock>) {
+        let (ptr, len) = {
+            let mut st = sock.st.borrow_mut();
+            if st.send_op.is_some() || st.tx_err.is_some() || st.closed {
+                return;
+            }
+            if st.tx_off >= st.tx_inflight.len() {
+                if st.tx_next.is_empty() {
+                    return;
+                }
+                let next = std::mem::take(&mut st.tx_next);
+                let done = std::mem::replace(&mut st.tx_inflight, next);
+                st.tx_off = 0;
+                if done.capacity() > 0 {
+                    self.spare(done);
+                }
+            }
+            let off = st.tx_off;
+            (st.tx_inflight[off..].as_ptr(), (st.tx_inflight.len() - off) as u32)
+        };
+        let key = self.ops.borrow_mut().insert(Op::Send(sock.clone()));
+        {
+            let mut st = sock.st.borrow_mut();
+            st.send_op = Some(key);
+            st.ops += 1;
+        }
+        self.push(
+            opcode::Send::new(types::Fd(sock.fd), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(key as u64),
+        );
+    }
+
+    /// The handle of `sock` is gone: stop receiving, finish sending what was
+    /// written (unless the socket failed), then close.
+    pub(crate) fn release(&self, sock: &Rc<Sock>) {
+        let (recv, send_cancel) = {
+            let mut st = sock.st.borrow_mut();
+            st.dropped = true;
+            st.reader = None;
+            st.writer = None;
+            let chunks: Vec<RxChunk> = st.rx.drain(..).collect();
+            st.rx_bytes = 0;
+            for c in chunks {
+                self.recycle(c.bid);
+            }
+            let failed = st.tx_err.is_some();
+            (st.recv_op, if failed { st.send_op } else { None })
+        };
+        if let Some(k) = recv {
+            self.cancel(k);
+        }
+        if let Some(k) = send_cancel {
+            self.cancel(k);
+        }
+        self.maybe_close(sock);
+    }
+
+    fn maybe_close(&self, sock: &Rc<Sock>) {
+        let mut st = sock.st.borrow_mut();
+        if !st.dropped || st.closed || st.ops > 0 {
+            return;
+        }
+        if st.tx_err.is_none() && st.tx_buffered() > 0 {
+            drop(st);
+            self.start_send(sock);
+            return;
+        }
+        st.closed = true;
+        let bufs = (std::mem::take(&mut st.tx_next), std::mem::take(&mut st.tx_inflight));
+        drop(st);
+        for b in [bufs.0, bufs.1] {
+            if b.capacity() > 0 {
+                self.spare(b);
+            }
+        }
+        self.push(opcode::Close::new(types::Fd(sock.fd)).build().user_data(IGNORED));
+    }
+
+    // Listeners.
+
+    pub(crate) fn arm_accept(&self, l: &Rc<Listen>) {
+        {
+            let st = l.st.borrow();
+            if st.op.is_some() || st.dropped {
+                return;
+            }
+        }
+        let key = self.ops.borrow_mut().insert(Op::Accept(l.clone()));
+        l.st.borrow_mut().op = Some(key);
+        self.push(
+            opcode::AcceptMulti::new(types::Fd(l.fd))
+                .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
+                .build()
+                .user_data(key as u64),
+        );
+    }
+
+    pub(crate) fn release_listener(&self, l: &Rc<Listen>) {
+        let (op, queued) = {
+            let mut st = l.st.borrow_mut();
+            st.dropped = true;
+            st.waiter = None;
+            (st.op, std::mem::take(&mut st.queue))
+        };
+        for r in queued.into_iter().flatten() {
+            // SAFETY: an accepted descriptor nobody took.
+            unsafe { libc::close(r) };
+        }
+        match op {
+            Some(k) => self.cancel(k),
+            None => self.close_listener(l),
+        }
+    }
+
+    fn close_listener(&self, l: &Rc<Listen>) {
+        let mut st = l.st.borrow_mut();
+        if !st.closed {
+            st.closed = true;
+            // Synchronous: the address must be free when the caller goes on.
+            // SAFETY: the listener's own descriptor, closed once.
+            unsafe { libc::close(l.fd) };
+        }
+    }
+
+    // Single-shot operations.
+
+    /// Submit `sqe` (built with any `user_data`); `payload` lives until it completes.
+    pub(crate) fn submit_oneshot(&self, sqe: squeue::Entry, payload: Option<Box<dyn Any>>) -> (usize, Rc<OneShot>) {
+        let os = Rc::new(OneShot::default());
+        *os.payload.borrow_mut() = payload;
+        let key = self.ops.borrow_mut().insert(Op::OneShot(os.clone()));
+        self.push(sqe.user_data(key as u64));
+        (key, os)
+    }
+
+    /// The waiter of a single-shot operation is gone before it completed.
+    pub(crate) fn abandon(&self, key: usize) {
+        self.cancel(key);
+    }
+
+    // The loop.
+
+    /// Submit what is queued and, with `wait` other than zero, wait for a
+    /// completion (`None`: without limit). True when the kernel was entered.
+    pub(crate) fn enter(&self, wait: Option<Duration>) -> bool {
+        let mut ring = self.ring.borrow_mut();
+        let pending_sq = !ring.submission().is_empty();
+        let taskrun = ring.submission().taskrun();
+        let cq_ready = !ring.completion().is_empty();
+        let result = match wait {
+            Some(d) if d.is_zero() || cq_ready => {
+                if !pending_sq && !taskrun && self.mode != RingMode::Plain {
+                    return false;
+                }
+                ring.submit()
+            }
+            Some(d) => {
+                let ts = types::Timespec::from(d);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                ring.submitter().submit_with_args(1, &args)
+            }
+            None => ring.submit_and_wait(1),
+        };
+        if let Err(e) = result {
+            match e.raw_os_error() {
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                _ => tracing::warn!("io_uring_enter: {e}"),
+            }
+        }
+        true
+    }
+
+    /// Handle every completion queued; returns how many.
+    pub(crate) fn dispatch(&self) -> usize {
+        let mut batch = std::mem::take(&mut *self.completions.borrow_mut());
+        {
+            let mut ring = self.ring.borrow_mut();
+            let mut cq = ring.completion();
+            cq.sync();
+            for cqe in &mut cq {
+                batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+        }
+        let n = batch.len();
+        for &(ud, res, flags) in &batch {
+            if ud != IGNORED {
+                self.complete(ud as usize, res, flags);
+            }
+        }
+        batch.clear();
+        *self.completions.borrow_mut() = batch;
+        n
+    }
+
+    fn complete(&self, key: usize, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let op = {
+            let mut ops = self.ops.borrow_mut();
+            if !ops.contains(key) {
+                return;
+            }
+            if more {
+                match &ops[key] {
+                    Op::Recv(s) => Op::Recv(s.clone()),
+                    Op::Accept(l) => Op::Accept(l.clone()),
+                    _ => return,
+                }
+            } else {
+                ops.remove(key)
+            }
+        };
+        match op {
+            Op::Recv(sock) => self.on_recv(&sock, res, flags, more),
+            Op::Send(sock) => self.on_send(&sock, res),
+            Op::Accept(l) => self.on_accept(&l, res, more),
+            Op::OneShot(os) => {
+                os.result.set(Some(res));
+                os.payload.borrow_mut().take();
+                if let Some(w) = os.waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+            Op::EventFd => {
+                for w in std::mem::take(&mut *self.eventfd_waiters.borrow_mut()) {
+                    w.wake();
+                }
+                self.arm_eventfd();
+            }
+        }
+    }
+
+    fn on_recv(&self, sock: &Rc<Sock>, res: i32, flags: u32, more: bool) {
+        let mut st = sock.st.borrow_mut();
+        if res > 0 {
+            let bid = cqueue::buffer_select(flags).expect("a receive with data names its buffer");
+            self.buffers.free.set(self.buffers.free.get() - 1);
+            if st.dropped {
+                self.recycle(bid);
+            } else {
+                st.rx.push_back(RxChunk {
+                    bid,
+                    len: res as u32,
+                    off: 0,
+                });
+                st.rx_bytes += res as usize;
+            }
+        } else if res == 0 {
+            st.rx_eof = true;
+        } else if res == -libc::ENOBUFS {
+            self.recv_no_buffers.set(self.recv_no_buffers.get() + 1);
+        } else if res != -libc::ECANCELED {
+            st.rx_err = Some(-res);
+        }
+        let pause = more && st.rx_bytes >= RECV_QUEUE_LIMIT;
+        if !more {
+            st.recv_op = None;
+            st.ops -= 1;
+        }
+        let rearm_starved = !more && res == -libc::ENOBUFS && !st.dropped;
+        let waker = st.reader.take();
+        let recv_op = st.recv_op;
+        drop(st);
+        if pause {
+            if let Some(k) = recv_op {
+                self.cancel(k);
+            }
+        }
+        if rearm_starved {
+            self.starve(sock);
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if !more {
+            self.maybe_close(sock);
+        }
+    }
+
+    fn on_send(&self, sock: &Rc<Sock>, res: i32) {
+        let mut st = sock.st.borrow_mut();
+        st.send_op = None;
+        st.ops -= 1;
+        if res >= 0 {
+            st.tx_off += res as usize;
+        } else if res != -libc::ECANCELED || st.tx_err.is_none() {
+            st.tx_err = Some(if res == -libc::ECANCELED { libc::EPIPE } else { -res });
+        }
+        let more_to_send = st.tx_err.is_none() && st.tx_buffered() > 0;
+        let waker = st.writer.take();
+        drop(st);
+        if more_to_send {
+            self.start_send(sock);
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        self.maybe_close(sock);
+    }
+
+    fn on_accept(&self, l: &Rc<Listen>, res: i32, more: bool) {
+        let mut st = l.st.borrow_mut();
+        if !more {
+            st.op = None;
+        }
+        if res >= 0 {
+            if st.dropped {
+                // SAFETY: a descriptor accepted after the handle was dropped.
+                unsafe { libc::close(res) };
+            } else {
+                st.queue.push_back(Ok(res));
+            }
+        } else if res != -libc::ECANCELED {
+            st.queue.push_back(Err(-res));
+        }
+        let waker = st.waiter.take();
+        let close = st.dropped && st.op.is_none();
+        drop(st);
+        if close {
+            self.close_listener(l);
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The thread is ending: submit nothing more. Operations still in flight
+    /// are cancelled by the kernel when the ring closes; their memory is
+    /// never freed, so the kernel cannot write into freed memory.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.ring.borrow_mut().submit();
+        self.shut.set(true);
+        std::mem::forget(std::mem::take(&mut *self.ops.borrow_mut()));
+    }
+}

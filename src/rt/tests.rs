@@ -1,0 +1,173 @@
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::net::{Listener, Stream};
+use super::*;
+
+fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+    Runtime::new(64).expect("runtime (memlock?)").block_on(f)
+}
+
+fn listener() -> (Listener, SocketAddr) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    // SAFETY: a listening socket whose ownership moves into the listener.
+    (unsafe { Listener::from_raw_fd(l.into_raw_fd()) }, addr)
+}
+
+#[test]
+fn the_ring_is_set_up_without_interrupts() {
+    let rt = Runtime::new(64).unwrap();
+    assert_ne!(rt.ring_mode(), RingMode::Plain, "this kernel should take DEFER_TASKRUN or COOP_TASKRUN");
+}
+
+#[test]
+fn echo_over_loopback_moves_every_byte_in_order() {
+    let total = run(async {
+        let (l, addr) = listener();
+        let server = spawn_local(async move {
+            let mut s = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 7000];
+            let mut n = 0;
+            loop {
+                let k = s.read(&mut buf).await.unwrap();
+                if k == 0 {
+                    break;
+                }
+                s.write_all(&buf[..k]).await.unwrap();
+                n += k;
+            }
+            s.close().await.unwrap();
+            n
+        });
+        let mut c = Stream::connect(addr).await.unwrap();
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut got = Vec::new();
+        let mut rbuf = vec![0u8; 50_000];
+        let mut sent = 0;
+        while sent < data.len() {
+            let end = (sent + 100_000).min(data.len());
+            c.write_all(&data[sent..end]).await.unwrap();
+            sent = end;
+            while got.len() < sent {
+                let k = c.read(&mut rbuf).await.unwrap();
+                assert!(k > 0);
+                got.extend_from_slice(&rbuf[..k]);
+            }
+        }
+        c.close().await.unwrap();
+        let k = c.read(&mut rbuf).await.unwrap();
+        assert_eq!(k, 0, "EOF after the server closed");
+        assert_eq!(got, data);
+        server.await
+    });
+    assert_eq!(total, 1_000_000);
+}
+
+#[test]
+fn timers_fire_in_order_and_timeout_cuts_a_stuck_future() {
+    run(async {
+        let t0 = Instant::now();
+        let order = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, ms) in [(0, 30u64), (1, 10), (2, 20)] {
+            let o = order.clone();
+            tasks.push(spawn_local(async move {
+                sleep(Duration::from_millis(ms)).await;
+                o.borrow_mut().push(i);
+            }));
+        }
+        for t in tasks {
+            t.await;
+        }
+        assert_eq!(*order.borrow(), vec![1, 2, 0]);
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+        let r = timeout(Duration::from_millis(20), futures_lite::future::pending::<()>()).await;
+        assert_eq!(r, Err(Elapsed));
+        let r = timeout(Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(r, Ok(7));
+    });
+}
+
+#[test]
+fn a_dropped_task_is_cancelled_and_a_detached_one_runs() {
+    run(async {
+        let hits = std::rc::Rc::new(std::cell::Cell::new(0));
+        let h = hits.clone();
+        let t = spawn_local(async move {
+            sleep(Duration::from_millis(20)).await;
+            h.set(h.get() + 1);
+        });
+        drop(t);
+        let h = hits.clone();
+        spawn_local(async move {
+            sleep(Duration::from_millis(20)).await;
+            h.set(h.get() + 10);
+        })
+        .detach();
+        sleep(Duration::from_millis(60)).await;
+        assert_eq!(hits.get(), 10);
+    });
+}
+
+#[test]
+fn shared_channel_wakes_a_sleeping_thread() {
+    let (tx, rx) = shared_channel::<u64>();
+    let (back_tx, back_rx) = shared_channel::<u64>();
+    let h = Builder::new("echo")
+        .spawn(move || async move {
+            let mut sum = 0;
+            while let Some(v) = rx.recv().await {
+                sum += v;
+                back_tx.send(v * 2).unwrap();
+            }
+            sum
+        })
+        .unwrap();
+    let got = run(async move {
+        let mut got = 0;
+        for i in 1..=100u64 {
+            tx.send(i).unwrap();
+            got += back_rx.recv().await.unwrap();
+        }
+        drop(tx);
+        got
+    });
+    assert_eq!(got, 2 * 5050);
+    assert_eq!(h.join().unwrap(), 5050);
+}
+
+#[test]
+fn connect_to_a_closed_port_fails_fast() {
+    run(async {
+        let (l, addr) = listener();
+        drop(l);
+        let e = Stream::connect_timeout(addr, Duration::from_secs(2)).await.err().expect("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}
+
+#[test]
+fn many_idle_connections_hold_no_receive_buffer() {
+    run(async {
+        let (l, addr) = listener();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        // More connections than receive buffers, each with a little data queued.
+        for _ in 0..600 {
+            let mut c = Stream::connect(addr).await.unwrap();
+            c.write_all(b"x").await.unwrap();
+            clients.push(c);
+            servers.push(l.accept().await.unwrap());
+        }
+        let mut b = [0u8; 4];
+        for s in servers.iter_mut() {
+            assert_eq!(s.read(&mut b).await.unwrap(), 1);
+        }
+        assert_eq!(servers.iter().map(|s| s.buffered_read()).sum::<usize>(), 0);
+    });
+}
