@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use futures_lite::future::or;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use glommio::net::{TcpListener, UnixListener};
+use crate::rt::net::{Listener as RingListener, TcpListener};
+use crate::rt::{local_channel, LocalReceiver, LocalSender};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -84,7 +84,7 @@ impl AdminListener {
 
 enum Listener {
     Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
+    Unix(RingListener, PathBuf),
 }
 
 struct Request {
@@ -364,17 +364,14 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     control_queue: Rc<LocalSender<QueuedRequest>>,
     _slot: ConnectionSlot,
 ) {
-    let read = glommio::timer::timeout(REQUEST_TIMEOUT, async { Ok(read_request(&mut stream).await) }).await;
+    let read = crate::rt::timeout(REQUEST_TIMEOUT, read_request(&mut stream)).await;
     let (code, ctype, body) = match read {
         Ok(Ok(request)) => handled_by_control(&control_queue, request).await,
         Ok(Err((code, msg))) => (code, "text/plain", format!("{msg}\n")),
         Err(_) => (408, "text/plain", "request not received in time\n".into()),
     };
-    let write = async {
-        respond(&mut stream, code, ctype, &body).await;
-        Ok(())
-    };
-    if glommio::timer::timeout(REPLY_TIMEOUT, write).await.is_err() {
+    let write = respond(&mut stream, code, ctype, &body);
+    if crate::rt::timeout(REPLY_TIMEOUT, write).await.is_err() {
         debug!("admin reply not taken in time; connection closed");
     }
 }
@@ -382,7 +379,7 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 /// Queue `request` to the control loop and wait for its reply.
 async fn handled_by_control(control_queue: &LocalSender<QueuedRequest>, request: Request) -> Reply {
     let shutting_down = || (503, "text/plain", "the admin API is shutting down\n".to_string());
-    let (reply_to, reply) = local_channel::new_bounded(1);
+    let (reply_to, reply) = local_channel(1);
     // Never waits: the queue has room for one request per open connection.
     if control_queue.send(QueuedRequest { request, reply_to }).await.is_err() {
         return shutting_down();
@@ -428,7 +425,7 @@ async fn accept_connections(listener: Listener, control_queue: LocalSender<Queue
                     warn!("admin API cannot accept a connection: {e}");
                 }
                 accept_failing = true;
-                glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
+                crate::rt::sleep(ACCEPT_RETRY_DELAY).await;
             }
         }
     }
@@ -443,15 +440,11 @@ async fn admit<S: AsyncRead + AsyncWrite + Unpin + 'static>(
     open: &OpenConnections,
 ) {
     if let Some(slot) = ConnectionSlot::take(&open.served, MAX_CONNECTIONS) {
-        glommio::spawn_local(serve_connection(stream, control_queue.clone(), slot)).detach();
+        crate::rt::spawn_local(serve_connection(stream, control_queue.clone(), slot)).detach();
     } else if let Some(slot) = ConnectionSlot::take(&open.turned_away, MAX_CONNECTIONS) {
-        glommio::spawn_local(turn_away(stream, slot)).detach();
+        crate::rt::spawn_local(turn_away(stream, slot)).detach();
     } else {
-        let busy = async {
-            respond_busy(&mut stream).await;
-            Ok(())
-        };
-        let _ = glommio::timer::timeout(BUSY_REPLY_TIMEOUT, busy).await;
+        let _ = crate::rt::timeout(BUSY_REPLY_TIMEOUT, respond_busy(&mut stream)).await;
     }
 }
 
@@ -469,9 +462,8 @@ async fn turn_away<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, _slot: Conn
                 Ok(n) => discarded += n,
             }
         }
-        Ok(())
     };
-    let _ = glommio::timer::timeout(TURN_AWAY_LINGER, linger).await;
+    let _ = crate::rt::timeout(TURN_AWAY_LINGER, linger).await;
 }
 
 async fn respond_busy<S: AsyncWrite + Unpin>(stream: &mut S) {
@@ -494,7 +486,7 @@ async fn next_step(control_queue: &LocalReceiver<QueuedRequest>) -> Step {
         }
     };
     let timer = async {
-        glommio::timer::sleep(SIGNAL_CHECK_INTERVAL).await;
+        crate::rt::sleep(SIGNAL_CHECK_INTERVAL).await;
         Step::CheckSignals
     };
     or(request, timer).await
@@ -513,7 +505,7 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
                 let _ = std::fs::remove_file(&path);
             }
             let l =
-                UnixListener::bind(&path).map_err(|e| format!("admin API cannot listen on {}: {e}", path.display()))?;
+                RingListener::bind_unix(&path).map_err(|e| format!("admin API cannot listen on {}: {e}", path.display()))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
@@ -525,8 +517,8 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
         Listener::Tcp(_) => None,
     };
     // Each open connection queues at most one request, so sends never wait.
-    let (queue_sender, control_queue) = local_channel::new_bounded(MAX_CONNECTIONS);
-    let acceptor = glommio::spawn_local(accept_connections(listener, queue_sender)).detach();
+    let (queue_sender, control_queue) = local_channel(MAX_CONNECTIONS);
+    let acceptor = crate::rt::spawn_local(accept_connections(listener, queue_sender)).detach();
     loop {
         if runtime::take(&signals.term) {
             // Stop taking connections (and close the listener) before draining.

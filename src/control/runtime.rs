@@ -1,10 +1,10 @@
 //! Boots the shards and the control executor, and runs transactions.
 //!
-//! Threads: one glommio executor per shard, pinned to its core, and one
-//! unpinned control executor that owns the running [`Model`], serves the
+//! Threads: one [`crate::rt`] runtime per shard, pinned to its core, and one
+//! unpinned control runtime that owns the running [`Model`], serves the
 //! admin API and watches signals. Each shard is joined to the control
-//! executor by a pair of glommio shared channels (lock-free single-producer
-//! single-consumer rings that wake an idle executor through its eventfd).
+//! thread by a pair of lock-free channels (a crossbeam queue, and an eventfd
+//! whose read is always posted on the receiving thread's ring to wake it).
 //!
 //! A transaction: parse -> validate on a clone of the model (R10) -> build
 //! the snapshot (rustls configs; failure refuses the change) -> send it to
@@ -16,18 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
-use glommio::{LocalExecutorBuilder, Placement};
+use crate::rt::{self, Receiver, Sender};
 use serde_json::json;
 use tracing::{error, info, warn};
 
 use super::snapshot::{ChangeNotes, Snapshot};
 use crate::config::{self, Model};
 use crate::shard::{run_shard, ShardMsg, ShardReply};
-
-/// Memory glommio registers with io_uring per executor. Must fit under the
-/// process's memlock limit (8 MiB here) for all executors together.
-pub const IO_MEMORY: usize = 512 * 1024;
 
 /// How long SIGTERM lets connections finish before closing them.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -108,8 +103,8 @@ pub struct Control {
     pub model: Model,
     pub snapshot: Arc<Snapshot>,
     pub config_path: PathBuf,
-    senders: Vec<ConnectedSender<ShardMsg>>,
-    replies: Vec<ConnectedReceiver<ShardReply>>,
+    senders: Vec<Sender<ShardMsg>>,
+    replies: Vec<Receiver<ShardReply>>,
     pub started: Instant,
     pub admin_token: Option<String>,
     /// The admin API's TCP address, kept out of every vserver's way.
@@ -121,7 +116,7 @@ impl Control {
     async fn broadcast(&mut self, snap: Arc<Snapshot>) -> ApplyReport {
         let t0 = Instant::now();
         for s in &self.senders {
-            if s.send(ShardMsg::Apply(snap.clone())).await.is_err() {
+            if s.send(ShardMsg::Apply(snap.clone())).is_err() {
                 error!("a shard is gone");
             }
         }
@@ -179,7 +174,7 @@ impl Control {
     /// Statistics of every shard.
     pub async fn stats(&mut self) -> serde_json::Value {
         for s in &self.senders {
-            let _ = s.send(ShardMsg::Stats).await;
+            let _ = s.send(ShardMsg::Stats);
         }
         let mut shards = Vec::new();
         for r in &self.replies {
@@ -222,7 +217,7 @@ impl Control {
 
     async fn drain(&mut self, deadline: Duration) {
         for s in &self.senders {
-            let _ = s.send(ShardMsg::Drain(deadline)).await;
+            let _ = s.send(ShardMsg::Drain(deadline));
         }
         for r in &self.replies {
             if let Some(ShardReply::Drained { shard, remaining }) = r.recv().await {
@@ -284,40 +279,27 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
     for i in 0..n {
-        let (tx, rx) = shared_channel::new_bounded::<ShardMsg>(16);
-        let (rtx, rrx) = shared_channel::new_bounded::<ShardReply>(16);
+        let (tx, rx) = rt::shared_channel::<ShardMsg>();
+        let (rtx, rrx) = rt::shared_channel::<ShardReply>();
         to_shards.push(tx);
         from_shards.push(rrx);
         let cpu = cpus[i % cpus.len()];
-        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{i}"))
-            .io_memory(IO_MEMORY)
-            .spawn(move || async move {
-                let rx = rx.connect().await;
-                let tx = rtx.connect().await;
-                run_shard(i, rx, tx).await;
-            })
+        let h = rt::Builder::new(&format!("shard-{i}"))
+            .pin(Some(cpu))
+            .spawn(move || run_shard(i, rx, rtx))
             .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"))?;
         shard_handles.push(h);
     }
     let config_path = opts.config.clone();
     let token = opts.admin_token.clone();
-    let control = LocalExecutorBuilder::new(Placement::Unbound)
-        .name("control")
-        .io_memory(IO_MEMORY)
+    let control = rt::Builder::new("control")
         .spawn(move || async move {
-            let mut senders = Vec::new();
-            let mut replies = Vec::new();
-            for (tx, rx) in to_shards.into_iter().zip(from_shards) {
-                senders.push(tx.connect().await);
-                replies.push(rx.connect().await);
-            }
             let mut ctl = Control {
                 model,
                 snapshot: snapshot.clone(),
                 config_path,
-                senders,
-                replies,
+                senders: to_shards,
+                replies: from_shards,
                 started: Instant::now(),
                 admin_token: token,
                 admin_addr,
@@ -329,8 +311,8 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             info!(shards = n, "serving");
             super::admin::serve(ctl, admin, signals).await
         })
-        .map_err(|e| format!("cannot start the control executor: {e}"))?;
-    let result = control.join().map_err(|e| format!("control executor failed: {e}"))?;
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    let result = control.join().map_err(|_| "the control thread panicked".to_string())?;
     for h in shard_handles {
         let _ = h.join();
     }

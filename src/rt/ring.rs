@@ -27,9 +27,9 @@ const IGNORED: u64 = u64::MAX;
 /// The provided-buffer group every receive uses.
 const BUFFER_GROUP: u16 = 0;
 /// Buffers in the provided-buffer ring (a power of two).
-pub(crate) const RECV_BUFFERS: u16 = 512;
-/// Size of each receive buffer: one TLS record and its header fit.
-pub(crate) const RECV_BUFFER_SIZE: usize = 16 * 1024 + 512;
+pub(crate) const RECV_BUFFERS: u16 = 256;
+/// Size of each receive buffer (2 MiB in all per thread, resident once used).
+pub(crate) const RECV_BUFFER_SIZE: usize = 8 * 1024;
 /// Bytes received but not read by the handle before its receive is paused.
 pub(crate) const RECV_QUEUE_LIMIT: usize = 64 * 1024;
 /// Bytes buffered for sending before writers see backpressure.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 use futures_lite::AsyncReadExt;
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 use tracing::{debug, info};
 
 use super::proxy::{Proxy, ProxyEnd};
@@ -106,10 +106,7 @@ impl ClientConn<'_> {
 /// Send close_notify and FIN, bounded in time. True when delivered.
 async fn close_gracefully(leg: &mut Leg<TcpStream>) -> bool {
     let shut = std::future::poll_fn(|cx| leg.poll_shutdown(cx));
-    matches!(
-        glommio::timer::timeout(CLOSE_GRACE, async { Ok(shut.await) }).await,
-        Ok(Ok(()))
-    )
+    matches!(crate::rt::timeout(CLOSE_GRACE, shut).await, Ok(Ok(())))
 }
 
 pub(crate) async fn serve_client(
@@ -147,7 +144,7 @@ pub(crate) async fn serve_client(
     // as its long-lived proxying state (memory per idle connection).
     let first_read = Box::pin(or(
         async {
-            match glommio::timer::timeout(hs_timeout, async { Ok(stream.read(&mut first).await) }).await {
+            match crate::rt::timeout(hs_timeout, stream.read(&mut first)).await {
                 Ok(r) => r.map_err(|e| (classify(&e), e.to_string())),
                 Err(_) => Err((CloseKind::Timeout, "no ClientHello before the handshake timeout".into())),
             }

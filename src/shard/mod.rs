@@ -1,4 +1,4 @@
-//! The glommio shell of one shard (one executor pinned to one core).
+//! The shell of one shard (one [`crate::rt`] runtime thread pinned to one core).
 //!
 //! A shard owns its listeners (one `SO_REUSEPORT` socket per vserver), its
 //! connections, its rustls configs per (entity, epoch) with their shard-local
@@ -21,9 +21,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
-use glommio::net::TcpListener;
-use glommio::{spawn_local, Task};
+use crate::rt::net::TcpListener;
+use crate::rt::{spawn_local, Receiver, Sender, Task};
 use tracing::{info, warn};
 
 use crate::control::{PoolSpec, Snapshot, VserverSpec};
@@ -288,8 +287,8 @@ impl Shard {
                 continue;
             }
             match bind_listener(addr) {
-                Ok((l, fd)) => {
-                    let task = spawn_local(accept_loop(self.clone(), name.clone(), l, fd));
+                Ok(l) => {
+                    let task = spawn_local(accept_loop(self.clone(), name.clone(), l));
                     listeners.insert(name, (addr, task));
                 }
                 Err(e) => {
@@ -335,7 +334,7 @@ impl Shard {
         self.listeners.borrow_mut().clear();
         let until = Instant::now() + deadline;
         while self.live.get() > 0 && Instant::now() < until {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+            crate::rt::sleep(Duration::from_millis(20)).await;
         }
         let remaining = self.live.get();
         if remaining > 0 {
@@ -343,7 +342,7 @@ impl Shard {
             self.fire(ids, CloseReason::DrainTimeout);
             let grace = Instant::now() + Duration::from_secs(1);
             while self.live.get() > 0 && Instant::now() < grace {
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                crate::rt::sleep(Duration::from_millis(10)).await;
             }
         }
         remaining
@@ -370,8 +369,8 @@ fn keep_or_build<S, C: Clone>(
 pub const LISTEN_BACKLOG: i32 = 4096;
 
 /// A `SO_REUSEPORT` listener for one shard, with `TCP_NODELAY` set so every
-/// accepted socket inherits it. Returns the listener and its descriptor.
-fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, std::os::fd::RawFd)> {
+/// accepted socket inherits it.
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -381,65 +380,25 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, st
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(LISTEN_BACKLOG)?;
-    let fd = sock.into_raw_fd();
-    // SAFETY: `fd` is a bound, listening TCP socket whose ownership moves here.
-    Ok((unsafe { TcpListener::from_raw_fd(fd) }, fd))
+    // SAFETY: a bound, listening TCP socket whose ownership moves here.
+    Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
 }
 
-/// Accept without waiting: one `accept4` system call. `None` when the
-/// backlog is empty (or on an error, which the slow path then reports).
-fn accept_now(fd: std::os::fd::RawFd) -> Option<(glommio::net::TcpStream, Option<std::net::SocketAddr>)> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: a zeroed sockaddr_storage is a valid out-buffer for accept4.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    // SAFETY: accept4 on a listening socket we own, with a buffer and its length.
-    let s = unsafe {
-        libc::accept4(
-            fd,
-            &mut storage as *mut _ as *mut libc::sockaddr,
-            &mut len,
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        )
-    };
-    if s < 0 {
-        return None;
-    }
-    // SAFETY: `storage` was filled by accept4 with `len` bytes of a socket address.
-    let addr = unsafe { socket2::SockAddr::new(storage, len) }.as_socket();
-    // SAFETY: a fresh connected socket whose ownership moves into the stream.
-    Some((unsafe { glommio::net::TcpStream::from_raw_fd(s) }, addr))
-}
+/// Pause after a failed accept (out of descriptors, ...) before the next.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd: std::os::fd::RawFd) {
-    let mut burst = 0u32;
+/// Accept for ever: a multishot accept hands over bursts of connections
+/// without a system call each; every connection gets a task of its own.
+async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
     loop {
-        // Fast path while the backlog has connections; io_uring otherwise.
-        let accepted = match accept_now(fd) {
-            Some((s, addr)) => {
-                burst += 1;
-                if burst.is_multiple_of(64) {
-                    // Let established connections run between accepts.
-                    glommio::yield_if_needed().await;
-                }
-                Ok((s, addr))
-            }
-            None => {
-                burst = 0;
-                listener.accept().await.map(|s| {
-                    let addr = s.peer_addr().ok();
-                    (s, addr)
-                })
-            }
-        };
-        match accepted {
-            Ok((stream, addr)) => {
+        match listener.accept().await {
+            Ok(stream) => {
                 shard.counters.accepted.set(shard.counters.accepted.get() + 1);
                 let Some(vs) = shard.vserver(&name) else { continue };
                 let s = shard.clone();
                 let fut = async move {
                     s.live.set(s.live.get() + 1);
-                    conn::serve_client(&s, vs, stream, addr).await;
+                    conn::serve_client(&s, vs, stream, None).await;
                     s.live.set(s.live.get() - 1);
                 };
                 spawn_local(fut).detach();
@@ -447,71 +406,49 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener, fd
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 warn!(shard = shard.id, vserver = %name, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                crate::rt::sleep(ACCEPT_RETRY_DELAY).await;
             }
         }
     }
 }
 
-/// How soon a shard must look at a control message or a due timer, however
-/// busy its connections keep it (glommio preempts the connection queue after
-/// this long). Shorter costs CPU on every connection: glommio's preemption
-/// timer wakes the shard each time it expires (at 250 us a kept-alive
-/// request cost a third more CPU than at 5 ms; perf/RESULTS.md).
-/// Propagation stays well under this when a shard has any idle moment.
-pub const CONTROL_LATENCY: Duration = Duration::from_millis(5);
+/// How often due timers (handshake timeouts, drain deadlines) are checked.
+const TICK: Duration = Duration::from_millis(20);
 
-/// Run one shard until the control plane drains it.
-pub async fn run_shard(id: usize, rx: ConnectedReceiver<ShardMsg>, tx: ConnectedSender<ShardReply>) {
+/// Run one shard until the control plane drains it. Control messages arrive
+/// through the runtime's cross-thread channel, whose eventfd read is always
+/// posted on the ring: a busy shard sees a new epoch on its next loop turn.
+pub async fn run_shard(id: usize, rx: Receiver<ShardMsg>, tx: Sender<ShardReply>) {
     let shard = Shard::new(id);
-    // Control messages and timers get their own task queue with a latency
-    // requirement, so a shard busy with handshakes still applies a new epoch
-    // within about CONTROL_LATENCY (R6) instead of after its whole time slice.
-    let control = glommio::executor().create_task_queue(
-        glommio::Shares::Static(1000),
-        glommio::Latency::Matters(CONTROL_LATENCY),
-        "control",
-    );
     let ticker = {
         let s = shard.clone();
-        glommio::spawn_local_into(
-            async move {
-                loop {
-                    glommio::timer::sleep(Duration::from_millis(20)).await;
-                    s.tick();
-                }
-            },
-            control,
-        )
-        .ok()
+        spawn_local(async move {
+            loop {
+                crate::rt::sleep(TICK).await;
+                s.tick();
+            }
+        })
     };
-    let s = shard.clone();
-    let main = async move {
-        while let Some(msg) = rx.recv().await {
-            match msg {
-                ShardMsg::Apply(snap) => {
-                    let reply = s.apply(&snap);
-                    if tx.send(reply).await.is_err() {
-                        break;
-                    }
-                }
-                ShardMsg::Stats => {
-                    if tx.send(ShardReply::Stats(s.stats_json())).await.is_err() {
-                        break;
-                    }
-                }
-                ShardMsg::Drain(deadline) => {
-                    let remaining = s.drain(deadline).await;
-                    info!(shard = id, remaining, "drained");
-                    let _ = tx.send(ShardReply::Drained { shard: id, remaining }).await;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ShardMsg::Apply(snap) => {
+                let reply = shard.apply(&snap);
+                if tx.send(reply).is_err() {
                     break;
                 }
             }
+            ShardMsg::Stats => {
+                if tx.send(ShardReply::Stats(shard.stats_json())).is_err() {
+                    break;
+                }
+            }
+            ShardMsg::Drain(deadline) => {
+                let remaining = shard.drain(deadline).await;
+                info!(shard = id, remaining, "drained");
+                let _ = tx.send(ShardReply::Drained { shard: id, remaining });
+                break;
+            }
         }
-    };
-    match glommio::spawn_local_into(main, control) {
-        Ok(task) => task.await,
-        Err(e) => warn!(shard = id, "cannot start the control task: {e}"),
     }
     drop(ticker);
 }

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use glommio::timer::Timer;
+use crate::rt::Sleep;
 
 use super::signal::ConnSignal;
 use crate::core::CloseReason;
@@ -161,7 +161,8 @@ pub struct Proxy<'a, A, B> {
     down: Direction,
     idle: Duration,
     last_activity: Instant,
-    timer: Timer,
+    /// Fires at `last_activity + idle` as last registered; moved only when it fires.
+    timer: Sleep,
 }
 
 impl<'a, A, B> Proxy<'a, A, B> {
@@ -174,7 +175,7 @@ impl<'a, A, B> Proxy<'a, A, B> {
             down: Direction::new(),
             idle,
             last_activity: Instant::now(),
-            timer: Timer::new(idle),
+            timer: Sleep::until(Instant::now() + idle),
         }
     }
 }
@@ -206,7 +207,7 @@ where
         if this.up.shut && this.down.shut && !this.front.wants_flush() && !this.back.wants_flush() {
             return Poll::Ready((ProxyEnd::Done, up, down));
         }
-        let now = Instant::now();
+        let now = crate::rt::now();
         if moved_up || moved_down {
             this.last_activity = now;
         }
@@ -216,7 +217,7 @@ where
             if idle_for >= this.idle {
                 return Poll::Ready((ProxyEnd::IdleTimeout, up, down));
             }
-            this.timer = Timer::new(this.idle - idle_for);
+            this.timer.reset(now + (this.idle - idle_for));
         }
         Poll::Pending
     }

@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use glommio::net::TcpStream;
+use crate::rt::net::TcpStream;
 use rustls::pki_types::ServerName;
 use tracing::{debug, info, warn};
 
@@ -101,7 +101,7 @@ impl Shard {
                 policy.probe_interval.as_secs()
             );
         }
-        glommio::spawn_local(probe_until_up(self.clone(), pool.spec.entity.name.clone(), addr)).detach();
+        crate::rt::spawn_local(probe_until_up(self.clone(), pool.spec.entity.name.clone(), addr)).detach();
     }
 
     fn member_ok(&self, addr: SocketAddr, how: &str) {
@@ -135,7 +135,7 @@ async fn probe_until_up(shard: Rc<Shard>, pool_name: Arc<str>, addr: SocketAddr)
         };
         let interval = pool.spec.health.probe_interval;
         drop(pool);
-        glommio::timer::sleep(interval).await;
+        crate::rt::sleep(interval).await;
         if shard.is_draining() || shard.member_up(addr) {
             return;
         }
@@ -167,12 +167,9 @@ async fn probe(pool: &ShardPool, addr: SocketAddr) -> Result<(), String> {
         std::future::poll_fn(|cx| leg.poll_handshake(cx)).await?;
         std::future::poll_fn(|cx| leg.poll_shutdown(cx)).await
     };
-    match glommio::timer::timeout(pool.spec.policy.handshake_timeout, async {
-        handshake.await.map_err(glommio::GlommioError::IoError)
-    })
-    .await
-    {
-        Ok(()) => Ok(()),
+    match crate::rt::timeout(pool.spec.policy.handshake_timeout, handshake).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
         Err(e) => Err(format!("TLS handshake: {e}")),
     }
 }
@@ -202,7 +199,10 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
     let (members, down) = candidates(shard, vs);
     if members.is_empty() {
         return Err(if down > 0 {
-            format!("all {down} back-end members are down")
+            format!(
+                "all {down} back-end members of {} are down",
+                vs.spec.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+            )
         } else {
             "no enabled back-end member".into()
         });
@@ -285,20 +285,20 @@ async fn try_member(
     };
     shard.core.borrow_mut().on_handshake_start(id, Instant::now());
     let hs = std::future::poll_fn(|cx| leg.poll_handshake(cx));
-    let timed = glommio::timer::timeout(pool.spec.policy.handshake_timeout, async {
-        futures_lite::future::or(async { hs.await.map_err(|e| e.to_string()) }, async {
-            Err(format!("closed by the shard ({:?})", signal.wait().await))
-        })
-        .await
-        .map_err(|e| glommio::GlommioError::IoError(std::io::Error::other(e)))
-    })
-    .await;
-    if let Err(e) = timed {
-        let kind = if e.to_string().contains("timed out") {
-            CloseKind::Timeout
-        } else {
-            CloseKind::ProtocolError
-        };
+    let handshake = futures_lite::future::or(
+        async { hs.await.map_err(|e| (CloseKind::ProtocolError, e.to_string())) },
+        async {
+            Err((
+                CloseKind::Killed,
+                format!("closed by the shard ({:?})", signal.wait().await),
+            ))
+        },
+    );
+    let timed = match crate::rt::timeout(pool.spec.policy.handshake_timeout, handshake).await {
+        Ok(r) => r,
+        Err(e) => Err((CloseKind::Timeout, e.to_string())),
+    };
+    if let Err((kind, e)) = timed {
         let out = shard.core.borrow_mut().on_close(id, kind, Instant::now());
         shard.unregister(id);
         if out.drop_session {
