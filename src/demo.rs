@@ -165,6 +165,7 @@ fn run_demo(dir: &Path) -> Result<(), BoxError> {
         shards: Some(shards),
         admin: admin.clone(),
         admin_token: None,
+        batch_wait_us: crate::control::DEFAULT_BATCH_WAIT_US,
     };
     let proxy = std::thread::spawn(move || crate::control::run(opts));
     let t0 = Instant::now();

@@ -30,10 +30,10 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::future::or;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::rt::net::{Listener as RingListener, TcpListener};
 use crate::rt::{local_channel, LocalReceiver, LocalSender};
+use futures_lite::future::or;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
@@ -504,8 +504,8 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
             if path.exists() {
                 let _ = std::fs::remove_file(&path);
             }
-            let l =
-                RingListener::bind_unix(&path).map_err(|e| format!("admin API cannot listen on {}: {e}", path.display()))?;
+            let l = RingListener::bind_unix(&path)
+                .map_err(|e| format!("admin API cannot listen on {}: {e}", path.display()))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;

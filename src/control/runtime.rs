@@ -34,7 +34,13 @@ pub struct RunOptions {
     pub shards: Option<usize>,
     pub admin: String,
     pub admin_token: Option<String>,
+    /// See [`crate::rt::Builder::batch_wait_us`].
+    pub batch_wait_us: u32,
 }
+
+/// Default of `run --batch-wait-us`: a waiting shard takes up to 50 us to
+/// gather completions (perf/RESULTS.md, "Reactor").
+pub const DEFAULT_BATCH_WAIT_US: u32 = 50;
 
 /// What one applied change did, for the admin reply.
 #[derive(Debug, Default, Clone)]
@@ -286,6 +292,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         let cpu = cpus[i % cpus.len()];
         let h = rt::Builder::new(&format!("shard-{i}"))
             .pin(Some(cpu))
+            .batch_wait_us(opts.batch_wait_us)
             .spawn(move || run_shard(i, rx, rtx))
             .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"))?;
         shard_handles.push(h);

@@ -193,7 +193,6 @@ impl Inner {
         stats.completions += self.driver.dispatch() as u64;
         let now = Instant::now();
         self.now.set(now);
-        self.driver.retry_starved(now);
         self.timers.fire(now);
         self.stats.set(stats);
     }

@@ -1,11 +1,11 @@
 //! Sockets on the ring: [`Stream`] (TCP or Unix) and [`Listener`].
 //!
-//! Reading never makes a system call: a multishot receive stays armed and
-//! the kernel fills buffers of the shared provided-buffer ring; `poll_read`
-//! copies out of them and gives each buffer back as soon as it is read. A
-//! socket whose reader falls behind by [`ring::RECV_QUEUE_LIMIT`] bytes has
-//! its receive paused until it catches up (backpressure); an idle socket
-//! holds no buffer.
+//! Reading never makes a system call: a receive is posted on the ring and
+//! the kernel fills a buffer of the shared provided-buffer ring when data
+//! arrives; `poll_read` copies out of it and gives the buffer back as soon
+//! as it is read. A socket reads ahead while it holds less than
+//! `RECV_QUEUE_LIMIT` bytes and the pool is not low; past that it receives
+//! only when read (backpressure). A socket waiting for data holds no buffer.
 //!
 //! Writing never makes a system call either: `poll_write` appends to the
 //! socket's send buffer and the loop submits one `SEND` per socket per turn,
@@ -142,9 +142,9 @@ impl AsyncRead for Stream {
                     n += k;
                     c.off += k as u32;
                     if c.off == c.len {
-                        let bid = c.bid;
-                        st.rx.pop_front();
-                        rt.driver.recycle(bid);
+                        if let Some(c) = st.rx.pop_front() {
+                            rt.driver.recycle(c);
+                        }
                     }
                 }
                 n

@@ -1,8 +1,8 @@
 //! The io_uring driver of one runtime thread.
 //!
 //! Owns the ring, the table of operations in flight (the `user_data` of an
-//! entry is its key in that table), the provided-buffer ring that multishot
-//! receives fill, and the list of sockets with writes to send this turn.
+//! entry is its key in that table), the provided-buffer ring that receives
+//! fill, and the list of sockets with writes to send this turn.
 //! An operation's table entry keeps what the kernel may still touch (the
 //! socket state with its send buffer, a connect's address) alive until the
 //! operation's last completion, whatever happened to the handle meanwhile.
@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
@@ -30,19 +30,29 @@ const BUFFER_GROUP: u16 = 0;
 pub(crate) const RECV_BUFFERS: u16 = 256;
 /// Size of each receive buffer (2 MiB in all per thread, resident once used).
 pub(crate) const RECV_BUFFER_SIZE: usize = 8 * 1024;
-/// Bytes received but not read by the handle before its receive is paused.
-pub(crate) const RECV_QUEUE_LIMIT: usize = 64 * 1024;
+/// Read-ahead: a socket keeps receiving without its reader asking while it
+/// holds fewer bytes than this (and the pool is not low).
+pub(crate) const RECV_QUEUE_LIMIT: usize = 32 * 1024;
+/// Below this many free pool buffers, sockets receive only when read.
+const POOL_LOW_WATER: u16 = RECV_BUFFERS / 4;
 /// Bytes buffered for sending before writers see backpressure.
 pub(crate) const SEND_LIMIT: usize = 64 * 1024;
 /// Send buffers kept for reuse.
 const SPARE_SEND_BUFFERS: usize = 256;
 
-/// A received buffer not yet read out: buffer id, length, bytes already read.
-#[derive(Clone, Copy)]
+/// A received buffer not yet read out: where its bytes are, its length,
+/// and how much was read already.
 pub(crate) struct RxChunk {
-    pub bid: u16,
+    pub buf: RxBuf,
     pub len: u32,
     pub off: u32,
+}
+
+pub(crate) enum RxBuf {
+    /// A buffer of the shared pool, given back once read.
+    Pool(u16),
+    /// The socket's own buffer, used when the pool ran dry.
+    Own(Box<[u8]>),
 }
 
 /// One socket's state, shared by its handle and its operations in flight.
@@ -57,10 +67,8 @@ pub(crate) struct SockState {
     pub rx_bytes: usize,
     pub rx_eof: bool,
     pub rx_err: Option<i32>,
-    /// Key of the armed multishot receive.
+    /// Key of the receive in flight.
     pub recv_op: Option<usize>,
-    /// Waiting for receive buffers to come back to the ring.
-    pub starved: bool,
     pub reader: Option<Waker>,
     /// Written, not yet handed to the kernel.
     pub tx_next: Vec<u8>,
@@ -111,7 +119,8 @@ pub(crate) struct OneShot {
 }
 
 enum Op {
-    Recv(Rc<Sock>),
+    /// A receive into a pool buffer (`None`) or into the socket's own.
+    Recv(Rc<Sock>, Option<Box<[u8]>>),
     Send(Rc<Sock>),
     Accept(Rc<Listen>),
     OneShot(Rc<OneShot>),
@@ -131,7 +140,8 @@ struct BufferRing {
 impl BufferRing {
     fn new() -> Self {
         let ring_layout = std::alloc::Layout::from_size_align(RECV_BUFFERS as usize * 16, 4096).expect("layout");
-        let mem_layout = std::alloc::Layout::from_size_align(RECV_BUFFERS as usize * RECV_BUFFER_SIZE, 4096).expect("layout");
+        let mem_layout =
+            std::alloc::Layout::from_size_align(RECV_BUFFERS as usize * RECV_BUFFER_SIZE, 4096).expect("layout");
         // SAFETY: non-zero sizes; both are leaked on purpose: the kernel may
         // write into them until the ring is gone, which is the thread's end.
         let (entries, memory) = unsafe {
@@ -140,7 +150,10 @@ impl BufferRing {
                 std::alloc::alloc(mem_layout),
             )
         };
-        assert!(!entries.is_null() && !memory.is_null(), "out of memory for receive buffers");
+        assert!(
+            !entries.is_null() && !memory.is_null(),
+            "out of memory for receive buffers"
+        );
         let ring = BufferRing {
             entries,
             memory,
@@ -173,14 +186,17 @@ impl BufferRing {
         self.free.set(self.free.get() + 1);
     }
 
-    fn bytes(&self, c: &RxChunk) -> &[u8] {
-        // SAFETY: buffer `bid` was filled with `len` bytes by the kernel and is
-        // not in the ring (so not written) until `push` gives it back.
-        unsafe {
-            std::slice::from_raw_parts(
-                self.memory.add(c.bid as usize * RECV_BUFFER_SIZE + c.off as usize),
-                (c.len - c.off) as usize,
-            )
+    fn bytes<'a>(&'a self, c: &'a RxChunk) -> &'a [u8] {
+        match &c.buf {
+            // SAFETY: buffer `bid` was filled with `len` bytes by the kernel and
+            // is not in the ring (so not written) until `push` gives it back.
+            RxBuf::Pool(bid) => unsafe {
+                std::slice::from_raw_parts(
+                    self.memory.add(*bid as usize * RECV_BUFFER_SIZE + c.off as usize),
+                    (c.len - c.off) as usize,
+                )
+            },
+            RxBuf::Own(b) => &b[c.off as usize..c.len as usize],
         }
     }
 }
@@ -191,7 +207,6 @@ pub(crate) struct Driver {
     ops: RefCell<Slab<Op>>,
     buffers: BufferRing,
     dirty: RefCell<Vec<Rc<Sock>>>,
-    starved: RefCell<Vec<Rc<Sock>>>,
     spare_send: RefCell<Vec<Vec<u8>>>,
     completions: RefCell<Vec<(u64, i32, u32)>>,
     /// Written by other threads (channels) to wake this one.
@@ -200,7 +215,13 @@ pub(crate) struct Driver {
     eventfd_waiters: RefCell<Vec<Waker>>,
     pub(crate) recv_no_buffers: Cell<u64>,
     shut: Cell<bool>,
+    /// Completion batching when idle: wait up to this long for
+    /// [`BATCH_COMPLETIONS`] completions before taking fewer (0: wake on the first).
+    batch_wait_us: Cell<u32>,
 }
+
+/// Completions a waiting loop turn asks for before `batch_wait_us` passes.
+const BATCH_COMPLETIONS: usize = 16;
 
 fn build_ring(entries: u32) -> io::Result<(IoUring, RingMode)> {
     let cq = entries * 4;
@@ -251,7 +272,6 @@ impl Driver {
             ops: RefCell::new(Slab::with_capacity(4096)),
             buffers,
             dirty: RefCell::new(Vec::new()),
-            starved: RefCell::new(Vec::new()),
             spare_send: RefCell::new(Vec::new()),
             completions: RefCell::new(Vec::with_capacity(1024)),
             eventfd,
@@ -259,9 +279,17 @@ impl Driver {
             eventfd_waiters: RefCell::new(Vec::new()),
             recv_no_buffers: Cell::new(0),
             shut: Cell::new(false),
+            batch_wait_us: Cell::new(0),
         };
         d.arm_eventfd();
         Ok(d)
+    }
+
+    /// See [`super::Builder::batch_wait_us`]; kept at 0 where the kernel
+    /// lacks `IORING_FEAT_MIN_TIMEOUT`.
+    pub(crate) fn set_batch_wait_us(&self, us: u32) {
+        let supported = self.ring.borrow().params().is_feature_min_timeout();
+        self.batch_wait_us.set(if supported { us } else { 0 });
     }
 
     fn push(&self, sqe: squeue::Entry) {
@@ -286,9 +314,13 @@ impl Driver {
 
     fn arm_eventfd(&self) {
         let key = self.ops.borrow_mut().insert(Op::EventFd);
-        let sqe = opcode::Read::new(types::Fd(self.eventfd.as_raw_fd()), self.eventfd_value.get() as *mut u8, 8)
-            .build()
-            .user_data(key as u64);
+        let sqe = opcode::Read::new(
+            types::Fd(self.eventfd.as_raw_fd()),
+            self.eventfd_value.get() as *mut u8,
+            8,
+        )
+        .build()
+        .user_data(key as u64);
         self.push(sqe);
     }
 
@@ -302,59 +334,44 @@ impl Driver {
 
     // Sockets.
 
-    /// Start the multishot receive of `sock` if it is not running.
+    /// Post a receive for `sock` unless one is in flight: into a pool
+    /// buffer the kernel picks when data arrives (so a waiting socket holds
+    /// none), or into a buffer of its own when the pool is empty, so a pool
+    /// held by stalled peers never stops another connection.
     pub(crate) fn arm_recv(&self, sock: &Rc<Sock>) {
         {
             let st = sock.st.borrow();
-            if st.recv_op.is_some() || st.rx_eof || st.rx_err.is_some() || st.dropped || st.starved {
+            if st.recv_op.is_some() || st.rx_eof || st.rx_err.is_some() || st.dropped {
                 return;
             }
         }
-        if self.buffers.free.get() == 0 {
-            self.starve(sock);
-            return;
-        }
-        let key = self.ops.borrow_mut().insert(Op::Recv(sock.clone()));
+        let own = (self.buffers.free.get() == 0).then(|| vec![0u8; RECV_BUFFER_SIZE].into_boxed_slice());
+        let sqe = match &own {
+            None => opcode::Recv::new(types::Fd(sock.fd), std::ptr::null_mut(), RECV_BUFFER_SIZE as u32)
+                .buf_group(BUFFER_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT),
+            Some(b) => opcode::Recv::new(types::Fd(sock.fd), b.as_ptr() as *mut u8, b.len() as u32).build(),
+        };
+        let key = self.ops.borrow_mut().insert(Op::Recv(sock.clone(), own));
         {
             let mut st = sock.st.borrow_mut();
             st.recv_op = Some(key);
             st.ops += 1;
         }
-        self.push(
-            opcode::RecvMulti::new(types::Fd(sock.fd), BUFFER_GROUP)
-                .build()
-                .user_data(key as u64),
-        );
-    }
-
-    fn starve(&self, sock: &Rc<Sock>) {
-        let mut st = sock.st.borrow_mut();
-        if !st.starved {
-            st.starved = true;
-            self.starved.borrow_mut().push(sock.clone());
-        }
-    }
-
-    /// Re-arm receives that found no buffer, once buffers came back.
-    pub(crate) fn retry_starved(&self, _now: Instant) {
-        if self.starved.borrow().is_empty() || self.buffers.free.get() < RECV_BUFFERS / 8 {
-            return;
-        }
-        let socks = std::mem::take(&mut *self.starved.borrow_mut());
-        for s in socks {
-            s.st.borrow_mut().starved = false;
-            self.arm_recv(&s);
-        }
+        self.push(sqe.user_data(key as u64));
     }
 
     /// The received bytes of a chunk.
-    pub(crate) fn rx_bytes<'a>(&'a self, c: &RxChunk) -> &'a [u8] {
+    pub(crate) fn rx_bytes<'a>(&'a self, c: &'a RxChunk) -> &'a [u8] {
         self.buffers.bytes(c)
     }
 
-    /// Give a received buffer back to the kernel.
-    pub(crate) fn recycle(&self, bid: u16) {
-        self.buffers.push(bid);
+    /// Give a read-out chunk's buffer back to the pool.
+    pub(crate) fn recycle(&self, c: RxChunk) {
+        if let RxBuf::Pool(bid) = c.buf {
+            self.buffers.push(bid);
+        }
     }
 
     /// A send buffer, reused when one is spare.
@@ -442,7 +459,7 @@ impl Driver {
             let chunks: Vec<RxChunk> = st.rx.drain(..).collect();
             st.rx_bytes = 0;
             for c in chunks {
-                self.recycle(c.bid);
+                self.recycle(c);
             }
             let failed = st.tx_err.is_some();
             (st.recv_op, if failed { st.send_op } else { None })
@@ -557,10 +574,20 @@ impl Driver {
             }
             Some(d) => {
                 let ts = types::Timespec::from(d);
-                let args = types::SubmitArgs::new().timespec(&ts);
-                ring.submitter().submit_with_args(1, &args)
+                let batch = self.batch_wait_us.get();
+                let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(batch);
+                ring.submitter()
+                    .submit_with_args(if batch > 0 { BATCH_COMPLETIONS } else { 1 }, &args)
             }
-            None => ring.submit_and_wait(1),
+            None => {
+                let batch = self.batch_wait_us.get();
+                if batch > 0 {
+                    let args = types::SubmitArgs::new().min_wait_usec(batch);
+                    ring.submitter().submit_with_args(BATCH_COMPLETIONS, &args)
+                } else {
+                    ring.submit_and_wait(1)
+                }
+            }
         };
         if let Err(e) = result {
             match e.raw_os_error() {
@@ -602,7 +629,6 @@ impl Driver {
             }
             if more {
                 match &ops[key] {
-                    Op::Recv(s) => Op::Recv(s.clone()),
                     Op::Accept(l) => Op::Accept(l.clone()),
                     _ => return,
                 }
@@ -611,7 +637,7 @@ impl Driver {
             }
         };
         match op {
-            Op::Recv(sock) => self.on_recv(&sock, res, flags, more),
+            Op::Recv(sock, own) => self.on_recv(&sock, res, flags, own),
             Op::Send(sock) => self.on_send(&sock, res),
             Op::Accept(l) => self.on_accept(&l, res, more),
             Op::OneShot(os) => {
@@ -630,51 +656,52 @@ impl Driver {
         }
     }
 
-    fn on_recv(&self, sock: &Rc<Sock>, res: i32, flags: u32, more: bool) {
+    fn on_recv(&self, sock: &Rc<Sock>, res: i32, flags: u32, own: Option<Box<[u8]>>) {
         let mut st = sock.st.borrow_mut();
+        st.recv_op = None;
+        st.ops -= 1;
+        let mut again = false;
         if res > 0 {
-            let bid = cqueue::buffer_select(flags).expect("a receive with data names its buffer");
-            self.buffers.free.set(self.buffers.free.get() - 1);
+            let buf = match own {
+                Some(b) => RxBuf::Own(b),
+                None => {
+                    let bid = cqueue::buffer_select(flags).expect("a receive with data names its buffer");
+                    self.buffers.free.set(self.buffers.free.get() - 1);
+                    RxBuf::Pool(bid)
+                }
+            };
+            let chunk = RxChunk {
+                buf,
+                len: res as u32,
+                off: 0,
+            };
             if st.dropped {
-                self.recycle(bid);
+                self.recycle(chunk);
             } else {
-                st.rx.push_back(RxChunk {
-                    bid,
-                    len: res as u32,
-                    off: 0,
-                });
+                st.rx.push_back(chunk);
                 st.rx_bytes += res as usize;
+                // Read ahead while the socket holds little and the pool has plenty.
+                again = st.rx_bytes < RECV_QUEUE_LIMIT && self.buffers.free.get() >= POOL_LOW_WATER;
             }
         } else if res == 0 {
             st.rx_eof = true;
         } else if res == -libc::ENOBUFS {
+            // The pool emptied between posting and receiving: post again
+            // (into a buffer of its own if it is still empty).
             self.recv_no_buffers.set(self.recv_no_buffers.get() + 1);
+            again = !st.dropped;
         } else if res != -libc::ECANCELED {
             st.rx_err = Some(-res);
         }
-        let pause = more && st.rx_bytes >= RECV_QUEUE_LIMIT;
-        if !more {
-            st.recv_op = None;
-            st.ops -= 1;
-        }
-        let rearm_starved = !more && res == -libc::ENOBUFS && !st.dropped;
         let waker = st.reader.take();
-        let recv_op = st.recv_op;
         drop(st);
-        if pause {
-            if let Some(k) = recv_op {
-                self.cancel(k);
-            }
-        }
-        if rearm_starved {
-            self.starve(sock);
+        if again {
+            self.arm_recv(sock);
         }
         if let Some(w) = waker {
             w.wake();
         }
-        if !more {
-            self.maybe_close(sock);
-        }
+        self.maybe_close(sock);
     }
 
     fn on_send(&self, sock: &Rc<Sock>, res: i32) {

@@ -22,7 +22,11 @@ fn listener() -> (Listener, SocketAddr) {
 #[test]
 fn the_ring_is_set_up_without_interrupts() {
     let rt = Runtime::new(64).unwrap();
-    assert_ne!(rt.ring_mode(), RingMode::Plain, "this kernel should take DEFER_TASKRUN or COOP_TASKRUN");
+    assert_ne!(
+        rt.ring_mode(),
+        RingMode::Plain,
+        "this kernel should take DEFER_TASKRUN or COOP_TASKRUN"
+    );
 }
 
 #[test]
@@ -146,7 +150,10 @@ fn connect_to_a_closed_port_fails_fast() {
     run(async {
         let (l, addr) = listener();
         drop(l);
-        let e = Stream::connect_timeout(addr, Duration::from_secs(2)).await.err().expect("refused");
+        let e = Stream::connect_timeout(addr, Duration::from_secs(2))
+            .await
+            .err()
+            .expect("refused");
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     });
 }
@@ -169,5 +176,49 @@ fn many_idle_connections_hold_no_receive_buffer() {
             assert_eq!(s.read(&mut b).await.unwrap(), 1);
         }
         assert_eq!(servers.iter().map(|s| s.buffered_read()).sum::<usize>(), 0);
+    });
+}
+
+#[test]
+fn peers_that_stall_with_the_pool_full_never_stop_another_connection() {
+    run(async {
+        let (l, addr) = listener();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        // 300 connections each with 40 KiB waiting: more than the whole pool.
+        let blob = vec![7u8; 40 * 1024];
+        for _ in 0..300 {
+            let mut c = Stream::connect(addr).await.unwrap();
+            c.write_all(&blob).await.unwrap();
+            c.flush().await.unwrap();
+            clients.push(c);
+            let mut s = l.accept().await.unwrap();
+            let mut one = [0u8; 1];
+            // Read one byte: the socket now reads ahead and holds buffers.
+            assert_eq!(s.read(&mut one).await.unwrap(), 1);
+            servers.push(s);
+        }
+        sleep(Duration::from_millis(50)).await;
+        let held: usize = servers.iter().map(|s| s.buffered_read()).sum();
+        assert!(held > 0);
+        // A new connection is still served, from a buffer of its own if need be.
+        let mut c = Stream::connect(addr).await.unwrap();
+        c.write_all(b"hello").await.unwrap();
+        let mut s = l.accept().await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("read in time")
+            .unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        // And every stalled one can still be read to the end.
+        for s in servers.iter_mut() {
+            let mut got = 1;
+            let mut b = vec![0u8; 16 * 1024];
+            while got < blob.len() {
+                got += s.read(&mut b).await.unwrap();
+            }
+            assert_eq!(got, blob.len());
+        }
     });
 }

@@ -70,11 +70,17 @@ pub fn now() -> Instant {
 pub struct Sleep {
     deadline: Instant,
     key: Option<(Instant, u64)>,
+    /// The waker registered with `key` (to skip the map when it is unchanged).
+    waker: Option<Waker>,
 }
 
 impl Sleep {
     pub fn until(deadline: Instant) -> Self {
-        Sleep { deadline, key: None }
+        Sleep {
+            deadline,
+            key: None,
+            waker: None,
+        }
     }
 
     pub fn deadline(&self) -> Instant {
@@ -97,26 +103,32 @@ impl Future for Sleep {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let now = now();
-        if this.deadline <= now {
-            this.unregister();
-            return Poll::Ready(());
-        }
-        match this.key {
-            Some(k) if k.0 == this.deadline => {
-                with_current(|rt| rt.timers.update_waker(k, cx.waker()));
-                // Fired (removed) but the turn clock lags the deadline by a hair.
-                let present = with_current(|rt| rt.timers.map.borrow().contains_key(&k));
-                if !present {
-                    this.key = Some(with_current(|rt| rt.timers.insert(this.deadline, cx.waker().clone())));
+        with_current(|rt| {
+            if this.deadline <= rt.now.get() {
+                if let Some(k) = this.key.take() {
+                    rt.timers.remove(k);
+                }
+                return Poll::Ready(());
+            }
+            match this.key {
+                // Registered at this deadline and not yet due, so still in
+                // the map (firing removes only entries due at the turn clock).
+                Some(k) if k.0 == this.deadline => {
+                    if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        rt.timers.update_waker(k, cx.waker());
+                        this.waker = Some(cx.waker().clone());
+                    }
+                }
+                old => {
+                    if let Some(k) = old {
+                        rt.timers.remove(k);
+                    }
+                    this.key = Some(rt.timers.insert(this.deadline, cx.waker().clone()));
+                    this.waker = Some(cx.waker().clone());
                 }
             }
-            _ => {
-                this.unregister();
-                this.key = Some(with_current(|rt| rt.timers.insert(this.deadline, cx.waker().clone())));
-            }
-        }
-        Poll::Pending
+            Poll::Pending
+        })
     }
 }
 

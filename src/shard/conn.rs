@@ -11,9 +11,9 @@ use std::io;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::rt::net::TcpStream;
 use futures_lite::future::or;
 use futures_lite::AsyncReadExt;
-use crate::rt::net::TcpStream;
 use tracing::{debug, info};
 
 use super::proxy::{Proxy, ProxyEnd};

@@ -13,8 +13,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_lite::io::{AsyncRead, AsyncWrite};
 use crate::rt::Sleep;
+use futures_lite::io::{AsyncRead, AsyncWrite};
 
 use super::signal::ConnSignal;
 use crate::core::CloseReason;

@@ -201,7 +201,12 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
         return Err(if down > 0 {
             format!(
                 "all {down} back-end members of {} are down",
-                vs.spec.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+                vs.spec
+                    .targets
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
             "no enabled back-end member".into()
