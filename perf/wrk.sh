@@ -56,6 +56,7 @@ if printf '%s\n' "${SERVERS[@]}" | grep -qx baseline; then
         > "$WORK/baseline.log" 2>&1 &
     BASELINE_PID=$!
     for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/8743) 2>/dev/null && break; sleep 0.1; done
+    kill -0 "$BASELINE_PID" 2>/dev/null || { echo "baseline did not start:" >&2; cat "$WORK/baseline.log" >&2; exit 1; }
 fi
 
 pid_of() {

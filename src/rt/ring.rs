@@ -524,6 +524,12 @@ impl Driver {
             // SAFETY: an accepted descriptor nobody took.
             unsafe { libc::close(r) };
         }
+        // Stop listening now, whatever the ring does next: the accept in
+        // flight holds the socket open until its cancellation completes,
+        // which a runtime that is about to end may never see. Linux stops a
+        // listening socket on shutdown(2) and fails its pending accepts.
+        // SAFETY: shutdown on our own descriptor, still open.
+        unsafe { libc::shutdown(l.fd, libc::SHUT_RDWR) };
         match op {
             Some(k) => self.cancel(k),
             None => self.close_listener(l),

@@ -222,3 +222,19 @@ fn peers_that_stall_with_the_pool_full_never_stop_another_connection() {
         }
     });
 }
+
+#[test]
+fn a_dropped_listener_stops_listening_even_when_the_runtime_ends_at_once() {
+    let addr = run(async {
+        let (l, addr) = listener();
+        let acceptor = spawn_local(async move {
+            let _ = l.accept().await;
+        });
+        // Let the multishot accept be submitted, then drop it and end.
+        sleep(Duration::from_millis(10)).await;
+        drop(acceptor);
+        addr
+    });
+    let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500));
+    assert!(refused.is_err(), "the listener still accepts after it was dropped");
+}

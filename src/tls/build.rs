@@ -140,7 +140,7 @@ fn chain_of(model: &Model, certkey: &str) -> Result<Vec<CertificateDer<'static>>
     Ok(chain)
 }
 
-fn certified_key(model: &Model, certkey: &str) -> Result<Arc<CertifiedKey>, String> {
+fn certified_key(model: &Model, certkey: &str) -> Result<ServerCert, String> {
     let ck = model
         .certkeys
         .get(certkey)
@@ -150,7 +150,37 @@ fn certified_key(model: &Model, certkey: &str) -> Result<Arc<CertifiedKey>, Stri
         .key
         .clone()
         .ok_or_else(|| format!("certKey {certkey} has no private key"))?;
-    Ok(Arc::new(CertifiedKey::new(chain_of(model, certkey)?, key)))
+    Ok(ServerCert {
+        key: Arc::new(CertifiedKey::new(chain_of(model, certkey)?, key)),
+        der: ck.material.key_der.clone(),
+    })
+}
+
+/// A server certificate with its key, and the key as read (to give each
+/// shard a signing key of its own).
+#[derive(Clone)]
+struct ServerCert {
+    key: Arc<CertifiedKey>,
+    der: Option<Arc<rustls::pki_types::PrivateKeyDer<'static>>>,
+}
+
+impl ServerCert {
+    /// A copy that shares no reference count with this one: the chain is
+    /// cloned and the signing key parsed again (falls back to sharing the
+    /// key if it cannot be, which the first parse rules out).
+    fn for_shard(&self, provider: &CryptoProvider) -> Self {
+        let key = self
+            .der
+            .as_ref()
+            .and_then(|der| provider.key_provider.load_private_key(der.clone_key()).ok())
+            .unwrap_or_else(|| self.key.key.clone());
+        let mut ck = CertifiedKey::new(self.key.cert.clone(), key);
+        ck.ocsp = self.key.ocsp.clone();
+        ServerCert {
+            key: Arc::new(ck),
+            der: self.der.clone(),
+        }
+    }
 }
 
 fn roots(model: &Model, bindings: &[CertBinding]) -> Result<RootCertStore, String> {
@@ -175,9 +205,24 @@ fn profile_params<'m>(model: &'m Model, profile: &Option<String>) -> Option<&'m 
 
 /// Chooses the certificate by SNI among `-SNICert` bindings, else the default.
 pub struct SniResolver {
-    default: Option<Arc<CertifiedKey>>,
-    by_name: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    default: Option<ServerCert>,
+    by_name: Vec<(Vec<String>, ServerCert)>,
     sni_enable: bool,
+}
+
+impl SniResolver {
+    /// This resolver for one shard: certificates and keys of its own.
+    fn for_shard(&self, provider: &CryptoProvider) -> Self {
+        SniResolver {
+            default: self.default.as_ref().map(|c| c.for_shard(provider)),
+            by_name: self
+                .by_name
+                .iter()
+                .map(|(n, c)| (n.clone(), c.for_shard(provider)))
+                .collect(),
+            sni_enable: self.sni_enable,
+        }
+    }
 }
 
 impl fmt::Debug for SniResolver {
@@ -203,12 +248,12 @@ impl ResolvesServerCert for SniResolver {
             if let Some(sni) = hello.server_name() {
                 for (names, ck) in &self.by_name {
                     if names.iter().any(|n| name_matches(n, sni)) {
-                        return Some(ck.clone());
+                        return Some(ck.key.clone());
                     }
                 }
             }
         }
-        self.default.clone()
+        self.default.as_ref().map(|c| c.key.clone())
     }
 }
 
@@ -317,7 +362,7 @@ impl FrontendSpec {
             Some(v) => builder.with_client_cert_verifier(v.clone()),
             None => builder.with_no_client_auth(),
         };
-        let mut cfg = builder.with_cert_resolver(self.resolver.clone());
+        let mut cfg = builder.with_cert_resolver(Arc::new(self.resolver.for_shard(&self.provider)));
         cfg.alpn_protocols = self
             .params
             .alpn_protocols
@@ -462,7 +507,7 @@ impl BackendSpec {
             Arc::new(AnyServerCert::new(&provider))
         };
         let client_cert = match bindings.certkeys.iter().find(|b| !b.ca) {
-            Some(b) => Some(certified_key(model, &b.certkey)?),
+            Some(b) => Some(certified_key(model, &b.certkey)?.key),
             None => None,
         };
         let spec = BackendSpec {

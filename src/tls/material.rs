@@ -37,6 +37,9 @@ pub struct CertKeyMaterial {
     pub certs: Arc<Vec<CertificateDer<'static>>>,
     /// The signing key, when the certKey has one (a CA-only certKey has none).
     pub key: Option<Arc<dyn SigningKey>>,
+    /// The key as read, so each shard can parse a signing key of its own
+    /// (no reference count shared between cores on a handshake).
+    pub key_der: Option<Arc<PrivateKeyDer<'static>>>,
     /// DNS names (subjectAltName, else CN) of the leaf, lower case.
     pub dns_names: Vec<String>,
     /// Subject of the leaf, for `show`.
@@ -96,6 +99,7 @@ pub fn load_cert_key(
     let (subject, dns_names, not_before, not_after) =
         describe(&certs[0]).ok_or_else(|| MaterialError::BadCertificate(cert_name.to_string()))?;
 
+    let mut key_der = None;
     let key = match key_pem {
         None => None,
         Some((pem, key_name)) => {
@@ -115,12 +119,14 @@ pub fn load_cert_key(
                     key: key_name.to_string(),
                 });
             }
+            key_der = Some(Arc::new(der));
             Some(key)
         }
     };
     Ok(CertKeyMaterial {
         certs: Arc::new(certs),
         key,
+        key_der,
         dns_names,
         subject,
         not_before,

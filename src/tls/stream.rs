@@ -22,6 +22,9 @@ use rustls::{ClientConnection, Connection, HandshakeKind, ServerConnection};
 
 use super::session::{with_notes, SessionNotes};
 
+/// Bytes read into rustls before its records are processed: one full record.
+const READ_BATCH: usize = 16 * 1024 + 256;
+
 /// Most plaintext queued inside rustls for sending before writers see backpressure.
 const TLS_SEND_LIMIT: usize = 64 * 1024;
 
@@ -212,13 +215,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         let Some(tls) = self.tls.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        let n = match tls.read_tls(&mut SyncIo { io: &mut self.io, cx }) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        if n == 0 {
-            self.socket_eof = true;
+        // rustls takes at most 4 KiB per `read_tls`; take what the socket
+        // already holds (up to a full record) before processing it once.
+        let mut n = 0;
+        loop {
+            match tls.read_tls(&mut SyncIo { io: &mut self.io, cx }) {
+                Ok(0) => {
+                    if n == 0 {
+                        self.socket_eof = true;
+                    }
+                    break;
+                }
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if n == 0 {
+                        return Poll::Pending;
+                    }
+                    break;
+                }
+                Err(e) if n == 0 => return Poll::Ready(Err(e)),
+                // Reported on the next call, after what was read is processed.
+                Err(_) => break,
+            }
+            if n >= READ_BATCH || !tls.wants_read() {
+                break;
+            }
         }
         let r = with_notes(&mut self.notes, || tls.process_new_packets());
         if let Err(e) = r {
