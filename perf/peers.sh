@@ -30,7 +30,7 @@ WORK=$(cd "$WORK" && pwd)
 install_peers() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q haproxy nginx libnginx-mod-stream openssl
+    apt-get install -y -q haproxy nginx libnginx-mod-stream openssl wrk linux-perf
     # The packaged services must not hold ports or CPU during the runs.
     systemctl stop haproxy nginx 2>/dev/null || service haproxy stop 2>/dev/null || true
     service nginx stop 2>/dev/null || true

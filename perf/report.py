@@ -574,7 +574,17 @@ def latency_svg(res, path):
 # ---------------------------------------------------------------- RESULTS.md
 
 
-def figures_block(res):
+def wrk_table(directory):
+    """The wrk runs of perf/wrk.sh (written as wrk.md beside the JSON)."""
+    path = os.path.join(directory, "wrk.md")
+    if not os.path.exists(path):
+        return ["(no wrk runs: perf/wrk.sh writes them)"]
+    with open(path) as f:
+        body = f.read().strip().splitlines()
+    return ["The same servers under wrk (`perf/wrk.sh`, run by `perf/run.sh`):", "", *body]
+
+
+def figures_block(res, directory):
     fails = problems(res)
     return [
         BEGIN,
@@ -583,6 +593,8 @@ def figures_block(res):
         *per_core_table(res),
         "",
         *absolute_table(res),
+        "",
+        *wrk_table(directory),
         "",
         *rotate_table(res),
         "",
@@ -664,7 +676,7 @@ def main(argv):
     md_path = os.path.join(HERE, "RESULTS.md")
     handshakes_svg(res, hs_path)
     latency_svg(res, lat_path)
-    update_results_md(md_path, figures_block(res))
+    update_results_md(md_path, figures_block(res, directory))
     print("\n".join(summary(res, problems(res))))
     rel = lambda p_: os.path.relpath(p_)
     print(f"wrote {rel(md_path)}, {rel(hs_path)}, {rel(lat_path)} from {len(res.data)} result file(s)")

@@ -8,7 +8,8 @@
 #   CONCURRENCY (default 64), CONNECTIONS (bulk, default 4),
 #   IDLE_CONNECTIONS (default 10000), LATENCY_RATES (default "1000 2000 4000"),
 #   SKIP_BUILD=1 to use an existing target/release/shardtls, KEEP=1 to leave
-#   the servers running afterwards.
+#   the servers running afterwards, SKIP_WRK=1 to skip the wrk runs
+#   (perf/wrk.sh: ROUNDS, and SHARDTLS_BASELINE for another build beside).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -108,5 +109,13 @@ for server in "${SERVERS[@]}"; do
             --interval 50ms --concurrency "$CONCURRENCY" --connections 8
     fi
 done
+# The same servers under a client no one here wrote (wrk): kept-alive
+# requests and a handshake per request, with syscall and IPI counts.
+if [ "${SKIP_WRK:-0}" != 1 ] && command -v wrk >/dev/null; then
+    PEERS_RUNNING=1 OUT=$OUT bash "$ROOT/perf/wrk.sh" "${SERVERS[@]}" > "$WORK/wrk.log" 2>&1 || {
+        echo "!! wrk runs failed (see $WORK/wrk.log)" >&2
+        status=1
+    }
+fi
 echo "results in $OUT" >&2
 exit $status

@@ -15,7 +15,7 @@
 # Usage: perf/wrk.sh [SERVER...]   (default: shardtls haproxy nginx, plus
 #   baseline when SHARDTLS_BASELINE names another shardtls binary, started
 #   on ports 8743-8746 with the same configuration)
-#   ROUNDS (default 3), DURATION (seconds, default 8), LOAD_CPU (default 1),
+#   ROUNDS (default 3), WRK_SECONDS (default 8), LOAD_CPU (default 1),
 #   CONNECTIONS (kept-alive, default 16), HS_CONNECTIONS (default 32),
 #   PEERS_RUNNING=1 when perf/peers.sh start already ran.
 # Writes perf/results/wrk.json (every run) and perf/results/wrk.md (medians).
@@ -26,7 +26,7 @@ ROOT=$PWD
 WORK=${WORK:-$ROOT/perf/work}
 OUT=${OUT:-$ROOT/perf/results}
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-8}
+DURATION=${WRK_SECONDS:-8}
 LOAD_CPU=${LOAD_CPU:-1}
 SERVER_CPU=${SERVER_CPU:-0}
 CONNECTIONS=${CONNECTIONS:-16}

@@ -7,7 +7,8 @@
 //!   snapshots to every shard and serves the admin API;
 //! - [`core`] is the IO-free per-shard lifecycle (connection states, epochs,
 //!   timers, stats), tested with a fake clock;
-//! - [`shard`] is the thin glommio shell per core: accept, handshake, copy;
+//! - [`rt`] is the thread-per-core io_uring runtime the proxy runs on;
+//! - [`shard`] is the thin shell per core: accept, handshake, copy;
 //! - [`tls`] is the only module that touches rustls;
 //! - [`origin`] is the built-in back end for tests, demos and benchmarks;
 //! - [`bench`] is the load generator and benchmark CLI.

@@ -16,6 +16,15 @@ struct Cli {
     cmd: Cmd,
 }
 
+const CTL_EXAMPLES: &str = "Examples:
+  shardtls ctl update ssl certKey site -cert /etc/shardtls/new.pem -key /etc/shardtls/new.key
+  shardtls ctl \"set ssl vserver www -sessTimeout 300\"
+  printf 'unbind ssl vserver www -certkeyName old\\nbind ssl vserver www -certkeyName new\\n' | shardtls ctl -f -
+
+The admin address comes from --admin, else SHARDTLS_ADMIN, else 127.0.0.1:9900.
+`shardtls ctl show stats`, `shardtls ctl save ns config` and every command of
+the configuration language work the same way.";
+
 /// Log filter unless SHARDTLS_LOG says otherwise. rustls logs a warning per
 /// odd ClientHello (an IP address as SNI, as wrk sends): peers choose those,
 /// so only its errors are shown by default.
@@ -32,7 +41,7 @@ enum Cmd {
         #[arg(long)]
         shards: Option<usize>,
         /// Admin API address (host:port) or Unix socket path (created 0600).
-        #[arg(long, default_value = "127.0.0.1:9900")]
+        #[arg(long, env = "SHARDTLS_ADMIN", default_value = "127.0.0.1:9900")]
         admin: String,
         /// Require `Authorization: Bearer TOKEN` on the admin API; TOKEN is read from this file.
         #[arg(long)]
@@ -49,17 +58,21 @@ enum Cmd {
         config: PathBuf,
     },
     /// Send one command (or a batch with -f) to a running proxy's admin API.
+    #[command(after_help = CTL_EXAMPLES)]
     Ctl {
         /// Admin API address (host:port) or Unix socket path.
-        #[arg(long, default_value = "127.0.0.1:9900")]
+        #[arg(long, env = "SHARDTLS_ADMIN", default_value = "127.0.0.1:9900")]
         admin: String,
         /// Bearer token file, when the proxy requires one.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
-        /// Send the commands in FILE as one transaction.
+        /// Send the commands in FILE (`-` for standard input) as one transaction.
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
-        /// The command, e.g. `show stats` or `set ssl vserver v1 -tls12 DISABLED`.
+        /// The command, as words (`update ssl certKey site -cert new.pem`) or as
+        /// one quoted line. Its own `-flags` pass through untouched; options of
+        /// `ctl` itself go before it.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
     /// Run an embedded demo: throwaway CA, back end and proxy on loopback, real traffic, live rotations.
@@ -114,8 +127,16 @@ fn ctl(
     words: Vec<String>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let body = match file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            text
+        }
         Some(f) => std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
-        None if words.is_empty() => return Err("give a command, or -f FILE".into()),
+        None if words.is_empty() => return Err("give a command, or -f FILE (see shardtls ctl --help)".into()),
+        // One word holding a whole line: `ctl "set ssl vserver v -sessTimeout 300"`.
+        None if words.len() == 1 => words[0].clone(),
         None => words
             .iter()
             .map(|w| {

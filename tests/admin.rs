@@ -174,3 +174,47 @@ fn signals_are_handled_while_admin_clients_stall() {
         "the admin socket file is left behind"
     );
 }
+
+/// Fail-stop: a shard that dies while applying a change never leaves the
+/// process serving with a dead core. The change is not reported as applied,
+/// the log names the shard, and the process exits non-zero (70) so the
+/// service manager restarts it. Control: the same change on a healthy
+/// proxy applies and the proxy keeps running.
+#[test]
+fn a_shard_that_dies_stops_the_process_instead_of_leaving_a_dead_core() {
+    let config = format!("add service echo 127.0.0.1 {} TCP\n", free_port());
+    let change = "add service echo2 127.0.0.1 1 TCP";
+
+    let healthy = Proxy::start(&config, 2);
+    healthy
+        .ctl(change)
+        .expect("control: the change applies on a healthy proxy");
+    let mut healthy = healthy;
+    assert!(healthy.child.try_wait().unwrap().is_none(), "control: still running");
+
+    let mut p = Proxy::try_start_with_env(&config, 2, &[("SHARDTLS_FAILPOINT", "shard-1-panic-on-change")])
+        .expect("starts: the fault fires only on a change");
+    let reply = p.ctl(change);
+    assert!(
+        reply.is_err(),
+        "a change a shard died applying was reported applied: {reply:?}"
+    );
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still running with a dead shard\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(70), "exit status\n{}", p.log());
+    assert!(
+        p.log().contains("shard-1 panicked"),
+        "the log names the shard\n{}",
+        p.log()
+    );
+}

@@ -24,8 +24,12 @@ struct Rig {
     _echo: OriginHandle,
 }
 
-/// v1 serves certKey `site`, v2 serves certKey `other`; both echo.
+/// v1 serves certKey `site`, v2 serves certKey `other`; both echo; two shards.
 fn rig(extra: &str) -> Rig {
+    rig_on(extra, 2)
+}
+
+fn rig_on(extra: &str, shards: usize) -> Rig {
     let pki = Pki::new();
     let (c1, k1, _) = pki.issue("site", &[SNI]);
     let (c2, k2, _) = pki.issue("other", &[SNI]);
@@ -48,7 +52,7 @@ fn rig(extra: &str) -> Rig {
         echo.local_addr().ip(),
         echo.local_addr().port()
     );
-    let proxy = Proxy::start(&config, 2);
+    let proxy = Proxy::start(&config, shards);
     Rig {
         pki,
         proxy,
@@ -571,4 +575,88 @@ fn r5_a_front_end_change_leaves_back_end_resumption_working() {
         after >= before + 8,
         "back-end resumption kept working: {before} -> {after}"
     );
+}
+
+/// A TLS 1.2 client session store that keeps the first session it is given
+/// (session ID or ticket) and offers it on every connection: real clients
+/// replace it; this one replays it on purpose.
+#[derive(Debug)]
+struct ReplayingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    session: std::sync::Mutex<Option<rustls::client::Tls12ClientSessionValue>>,
+}
+
+impl rustls::client::ClientSessionStore for ReplayingStore {
+    fn set_kx_hint(&self, n: ServerName<'static>, g: rustls::NamedGroup) {
+        self.inner.set_kx_hint(n, g)
+    }
+    fn kx_hint(&self, n: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(n)
+    }
+    fn set_tls12_session(&self, _n: ServerName<'static>, v: rustls::client::Tls12ClientSessionValue) {
+        self.session.lock().unwrap().get_or_insert(v);
+    }
+    fn tls12_session(&self, _n: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.session.lock().unwrap().clone()
+    }
+    fn remove_tls12_session(&self, _n: &ServerName<'static>) {}
+    fn insert_tls13_ticket(&self, n: ServerName<'static>, v: rustls::client::Tls13ClientSessionValue) {
+        self.inner.insert_tls13_ticket(n, v)
+    }
+    fn take_tls13_ticket(&self, n: &ServerName<'static>) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(n)
+    }
+}
+
+/// A TLS 1.2 client that offers its first session on every connection.
+fn replaying_config(rig: &Rig) -> Arc<rustls::ClientConfig> {
+    let mut cfg = (*client_config(&rig.pki.ca, Some(&rustls::version::TLS12))).clone();
+    cfg.resumption = rustls::client::Resumption::store(Arc::new(ReplayingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(64),
+        session: std::sync::Mutex::new(None),
+    }));
+    Arc::new(cfg)
+}
+
+/// R8 for a connection that resumed: it ends badly, and the session it
+/// resumed with (a ticket, or a session ID with tickets off) never resumes
+/// again. Control: after a clean close the same session resumes again.
+fn resumed_then_reset(extra: &str) {
+    // Session IDs live in a shard's own cache: one shard, so every
+    // connection meets the cache its session is in.
+    let rig = rig_on(extra, 1);
+    let cfg = replaying_config(&rig);
+    rig.connect(rig.v1, &cfg).close();
+    for i in 0..2 {
+        let c = rig.connect(rig.v1, &cfg);
+        assert!(c.resumed(), "control: the first session resumes (clean close {i})");
+        c.close();
+    }
+    let dropped_before = total(&rig.proxy.stats(), "vserver", "v1", "sessions_dropped");
+    let mut b = rig.connect(rig.v1, &cfg);
+    assert!(b.resumed(), "the session resumes once more");
+    assert_eq!(b.echo(b"x").unwrap(), b"x");
+    reset(b);
+    assert!(wait_until(Duration::from_secs(5), || total(
+        &rig.proxy.stats(),
+        "vserver",
+        "v1",
+        "sessions_dropped"
+    ) > dropped_before));
+    let c = rig.connect(rig.v1, &cfg);
+    assert!(
+        !c.resumed(),
+        "the session a reset connection resumed with resumed again"
+    );
+    c.close();
+}
+
+#[test]
+fn r8_a_resumed_connection_that_is_reset_revokes_the_ticket_it_resumed_with() {
+    resumed_then_reset("");
+}
+
+#[test]
+fn r8_a_resumed_connection_that_is_reset_forgets_the_session_id_it_resumed_with() {
+    resumed_then_reset("set ssl vserver v1 -sessionTicket DISABLED\n");
 }

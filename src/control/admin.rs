@@ -56,6 +56,9 @@ const TURN_AWAY_LINGER: Duration = Duration::from_secs(1);
 const BUSY_REPLY_TIMEOUT: Duration = Duration::from_millis(200);
 /// Pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// How long the admin API lingers after a shard failure so the reply that
+/// reports it reaches its client, before the process exits non-zero.
+const FAIL_STOP_LINGER: Duration = Duration::from_millis(200);
 /// How often the control loop checks the signal flags when no request comes.
 const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -544,6 +547,14 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
             // Cannot be full (one reply per request); fails only if the
             // connection's task is gone, and then nobody wants the reply.
             let _ = queued.reply_to.try_send(reply);
+        }
+        if let Some(why) = ctl.failed.clone() {
+            // Let the reply that reports it reach its client, then stop.
+            crate::rt::sleep(FAIL_STOP_LINGER).await;
+            if let Some(p) = &socket_path {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(format!("fail-stop: {why}"));
         }
     }
 }

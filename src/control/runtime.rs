@@ -24,6 +24,14 @@ use super::snapshot::{ChangeNotes, Snapshot};
 use crate::config::{self, Model};
 use crate::shard::{run_shard, ShardMsg, ShardReply};
 
+/// How long a shard may take to apply a change or answer for statistics
+/// before the control thread declares it stuck and stops the process.
+pub const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Exit status when a shard panicked (fail-stop: the service manager restarts
+/// the process rather than leave a core dead with its listener open).
+pub const EXIT_SHARD_FAILED: i32 = 70;
+
 /// How long SIGTERM lets connections finish before closing them.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -40,7 +48,7 @@ pub struct RunOptions {
 
 /// Default of `run --batch-wait-us`: a waiting shard takes up to 50 us to
 /// gather completions (perf/RESULTS.md, "Reactor").
-pub const DEFAULT_BATCH_WAIT_US: u32 = 50;
+pub const DEFAULT_BATCH_WAIT_US: u32 = 0;
 
 /// What one applied change did, for the admin reply.
 #[derive(Debug, Default, Clone)]
@@ -115,38 +123,72 @@ pub struct Control {
     pub admin_token: Option<String>,
     /// The admin API's TCP address, kept out of every vserver's way.
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// Set when a shard died, stalled or answered out of turn: the process
+    /// can no longer say which configuration every core serves, so it stops
+    /// (fail-stop, exit non-zero) once the current reply is sent.
+    pub failed: Option<String>,
 }
 
 impl Control {
-    /// Send `snap` to every shard and wait until each has applied it (R6).
-    async fn broadcast(&mut self, snap: Arc<Snapshot>) -> ApplyReport {
+    /// Send `snap` to every shard and wait until each has applied it (R6):
+    /// every shard must answer `Applied` for this generation within
+    /// [`SHARD_REPLY_TIMEOUT`]. Otherwise the change is not reported as
+    /// live: the error names the shard, and the process fails stop.
+    async fn broadcast(&mut self, snap: Arc<Snapshot>) -> Result<ApplyReport, String> {
         let t0 = Instant::now();
-        for s in &self.senders {
+        for (i, s) in self.senders.iter().enumerate() {
             if s.send(ShardMsg::Apply(snap.clone())).is_err() {
-                error!("a shard is gone");
+                return Err(self.fail_stop(format!("shard {i} is gone; generation {} not applied", snap.generation)));
             }
         }
         let mut report = ApplyReport {
             generation: snap.generation,
             ..Default::default()
         };
-        for r in &self.replies {
-            if let Some(ShardReply::Applied {
-                killed,
-                draining,
-                errors,
-                ..
-            }) = r.recv().await
-            {
-                report.killed += killed;
-                report.draining += draining;
-                report.errors.extend(errors);
+        for i in 0..self.replies.len() {
+            let reply = rt::timeout(SHARD_REPLY_TIMEOUT, self.replies[i].recv()).await;
+            match reply {
+                Ok(Some(ShardReply::Applied {
+                    shard,
+                    generation,
+                    killed,
+                    draining,
+                    errors,
+                    ..
+                })) if shard == i && generation == snap.generation => {
+                    report.killed += killed;
+                    report.draining += draining;
+                    report.errors.extend(errors);
+                }
+                Ok(Some(other)) => {
+                    return Err(self.fail_stop(format!(
+                        "shard {i} answered {other:?} instead of applying generation {}",
+                        snap.generation
+                    )))
+                }
+                Ok(None) => {
+                    return Err(self.fail_stop(format!("shard {i} is gone; generation {} not applied", snap.generation)))
+                }
+                Err(_) => {
+                    return Err(self.fail_stop(format!(
+                        "shard {i} did not apply generation {} within {} s",
+                        snap.generation,
+                        SHARD_REPLY_TIMEOUT.as_secs()
+                    )))
+                }
             }
         }
         report.propagation = t0.elapsed();
         report.bumped = snap.notes.bumped.iter().map(|(e, n)| (e.to_string(), *n)).collect();
         report.disabled = snap.notes.disabled.iter().map(|e| e.to_string()).collect();
-        report
+        Ok(report)
+    }
+
+    /// Record that a shard can no longer be trusted; returns the message.
+    fn fail_stop(&mut self, why: String) -> String {
+        error!("{why}: stopping (fail-stop) so that the service manager restarts shardtls");
+        self.failed.get_or_insert(why.clone());
+        format!("{why}; the change is not live, and shardtls is stopping")
     }
 
     /// Validate and apply a batch of commands as one transaction.
@@ -171,21 +213,31 @@ impl Control {
         }
         let snap = Snapshot::build(&model, Some(&self.snapshot), self.snapshot.generation + 1, notes)?;
         let snap = Arc::new(snap);
-        let report = self.broadcast(snap.clone()).await;
+        let report = self.broadcast(snap.clone()).await?;
         self.model = model;
         self.snapshot = snap;
         Ok(report)
     }
 
-    /// Statistics of every shard.
+    /// Statistics of every shard (a shard that does not answer in time
+    /// fails the process, as for a change).
     pub async fn stats(&mut self) -> serde_json::Value {
         for s in &self.senders {
             let _ = s.send(ShardMsg::Stats);
         }
         let mut shards = Vec::new();
-        for r in &self.replies {
-            if let Some(ShardReply::Stats(v)) = r.recv().await {
-                shards.push(v);
+        for i in 0..self.replies.len() {
+            match rt::timeout(SHARD_REPLY_TIMEOUT, self.replies[i].recv()).await {
+                Ok(Some(ShardReply::Stats(v))) => shards.push(v),
+                Ok(other) => {
+                    let _ = self.fail_stop(format!("shard {i} answered {other:?} to a statistics request"));
+                }
+                Err(_) => {
+                    let _ = self.fail_stop(format!(
+                        "shard {i} did not answer a statistics request within {} s",
+                        SHARD_REPLY_TIMEOUT.as_secs()
+                    ));
+                }
             }
         }
         json!({
@@ -292,6 +344,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         let cpu = cpus[i % cpus.len()];
         let h = rt::Builder::new(&format!("shard-{i}"))
             .pin(Some(cpu))
+            .exit_on_panic(EXIT_SHARD_FAILED)
             .batch_wait_us(opts.batch_wait_us)
             .spawn(move || run_shard(i, rx, rtx))
             .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"))?;
@@ -300,6 +353,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let config_path = opts.config.clone();
     let token = opts.admin_token.clone();
     let control = rt::Builder::new("control")
+        .exit_on_panic(EXIT_SHARD_FAILED)
         .spawn(move || async move {
             let mut ctl = Control {
                 model,
@@ -310,8 +364,9 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
                 started: Instant::now(),
                 admin_token: token,
                 admin_addr,
+                failed: None,
             };
-            let report = ctl.broadcast(snapshot).await;
+            let report = ctl.broadcast(snapshot).await?;
             for e in &report.errors {
                 error!("{e}");
             }
@@ -320,8 +375,11 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
         })
         .map_err(|e| format!("cannot start the control thread: {e}"))?;
     let result = control.join().map_err(|_| "the control thread panicked".to_string())?;
-    for h in shard_handles {
-        let _ = h.join();
+    if result.is_ok() {
+        // Drained: every shard has finished. After a failure some may not.
+        for h in shard_handles {
+            let _ = h.join();
+        }
     }
     result
 }

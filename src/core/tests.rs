@@ -592,6 +592,8 @@ fn no_clock_or_io_in_the_core() {
         ("std::", "net"),
         ("std::", "fs"),
         ("glommio", "::"),
+        ("crate::", "rt"),
+        ("io_uring", "::"),
         ("rustls", "::"),
     ]
     .iter()

@@ -57,6 +57,7 @@ pub struct Builder {
     /// Submission queue entries (completion queue gets four times as many).
     pub entries: u32,
     batch_wait_us: u32,
+    exit_on_panic: Option<i32>,
 }
 
 impl Builder {
@@ -66,7 +67,16 @@ impl Builder {
             cpu: None,
             entries: 1024,
             batch_wait_us: 0,
+            exit_on_panic: None,
         }
+    }
+
+    /// Fail-stop: if the thread panics, exit the whole process with `code`
+    /// (after the panic message), instead of leaving a dead thread whose
+    /// sockets stay open.
+    pub fn exit_on_panic(mut self, code: i32) -> Self {
+        self.exit_on_panic = Some(code);
+        self
     }
 
     /// When the loop has nothing to run, let the kernel gather up to 16
@@ -96,6 +106,8 @@ impl Builder {
         let entries = self.entries;
         let batch = self.batch_wait_us;
         let cpu = self.cpu;
+        let exit_on_panic = self.exit_on_panic;
+        let name = self.name.clone();
         let handle = std::thread::Builder::new().name(self.name.clone()).spawn(move || {
             if let Some(cpu) = cpu {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
@@ -111,7 +123,16 @@ impl Builder {
                     std::process::abort();
                 }
             };
-            rt.block_on(make())
+            match exit_on_panic {
+                None => rt.block_on(make()),
+                Some(code) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(make()))) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        tracing::error!("thread {name} panicked: stopping the process (fail-stop, exit {code})");
+                        std::process::exit(code);
+                    }
+                },
+            }
         })?;
         match rx.recv() {
             Ok(Ok(())) => Ok(handle),

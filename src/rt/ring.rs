@@ -716,6 +716,14 @@ impl Driver {
         st.ops -= 1;
         if res >= 0 {
             st.tx_off += res as usize;
+            if st.tx_off == st.tx_inflight.len() {
+                // All sent: an idle socket keeps no send buffer.
+                let done = std::mem::take(&mut st.tx_inflight);
+                st.tx_off = 0;
+                if done.capacity() > 0 {
+                    self.spare(done);
+                }
+            }
         } else if res != -libc::ECANCELED || st.tx_err.is_none() {
             st.tx_err = Some(if res == -libc::ECANCELED { libc::EPIPE } else { -res });
         }

@@ -429,9 +429,14 @@ pub async fn run_shard(id: usize, rx: Receiver<ShardMsg>, tx: Sender<ShardReply>
             }
         })
     };
+    // A fault injected by the tests of fail-stop (tests/admin.rs).
+    let panic_on_change = std::env::var("SHARDTLS_FAILPOINT").is_ok_and(|f| f == format!("shard-{id}-panic-on-change"));
     while let Some(msg) = rx.recv().await {
         match msg {
             ShardMsg::Apply(snap) => {
+                if panic_on_change && snap.generation > 1 {
+                    panic!("failpoint: shard {id} panics on a change");
+                }
                 let reply = shard.apply(&snap);
                 if tx.send(reply).is_err() {
                     break;

@@ -36,9 +36,10 @@ pub type TicketId = [u8; 12];
 /// Sessions created, and resumptions refused, while processing one connection.
 #[derive(Debug, Default)]
 pub struct SessionNotes {
-    /// Keys this connection stored in the shard's session-ID cache.
+    /// Keys this connection stored in, or resumed from, the shard's
+    /// session-ID cache.
     pub cache_keys: Vec<Vec<u8>>,
-    /// Tickets issued to this connection.
+    /// Tickets issued to this connection, and the one it resumed with.
     pub tickets: Vec<TicketId>,
     /// The client offered a session that was not resumed (old epoch, evicted,
     /// revoked or unknown).
@@ -142,8 +143,11 @@ impl StoresServerSessions for ShardSessionCache {
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
         let v = self.inner.with(|c| c.map.get(key).cloned()).flatten();
-        if v.is_none() {
-            note(|n| n.refused_resumption = true);
+        match v {
+            // R8: a connection that resumed and then ends badly forgets
+            // the session it resumed, as one that created it would.
+            Some(_) => note(|n| n.cache_keys.push(key.to_vec())),
+            None => note(|n| n.refused_resumption = true),
         }
         v
     }
@@ -305,6 +309,8 @@ impl ProducesTickets for EpochTicketer {
             Ok(plain) => {
                 let n = plain.len();
                 buf.truncate(n);
+                // R8: revoked if the connection that resumed with it ends badly.
+                note(|n| n.tickets.push(nonce));
                 Some(buf)
             }
             Err(_) => refuse(),

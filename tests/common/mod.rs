@@ -186,6 +186,11 @@ impl Proxy {
     }
 
     pub fn try_start(config: &str, shards: usize) -> Result<Proxy, String> {
+        Self::try_start_with_env(config, shards, &[])
+    }
+
+    /// As [`Proxy::try_start`], with extra environment variables.
+    pub fn try_start_with_env(config: &str, shards: usize, env: &[(&str, &str)]) -> Result<Proxy, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shardtls.conf");
         std::fs::write(&path, config).unwrap();
@@ -196,6 +201,7 @@ impl Proxy {
             .arg(&path)
             .args(["--shards", &shards.to_string(), "--admin", &admin])
             .env("SHARDTLS_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

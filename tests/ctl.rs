@@ -1,0 +1,139 @@
+//! `shardtls ctl` as operators type it, against a live proxy: ADC words with
+//! their own `-flags`, one quoted line, a batch on standard input, and the
+//! admin address from `SHARDTLS_ADMIN`. Each form's effect is checked in the
+//! running configuration, not just its exit status.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use shardtls::control::admin::client_request;
+
+fn running_config(proxy: &Proxy) -> String {
+    let (ok, body) = client_request(&proxy.admin, "GET", "/config", "", None).unwrap();
+    assert!(ok, "GET /config: {body}");
+    body
+}
+
+/// `shardtls ctl ARGS...` with `SHARDTLS_ADMIN` pointing at `proxy` (no
+/// `--admin`), and `stdin` fed to it.
+fn ctl(proxy: &Proxy, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .arg("ctl")
+        .args(args)
+        .env("SHARDTLS_ADMIN", &proxy.admin)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn site(pki: &Pki) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key, _) = pki.issue("site", &["www.test"]);
+    let config = format!(
+        "add ssl certKey site -cert {} -key {}\n\
+         add service echo 127.0.0.1 {} TCP\n\
+         add lb vserver v1 SSL_TCP 127.0.0.1 {}\n\
+         bind ssl vserver v1 -certkeyName site\n\
+         bind lb vserver v1 echo\n",
+        p(&cert),
+        p(&key),
+        free_port(),
+        free_port()
+    );
+    (config, cert, key)
+}
+
+#[test]
+fn adc_words_with_their_own_flags_pass_through_untouched() {
+    let pki = Pki::new();
+    let (config, _, _) = site(&pki);
+    let proxy = Proxy::start(&config, 1);
+    let (cert2, key2, _) = pki.issue("site-2", &["www.test"]);
+    let (cert2, key2) = (p(&cert2), p(&key2));
+    let out = ctl(
+        &proxy,
+        &["update", "ssl", "certKey", "site", "-cert", &cert2, "-key", &key2],
+        "",
+    );
+    ok(&out, "update ssl certKey with -cert and -key");
+    assert!(running_config(&proxy).contains(&cert2), "the update did not apply");
+    // -sessTimeout is the vserver's flag, not ctl's.
+    let out = ctl(&proxy, &["set", "ssl", "vserver", "v1", "-sessTimeout", "240"], "");
+    ok(&out, "set ssl vserver with a flag");
+    assert!(running_config(&proxy).contains("-sessTimeout 240"));
+}
+
+#[test]
+fn one_quoted_line_is_one_command() {
+    let pki = Pki::new();
+    let (config, _, _) = site(&pki);
+    let proxy = Proxy::start(&config, 1);
+    let out = ctl(&proxy, &["set ssl vserver v1 -sessTimeout 300"], "");
+    ok(&out, "one quoted line");
+    assert!(running_config(&proxy).contains("-sessTimeout 300"));
+    // A refused line exits non-zero and says why.
+    let out = ctl(&proxy, &["set ssl vserver nosuch -sessTimeout 300"], "");
+    assert!(!out.status.success(), "a refused command exited 0");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nosuch"));
+}
+
+#[test]
+fn a_batch_on_standard_input_is_one_transaction() {
+    let pki = Pki::new();
+    let (config, _, _) = site(&pki);
+    let proxy = Proxy::start(&config, 1);
+    let before = running_config(&proxy);
+    // The last line fails: nothing of the batch applies.
+    let out = ctl(
+        &proxy,
+        &["-f", "-"],
+        "set ssl vserver v1 -sessTimeout 111\nbind ssl vserver v1 -certkeyName nosuch\n",
+    );
+    assert!(!out.status.success(), "a failing batch exited 0");
+    assert_eq!(running_config(&proxy), before, "part of a refused batch applied");
+    let out = ctl(
+        &proxy,
+        &["-f", "-"],
+        "set ssl vserver v1 -sessTimeout 111\nset ssl vserver v1 -tls12 DISABLED\n",
+    );
+    ok(&out, "batch on standard input");
+    let after = running_config(&proxy);
+    assert!(
+        after.contains("-sessTimeout 111") && after.contains("-tls12 DISABLED"),
+        "{after}"
+    );
+}
+
+#[test]
+fn help_shows_real_examples() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args(["ctl", "--help"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for example in [
+        "shardtls ctl update ssl certKey",
+        "shardtls ctl \"set ssl vserver",
+        "shardtls ctl -f -",
+        "SHARDTLS_ADMIN",
+    ] {
+        assert!(text.contains(example), "ctl --help lacks {example:?}:\n{text}");
+    }
+}
