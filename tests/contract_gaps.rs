@@ -56,24 +56,6 @@ fn epochs_per_shard(stats: &Value, kind: &str, name: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Every epoch line of an entity on every shard, plus its folded history.
-fn epoch_lines<'a>(stats: &'a Value, kind: &str, name: &str) -> Vec<&'a Value> {
-    let mut out = Vec::new();
-    for e in per_shard(stats, kind, name) {
-        out.extend(e["epochs"].as_array().into_iter().flatten());
-        out.push(&e["older_epochs"]);
-    }
-    out
-}
-
-/// A counter summed over every epoch and shard.
-fn total(stats: &Value, kind: &str, name: &str, field: &str) -> u64 {
-    epoch_lines(stats, kind, name)
-        .iter()
-        .map(|e| e[field].as_u64().unwrap_or(0))
-        .sum()
-}
-
 /// The live connections of one epoch of an entity, per shard.
 fn live_at_epoch(stats: &Value, kind: &str, name: &str, epoch: u64) -> Vec<u64> {
     per_shard(stats, kind, name)

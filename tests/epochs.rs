@@ -83,24 +83,7 @@ impl Rig {
 
 /// Every epoch line of an entity on every shard, plus its folded history.
 fn epochs<'a>(stats: &'a Value, kind: &str, name: &str) -> Vec<&'a Value> {
-    let mut out = Vec::new();
-    for shard in stats["shards"].as_array().into_iter().flatten() {
-        for e in shard["core"]["entities"].as_array().into_iter().flatten() {
-            if e["kind"] == kind && e["name"] == name {
-                out.extend(e["epochs"].as_array().into_iter().flatten());
-                out.push(&e["older_epochs"]);
-            }
-        }
-    }
-    out
-}
-
-/// A counter summed over every epoch and shard.
-fn total(stats: &Value, kind: &str, name: &str, field: &str) -> u64 {
-    epochs(stats, kind, name)
-        .iter()
-        .map(|e| e[field].as_u64().unwrap_or(0))
-        .sum()
+    epoch_lines(stats, kind, name)
 }
 
 /// A counter summed over shards for one epoch.

@@ -46,8 +46,8 @@ pub struct RunOptions {
     pub batch_wait_us: u32,
 }
 
-/// Default of `run --batch-wait-us`: a waiting shard takes up to 50 us to
-/// gather completions (perf/RESULTS.md, "Reactor").
+/// Default of `run --batch-wait-us`: a waiting shard wakes on the first
+/// completion (batching cost more latency than it saved CPU; tuning.md).
 pub const DEFAULT_BATCH_WAIT_US: u32 = 0;
 
 /// What one applied change did, for the admin reply.
@@ -333,6 +333,11 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let admin = super::admin::AdminListener::bind(&opts.admin)?;
 
+    let max_live = crate::shard::client_connection_limit(n);
+    info!(
+        shards = n,
+        "each shard keeps at most {max_live} client connections (from ulimit -n)"
+    );
     let mut shard_handles = Vec::new();
     let mut to_shards = Vec::new();
     let mut from_shards = Vec::new();
@@ -346,7 +351,7 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             .pin(Some(cpu))
             .exit_on_panic(EXIT_SHARD_FAILED)
             .batch_wait_us(opts.batch_wait_us)
-            .spawn(move || run_shard(i, rx, rtx))
+            .spawn(move || run_shard(i, max_live, rx, rtx))
             .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"))?;
         shard_handles.push(h);
     }

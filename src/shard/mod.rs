@@ -100,11 +100,15 @@ pub struct Shard {
     health: RefCell<HashMap<std::net::SocketAddr, upstream::MemberHealth>>,
     /// Client connections open on this shard.
     live: Cell<usize>,
+    /// Most client connections this shard keeps open (from `RLIMIT_NOFILE`,
+    /// see [`client_connection_limit`]); more are closed at accept.
+    max_live: usize,
+    limit_warned: Cell<Option<Instant>>,
     draining: Cell<bool>,
 }
 
 impl Shard {
-    pub fn new(id: usize) -> Rc<Self> {
+    pub fn new(id: usize, max_live: usize) -> Rc<Self> {
         Rc::new(Shard {
             id,
             core: RefCell::new(ShardCore::new(id)),
@@ -115,6 +119,8 @@ impl Shard {
             counters: ShellCounters::default(),
             health: RefCell::new(HashMap::new()),
             live: Cell::new(0),
+            max_live,
+            limit_warned: Cell::new(None),
             draining: Cell::new(false),
         })
     }
@@ -384,6 +390,41 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
 }
 
+/// Client connections one shard may hold when each takes two descriptors
+/// (client and back end): the soft `RLIMIT_NOFILE`, less a reserve for
+/// listeners, the admin API and files, shared by `shards`; at least 16.
+pub fn client_connection_limit(shards: usize) -> usize {
+    // SAFETY: getrlimit fills the struct it is given.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX / 4).min(usize::MAX / 4);
+    (soft.saturating_sub(FD_RESERVE) / 2 / shards.max(1)).max(16)
+}
+
+/// Descriptors kept aside from client connections (listeners, admin, files).
+const FD_RESERVE: usize = 128;
+
+impl Shard {
+    /// One warning per second at most while the shard is at its limit.
+    fn note_at_limit(&self, vserver: &str) {
+        let now = Instant::now();
+        let last = self.limit_warned.get();
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            self.limit_warned.set(Some(now));
+            warn!(
+                shard = self.id,
+                vserver,
+                "{} client connections open, the most this shard keeps (ulimit -n); new ones are closed",
+                self.max_live
+            );
+        }
+    }
+}
+
 /// Pause after a failed accept (out of descriptors, ...) before the next.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
@@ -394,6 +435,13 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
         match listener.accept().await {
             Ok(stream) => {
                 shard.counters.accepted.set(shard.counters.accepted.get() + 1);
+                if shard.live.get() >= shard.max_live {
+                    // Out of descriptors soon: refuse this one (closed at
+                    // once) rather than fail accepts and back ends later.
+                    shard.counters.refused.set(shard.counters.refused.get() + 1);
+                    shard.note_at_limit(&name);
+                    continue;
+                }
                 let Some(vs) = shard.vserver(&name) else { continue };
                 let s = shard.clone();
                 let fut = async move {
@@ -418,8 +466,8 @@ const TICK: Duration = Duration::from_millis(20);
 /// Run one shard until the control plane drains it. Control messages arrive
 /// through the runtime's cross-thread channel, whose eventfd read is always
 /// posted on the ring: a busy shard sees a new epoch on its next loop turn.
-pub async fn run_shard(id: usize, rx: Receiver<ShardMsg>, tx: Sender<ShardReply>) {
-    let shard = Shard::new(id);
+pub async fn run_shard(id: usize, max_live: usize, rx: Receiver<ShardMsg>, tx: Sender<ShardReply>) {
+    let shard = Shard::new(id, max_live);
     let ticker = {
         let s = shard.clone();
         spawn_local(async move {

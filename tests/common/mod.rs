@@ -191,21 +191,47 @@ impl Proxy {
 
     /// As [`Proxy::try_start`], with extra environment variables.
     pub fn try_start_with_env(config: &str, shards: usize, env: &[(&str, &str)]) -> Result<Proxy, String> {
+        Self::try_start_limited(config, shards, env, None)
+    }
+
+    /// As [`Proxy::try_start_with_env`], with the proxy's `RLIMIT_NOFILE`
+    /// set to `nofile` when given.
+    pub fn try_start_limited(
+        config: &str,
+        shards: usize,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Result<Proxy, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shardtls.conf");
         std::fs::write(&path, config).unwrap();
         let admin = dir.path().join("admin.sock").to_string_lossy().into_owned();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
-            .args(["run", "-c"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardtls"));
+        cmd.args(["run", "-c"])
             .arg(&path)
             .args(["--shards", &shards.to_string(), "--admin", &admin])
             .env("SHARDTLS_LOG", "debug")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child only.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().unwrap();
         let mut p = Proxy {
             child,
             admin,
@@ -321,4 +347,27 @@ impl Client {
         self.tls.conn.send_close_notify();
         let _ = self.tls.conn.complete_io(&mut self.tls.sock);
     }
+}
+
+/// Every epoch line of an entity (`kind`, `name`) on every shard of a
+/// `/stats` document, plus each shard's folded history of older epochs.
+pub fn epoch_lines<'a>(stats: &'a serde_json::Value, kind: &str, name: &str) -> Vec<&'a serde_json::Value> {
+    let mut out = Vec::new();
+    for shard in stats["shards"].as_array().into_iter().flatten() {
+        for e in shard["core"]["entities"].as_array().into_iter().flatten() {
+            if e["kind"] == kind && e["name"] == name {
+                out.extend(e["epochs"].as_array().into_iter().flatten());
+                out.push(&e["older_epochs"]);
+            }
+        }
+    }
+    out
+}
+
+/// A counter of an entity summed over every epoch and shard.
+pub fn total(stats: &serde_json::Value, kind: &str, name: &str, field: &str) -> u64 {
+    epoch_lines(stats, kind, name)
+        .iter()
+        .map(|e| e[field].as_u64().unwrap_or(0))
+        .sum()
 }

@@ -1,0 +1,65 @@
+//! Limits by default: with `-maxClients` unset, a shard keeps at most as
+//! many client connections as its share of `ulimit -n` allows (two
+//! descriptors each), closes the ones above that at once, keeps its
+//! listener, and serves again as soon as connections close.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use shardtls::origin::OriginMode;
+
+#[test]
+fn a_low_ulimit_caps_connections_and_the_listener_survives() {
+    let pki = Pki::new();
+    let be = backend(OriginMode::Echo);
+    let port = free_port();
+    let (ck, _) = certkey(&pki, "site", &["www.test"]);
+    let config = format!(
+        "{ck}add service echo 127.0.0.1 {} TCP\n\
+         add lb vserver v1 SSL_TCP 127.0.0.1 {port}\n\
+         bind ssl vserver v1 -certkeyName site\n\
+         bind lb vserver v1 echo\n",
+        be.local_addr().port()
+    );
+    // 160 descriptors, 128 kept aside: (160 - 128) / 2 = 16 client connections.
+    let proxy = Proxy::try_start_limited(&config, 1, &[], Some(160)).expect("starts with ulimit -n 160");
+    let cfg = pki.client_config();
+    let mut served = Vec::new();
+    let mut refused = 0;
+    for _ in 0..30 {
+        match Client::connect(lo(port), "www.test", cfg.clone()) {
+            Ok(mut c) => match c.echo(b"hi") {
+                Ok(r) if r == b"hi" => served.push(c),
+                _ => refused += 1,
+            },
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(
+        served.len(),
+        16,
+        "connections served at the limit ({refused} refused)\n{}",
+        proxy.log()
+    );
+    assert_eq!(refused, 14);
+    // Established connections are untouched by the refusals.
+    for c in served.iter_mut() {
+        assert_eq!(c.echo(b"still").unwrap(), b"still");
+    }
+    assert!(proxy.log().contains("the most this shard keeps"), "{}", proxy.log());
+    // The listener survived: once connections close, new ones are served.
+    for c in served.drain(..) {
+        c.close();
+    }
+    let ok = wait_for(Duration::from_secs(5), || {
+        Client::connect(lo(port), "www.test", cfg.clone())
+            .ok()
+            .and_then(|mut c| c.echo(b"again").ok())
+            .is_some_and(|r| r == b"again")
+    });
+    assert!(ok, "no connection served after the others closed\n{}", proxy.log());
+    let stats = proxy.stats();
+    assert!(stats["shards"][0]["refused"].as_u64().unwrap() >= 14, "{stats}");
+}
