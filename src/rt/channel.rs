@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -18,11 +17,12 @@ use std::task::{Poll, Waker};
 use crossbeam::queue::SegQueue;
 
 use super::executor::with_current;
+use super::ring::Notifier;
 
 struct Shared<T> {
     queue: SegQueue<T>,
-    /// The receiving thread's eventfd, once it received for the first time.
-    wake: OnceLock<Arc<OwnedFd>>,
+    /// The receiving thread's notifier, once it received for the first time.
+    wake: OnceLock<Arc<Notifier>>,
     senders_gone: AtomicBool,
     receiver_gone: AtomicBool,
 }
@@ -48,12 +48,6 @@ pub fn shared_channel<T: Send>() -> (Sender<T>, Receiver<T>) {
     (Sender { shared: shared.clone() }, Receiver { shared })
 }
 
-fn notify(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: an 8-byte write from a valid buffer to an eventfd kept open by the Arc.
-    unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
-}
-
 impl<T: Send> Sender<T> {
     /// Queue `v`; fails (handing it back) when the receiver is gone.
     pub fn send(&self, v: T) -> Result<(), T> {
@@ -61,8 +55,8 @@ impl<T: Send> Sender<T> {
             return Err(v);
         }
         self.shared.queue.push(v);
-        if let Some(fd) = self.shared.wake.get() {
-            notify(fd);
+        if let Some(n) = self.shared.wake.get() {
+            n.notify();
         }
         Ok(())
     }
@@ -71,8 +65,8 @@ impl<T: Send> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.shared.senders_gone.store(true, Ordering::Release);
-        if let Some(fd) = self.shared.wake.get() {
-            notify(fd);
+        if let Some(n) = self.shared.wake.get() {
+            n.notify();
         }
     }
 }

@@ -48,6 +48,15 @@ pub(crate) struct Inner {
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Inner>>> = const { RefCell::new(None) };
+    /// Set while waking tasks that go to the front of the queue.
+    static URGENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f`; the tasks it wakes run before every task already queued.
+pub(crate) fn urgently(f: impl FnOnce()) {
+    URGENT.with(|u| u.set(true));
+    f();
+    URGENT.with(|u| u.set(false));
 }
 
 /// Run `f` with the current thread's runtime; panics outside one.
@@ -104,7 +113,11 @@ impl Inner {
         if let Some(slot) = tasks.get_mut(key as usize) {
             if slot.generation == generation && !slot.queued {
                 slot.queued = true;
-                self.ready.borrow_mut().push_back((key, generation));
+                if URGENT.with(|u| u.get()) {
+                    self.ready.borrow_mut().push_front((key, generation));
+                } else {
+                    self.ready.borrow_mut().push_back((key, generation));
+                }
             }
         }
     }
@@ -172,6 +185,7 @@ impl Inner {
         let mut polls = 0;
         while polls < POLLS_PER_TURN && self.run_one() {
             polls += 1;
+            self.driver.take_remote_wake();
         }
         stats.polls += polls as u64;
         if main_done() {

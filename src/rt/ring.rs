@@ -129,6 +129,23 @@ enum Op {
     EventFd,
 }
 
+/// How other threads wake this one: a flag checked between task polls, and
+/// an eventfd whose read is always posted on the ring (for a sleeping loop).
+pub(crate) struct Notifier {
+    pub(crate) fd: OwnedFd,
+    pub(crate) pending: std::sync::atomic::AtomicBool,
+}
+
+impl Notifier {
+    /// Called by the sending thread after it queued a message.
+    pub(crate) fn notify(&self) {
+        self.pending.store(true, std::sync::atomic::Ordering::Release);
+        let one: u64 = 1;
+        // SAFETY: an 8-byte write from a valid buffer to our eventfd.
+        unsafe { libc::write(self.fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+    }
+}
+
 /// The provided-buffer ring: the kernel picks a buffer when data arrives, so
 /// a connection waiting for data holds no buffer of its own.
 struct BufferRing {
@@ -212,7 +229,7 @@ pub(crate) struct Driver {
     spare_send: RefCell<Vec<Vec<u8>>>,
     completions: RefCell<Vec<(u64, i32, u32)>>,
     /// Written by other threads (channels) to wake this one.
-    pub(crate) eventfd: Arc<OwnedFd>,
+    pub(crate) eventfd: Arc<Notifier>,
     eventfd_value: Box<UnsafeCell<u64>>,
     eventfd_waiters: RefCell<Vec<Waker>>,
     pub(crate) recv_no_buffers: Cell<u64>,
@@ -267,7 +284,10 @@ impl Driver {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a fresh descriptor we own.
-        let eventfd = Arc::new(unsafe { OwnedFd::from_raw_fd(efd) });
+        let eventfd = Arc::new(Notifier {
+            fd: unsafe { OwnedFd::from_raw_fd(efd) },
+            pending: std::sync::atomic::AtomicBool::new(false),
+        });
         let d = Driver {
             ring: RefCell::new(ring),
             mode,
@@ -317,13 +337,31 @@ impl Driver {
     fn arm_eventfd(&self) {
         let key = self.ops.borrow_mut().insert(Op::EventFd);
         let sqe = opcode::Read::new(
-            types::Fd(self.eventfd.as_raw_fd()),
+            types::Fd(self.eventfd.fd.as_raw_fd()),
             self.eventfd_value.get() as *mut u8,
             8,
         )
         .build()
         .user_data(key as u64);
         self.push(sqe);
+    }
+
+    /// Wake the tasks waiting for other threads, ahead of every other
+    /// task, if another thread sent since the last call. Called between
+    /// task polls, so a busy loop sees a control message after the poll
+    /// that is running, not after its whole turn.
+    pub(crate) fn take_remote_wake(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.eventfd.pending.load(Ordering::Relaxed) || !self.eventfd.pending.swap(false, Ordering::Acquire) {
+            return false;
+        }
+        let waiters = std::mem::take(&mut *self.eventfd_waiters.borrow_mut());
+        super::executor::urgently(|| {
+            for w in waiters {
+                w.wake();
+            }
+        });
+        true
     }
 
     /// Wake `w` the next time another thread writes the eventfd.
@@ -656,9 +694,13 @@ impl Driver {
                 }
             }
             Op::EventFd => {
-                for w in std::mem::take(&mut *self.eventfd_waiters.borrow_mut()) {
-                    w.wake();
-                }
+                self.eventfd.pending.store(false, std::sync::atomic::Ordering::Relaxed);
+                let waiters = std::mem::take(&mut *self.eventfd_waiters.borrow_mut());
+                super::executor::urgently(|| {
+                    for w in waiters {
+                        w.wake();
+                    }
+                });
                 self.arm_eventfd();
             }
         }
