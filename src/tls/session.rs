@@ -173,6 +173,13 @@ pub struct EpochTicketer {
     lifetime: u32,
     /// R8: tickets of connections that ended badly, with their expiry (unix s).
     revoked: SkipMap<TicketId, u64>,
+    /// The same tickets ordered by expiry: expired ones leave from the
+    /// front, and past [`MAX_REVOKED`] the oldest leave to the watermarks.
+    revoked_by_expiry: SkipMap<(u64, TicketId), ()>,
+    /// Per issuing thread: every ticket it issued with a counter below
+    /// this is refused (0: none). Raised when the set is full, so a flood of
+    /// resets bounds memory by refusing more tickets, never fewer (R8).
+    watermarks: Box<[AtomicU64]>,
     revoked_count: AtomicU64,
 }
 
@@ -210,7 +217,16 @@ fn next_nonce() -> TicketId {
         n
     })
 }
+/// Most revoked tickets remembered one by one per (vserver, epoch).
 const MAX_REVOKED: usize = 64 * 1024;
+/// Issuing threads with a watermark of their own; the others share the last.
+const WATERMARK_SLOTS: usize = 256;
+
+fn split_nonce(id: &TicketId) -> (usize, u64) {
+    let thread = u32::from_be_bytes([id[0], id[1], id[2], id[3]]) as usize;
+    let counter = u64::from_be_bytes([id[4], id[5], id[6], id[7], id[8], id[9], id[10], id[11]]);
+    (thread.min(WATERMARK_SLOTS - 1), counter)
+}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -236,23 +252,55 @@ impl EpochTicketer {
             key: LessSafeKey::new(key),
             lifetime: lifetime.max(1),
             revoked: SkipMap::new(),
+            revoked_by_expiry: SkipMap::new(),
+            watermarks: (0..WATERMARK_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             revoked_count: AtomicU64::new(0),
         }))
     }
 
     /// R8: a ticket issued to a connection that ended badly never resumes.
+    /// O(log n) per call, at most [`MAX_REVOKED`] tickets held: expired ones
+    /// are dropped from the front; past the bound the oldest is dropped and
+    /// its thread's watermark raised, refusing every ticket that thread
+    /// issued up to it (a full handshake for those clients, never a resume).
     pub fn revoke(&self, id: TicketId) {
         let now = unix_now();
-        if self.revoked.len() >= MAX_REVOKED {
-            // Tickets past their lifetime cannot resume anyway.
-            for e in self.revoked.iter() {
-                if *e.value() < now {
-                    e.remove();
-                }
+        let expiry = now + u64::from(self.lifetime);
+        self.revoked.insert(id, expiry);
+        self.revoked_by_expiry.insert((expiry, id), ());
+        self.revoked_count.fetch_add(1, Ordering::Relaxed);
+        // Expired tickets cannot resume anyway.
+        while let Some(e) = self.revoked_by_expiry.front() {
+            if e.key().0 >= now {
+                break;
+            }
+            self.forget_revoked(e.key());
+            e.remove();
+        }
+        // Past the bound the oldest leaves, refused from now on by its
+        // thread's watermark instead.
+        while self.revoked_by_expiry.len() > MAX_REVOKED {
+            let Some(e) = self.revoked_by_expiry.pop_front() else {
+                break;
+            };
+            let (thread, counter) = split_nonce(&e.key().1);
+            self.watermarks[thread].fetch_max(counter + 1, Ordering::Relaxed);
+            self.forget_revoked(e.key());
+        }
+    }
+
+    /// Drop `(expiry, id)` from the lookup map unless `id` was revoked again later.
+    fn forget_revoked(&self, key: &(u64, TicketId)) {
+        if let Some(e) = self.revoked.get(&key.1) {
+            if *e.value() == key.0 {
+                e.remove();
             }
         }
-        self.revoked.insert(id, now + u64::from(self.lifetime));
-        self.revoked_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Revoked tickets held one by one (for tests and statistics).
+    pub fn revoked_held(&self) -> usize {
+        self.revoked.len()
     }
 
     pub fn revoked_total(&self) -> u64 {
@@ -298,6 +346,10 @@ impl ProducesTickets for EpochTicketer {
         }
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&cipher[4..TICKET_HEADER]);
+        let (thread, counter) = split_nonce(&nonce);
+        if counter < self.watermarks[thread].load(Ordering::Relaxed) {
+            return refuse();
+        }
         if !self.revoked.is_empty() && self.revoked.contains_key(&nonce) {
             return refuse();
         }
@@ -439,6 +491,35 @@ mod tests {
         bad[last] ^= 1;
         assert!(old.decrypt(&bad).is_none());
         assert!(old.decrypt(&[]).is_none());
+    }
+
+    #[test]
+    fn a_million_revocations_hold_bounded_memory_and_refuse_every_revoked_ticket() {
+        let t = EpochTicketer::new(300).unwrap();
+        let mut first = None;
+        let mut last = None;
+        for i in 0..1_000_000u32 {
+            let mut notes = SessionNotes::default();
+            let ticket = with_notes(&mut notes, || t.encrypt(b"s")).unwrap();
+            t.revoke(notes.tickets[0]);
+            if i == 0 {
+                first = Some(ticket);
+            } else if i == 999_999 {
+                last = Some(ticket);
+            }
+            assert!(
+                t.revoked_held() <= MAX_REVOKED + 1,
+                "revocation set grew past its bound"
+            );
+        }
+        assert_eq!(t.revoked_total(), 1_000_000);
+        // The oldest left the set to the watermark, the newest is in it:
+        // neither resumes.
+        assert!(t.decrypt(&first.unwrap()).is_none());
+        assert!(t.decrypt(&last.unwrap()).is_none());
+        // A ticket issued after the flood, not revoked, still resumes.
+        let fresh = t.encrypt(b"fresh").unwrap();
+        assert_eq!(t.decrypt(&fresh).as_deref(), Some(&b"fresh"[..]));
     }
 
     #[test]
