@@ -76,7 +76,11 @@ enum Cmd {
         command: Vec<String>,
     },
     /// Run an embedded demo: throwaway CA, back end and proxy on loopback, real traffic, live rotations.
-    Demo,
+    Demo {
+        /// Print the raw `/stats` JSON instead of the per-epoch table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Load generator and benchmark scenarios.
     Bench(Box<shardtls::bench::BenchArgs>),
     /// Built-in back end for tests and benchmarks.
@@ -199,7 +203,7 @@ fn main() -> ExitCode {
         } => read_token(&admin_token_file)
             .map_err(Into::into)
             .and_then(|t| ctl(&admin, t, file, command)),
-        Cmd::Demo => shardtls::demo::main(),
+        Cmd::Demo { json } => shardtls::demo::main(json),
         Cmd::Bench(a) => shardtls::bench::main(*a),
         Cmd::Backend(a) => shardtls::origin::main(a),
     };
