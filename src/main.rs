@@ -169,11 +169,15 @@ fn ctl(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Log lines go through a writer thread: a shard never blocks on a slow
+    // stderr (a full pipe, a slow journal); under a flood lines are dropped
+    // rather than stalling traffic. The guard flushes on the way out.
+    let (log_writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHARDTLS_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.cmd {
@@ -211,6 +215,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardtls: {e}");
+            if e.to_string().starts_with("fail-stop") {
+                // A shard stalled or died: the status systemd restarts on.
+                return ExitCode::from(shardtls::control::runtime::EXIT_SHARD_FAILED as u8);
+            }
             ExitCode::FAILURE
         }
     }

@@ -63,3 +63,48 @@ fn a_low_ulimit_caps_connections_and_the_listener_survives() {
     let stats = proxy.stats();
     assert!(stats["shards"][0]["refused"].as_u64().unwrap() >= 14, "{stats}");
 }
+
+/// Log lines a peer causes are rate-limited per cause and shard: a flood of
+/// garbage connections writes at most 50 "handshake failed" lines a second
+/// per shard, then one summary line with the count held back.
+#[test]
+fn a_garbage_flood_writes_a_bounded_number_of_log_lines() {
+    use std::io::Write;
+    let pki = Pki::new();
+    let be = backend(OriginMode::Echo);
+    let port = free_port();
+    let (ck, _) = certkey(&pki, "site", &["www.test"]);
+    let config = format!(
+        "{ck}add service echo 127.0.0.1 {} TCP\n\
+         add lb vserver v1 SSL_TCP 127.0.0.1 {port}\n\
+         bind ssl vserver v1 -certkeyName site\n\
+         bind lb vserver v1 echo\n",
+        be.local_addr().port()
+    );
+    let proxy = Proxy::start(&config, 1);
+    let t0 = std::time::Instant::now();
+    let floods = 2000;
+    for _ in 0..floods {
+        if let Ok(mut s) = std::net::TcpStream::connect(lo(port)) {
+            // Content type 0x17 before any handshake: rustls refuses it at once.
+            let _ = s.write_all(&[0x17, 0x03, 0x03, 0x00, 0x05, 1, 2, 3, 4, 5]);
+        }
+    }
+    let held_back = wait_for(Duration::from_secs(5), || {
+        proxy.log().contains("more \"handshake failed\" lines held back")
+    });
+    let seconds = t0.elapsed().as_secs() + 1;
+    let log = proxy.log();
+    let written = log.lines().filter(|l| l.contains("handshake failed:")).count() as u64;
+    assert!(
+        held_back,
+        "no summary line after {floods} garbage connections ({written} lines written)"
+    );
+    assert!(
+        written <= 50 * seconds,
+        "{written} \"handshake failed\" lines in {seconds} s: the limit is 50 a second"
+    );
+    // The proxy still serves.
+    let mut c = Client::connect(lo(port), "www.test", pki.client_config()).expect("served after the flood");
+    assert_eq!(c.echo(b"ok").unwrap(), b"ok");
+}

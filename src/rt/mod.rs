@@ -128,7 +128,9 @@ impl Builder {
                 Some(code) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(make()))) {
                     Ok(v) => v,
                     Err(_) => {
-                        tracing::error!("thread {name} panicked: stopping the process (fail-stop, exit {code})");
+                        // Straight to stderr: the process ends before any
+                        // buffered log writer could flush.
+                        eprintln!("shardtls: thread {name} panicked: stopping the process (fail-stop, exit {code})");
                         std::process::exit(code);
                     }
                 },

@@ -16,6 +16,7 @@ use futures_lite::future::or;
 use futures_lite::AsyncReadExt;
 use tracing::{debug, info};
 
+use super::logs::{self, Cause};
 use super::proxy::{Proxy, ProxyEnd};
 use super::signal::ConnSignal;
 use super::upstream::{self, Backend};
@@ -194,7 +195,9 @@ pub(crate) async fn serve_client(
     };
     if let Err(e) = leg.feed(&first[..n]) {
         let _ = std::future::poll_fn(|cx| leg.poll_flush(cx)).await;
-        info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+        if logs::allow(Cause::HandshakeFailed, Instant::now()) {
+            info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+        }
         c.finish(classify(&e), Some(&leg));
         return;
     }
@@ -208,7 +211,9 @@ pub(crate) async fn serve_client(
     match hs {
         Ok(()) => {}
         Err(Ok(e)) => {
-            info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+            if logs::allow(Cause::HandshakeFailed, Instant::now()) {
+                info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+            }
             c.finish(classify(&e), Some(&leg));
             return;
         }
@@ -245,7 +250,9 @@ pub(crate) async fn serve_client(
     let mut backend = match Box::pin(upstream::connect(shard, &vs, &signal)).await {
         Ok(b) => b,
         Err(e) => {
-            info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
+            if logs::allow(Cause::NoBackend, Instant::now()) {
+                info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
+            }
             let kind = if Box::pin(close_gracefully(&mut leg)).await {
                 CloseKind::Clean
             } else {
@@ -301,11 +308,13 @@ async fn finish_proxied(
         ProxyEnd::IdleTimeout => {
             close_gracefully(&mut backend.leg).await;
             close_gracefully(&mut leg).await;
-            info!(shard = c.shard.id, peer = %c.peer, "idle timeout");
+            if logs::allow(Cause::IdleTimeout, Instant::now()) {
+                info!(shard = c.shard.id, peer = %c.peer, "idle timeout");
+            }
             (CloseKind::Timeout, CloseKind::Timeout)
         }
         ProxyEnd::ClientError(e) => {
-            if leg.peer_end() == PeerEnd::Open {
+            if leg.peer_end() == PeerEnd::Open && logs::allow(Cause::ClientFailed, Instant::now()) {
                 info!(shard = c.shard.id, peer = %c.peer, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
             } else {
                 debug!(shard = c.shard.id, peer = %c.peer, "client closed before our close_notify: {e}");
@@ -321,7 +330,9 @@ async fn finish_proxied(
             )
         }
         ProxyEnd::BackendError(e) => {
-            info!(shard = c.shard.id, peer = %c.peer, backend = %backend.addr, "back-end connection failed: {e}");
+            if logs::allow(Cause::BackendFailed, Instant::now()) {
+                info!(shard = c.shard.id, peer = %c.peer, backend = %backend.addr, "back-end connection failed: {e}");
+            }
             let front_ok = close_gracefully(&mut leg).await;
             (
                 if front_ok {

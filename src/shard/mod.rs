@@ -11,6 +11,7 @@
 //! It does not parse configuration or decide epochs; the control plane does.
 
 mod conn;
+mod logs;
 mod proxy;
 mod signal;
 mod upstream;
@@ -306,9 +307,12 @@ impl Shard {
         }
     }
 
-    /// Fire due timers (handshake timeouts, drain deadlines).
+    /// Fire due timers (handshake timeouts, drain deadlines); summarise the
+    /// log lines held back in the last second.
     fn tick(&self) {
-        let due = self.core.borrow_mut().poll_timeouts(Instant::now());
+        let now = Instant::now();
+        logs::flush(self.id, now);
+        let due = self.core.borrow_mut().poll_timeouts(now);
         let signals = self.signals.borrow();
         for (id, reason) in due {
             if let Some(s) = signals.get(&id) {
