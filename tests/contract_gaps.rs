@@ -283,6 +283,8 @@ struct CountingBackend {
     /// The next connection is reset (RST, no close_notify) once it has
     /// read its first bytes, instead of echoing them.
     reset_next: Arc<AtomicBool>,
+    /// The next connection waits this many milliseconds before its handshake.
+    delay_next_ms: Arc<AtomicU64>,
     resets: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
@@ -314,15 +316,17 @@ impl CountingBackend {
         let full = Arc::new(AtomicU64::new(0));
         let resumed = Arc::new(AtomicU64::new(0));
         let reset_next = Arc::new(AtomicBool::new(false));
+        let delay_next_ms = Arc::new(AtomicU64::new(0));
         let resets = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
-            let (full, resumed, reset_next, resets, stop) = (
+            let (full, resumed, reset_next, resets, stop, delay_next_ms) = (
                 full.clone(),
                 resumed.clone(),
                 reset_next.clone(),
                 resets.clone(),
                 stop.clone(),
+                delay_next_ms.clone(),
             );
             std::thread::spawn(move || {
                 for sock in listener.incoming() {
@@ -331,8 +335,10 @@ impl CountingBackend {
                     }
                     let Ok(sock) = sock else { continue };
                     let reset = reset_next.swap(false, Ordering::SeqCst);
+                    let delay = delay_next_ms.swap(0, Ordering::SeqCst);
                     let (cfg, full, resumed, resets) = (cfg.clone(), full.clone(), resumed.clone(), resets.clone());
                     std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(delay));
                         let _ = serve_counting(sock, cfg, reset, &full, &resumed, &resets);
                     });
                 }
@@ -343,6 +349,7 @@ impl CountingBackend {
             full,
             resumed,
             reset_next,
+            delay_next_ms,
             resets,
             stop,
             accept: Some(accept),
@@ -940,4 +947,43 @@ fn r10_a_failing_batch_or_snapshot_changes_nothing_on_any_shard() {
     assert_eq!(connect(rig.v1, &cfg).serial(), old);
     assert_eq!(epochs_per_shard(&rig.proxy.stats(), "vserver", "v1"), vec![1, 1]);
     est.close();
+}
+
+/// A back-end change while a back-end TLS handshake is under way kills that
+/// attempt (R2 on the back-end side), not the client connection: the proxy
+/// connects again under the new epoch and serves the client, and the member
+/// is not counted as failing. Control: without the change the slow
+/// handshake simply completes.
+#[test]
+fn a_back_end_change_during_a_back_end_handshake_is_retried_not_failed() {
+    let rig = tls_rig(1, &rustls::version::TLS13, true);
+    let cfg = rig.pki.client_config();
+    for change in [false, true] {
+        rig.backend.delay_next_ms.store(800, Ordering::SeqCst);
+        let v1 = rig.v1;
+        let cfg2 = cfg.clone();
+        let client = std::thread::spawn(move || {
+            let mut c = Client::connect(v1, SNI, cfg2).map_err(|e| e.to_string())?;
+            c.echo(b"through a slow back end").map_err(|e| e.to_string())
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        if change {
+            rig.proxy
+                .ctl("set ssl service s1 -sessTimeout 120")
+                .expect("back-end change");
+        }
+        let got = client.join().unwrap();
+        assert_eq!(
+            got.as_deref(),
+            Ok(&b"through a slow back end"[..]),
+            "change={change}: the client connection was not served\n{}",
+            rig.proxy.log()
+        );
+    }
+    let stats = rig.proxy.stats();
+    assert_eq!(
+        stats["shards"][0]["backend_failures"], 0,
+        "a killed attempt counted as a failure: {stats}"
+    );
+    assert!(stats["shards"][0]["members_down"].as_array().unwrap().is_empty());
 }

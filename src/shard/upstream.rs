@@ -220,12 +220,24 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
             return Err("connection closed by the shard while connecting".into());
         }
         let (pool, addr) = &members[(start + i) % members.len()];
-        match try_member(shard, pool, *addr, signal).await {
+        let mut attempt = try_member(shard, pool, *addr, signal).await;
+        if let Err(MemberError::EpochChanged(_)) = &attempt {
+            // The pool changed during this connect (R2 on the back-end
+            // side): not the member's fault. Once more, under the new epoch.
+            if let Some(fresh) = shard.pool(&pool.spec.entity.name) {
+                debug!(shard = shard.id, member = %addr, "back-end epoch changed while connecting; retrying once");
+                attempt = try_member(shard, &fresh, *addr, signal).await;
+            }
+        }
+        match attempt {
+            Err(MemberError::EpochChanged(e)) | Err(MemberError::Closed(e)) => {
+                return Err(format!("{} member {addr}: {e}", pool.spec.entity));
+            }
             Ok(b) => {
                 shard.member_ok(*addr, "connected");
                 return Ok(b);
             }
-            Err(e) => {
+            Err(MemberError::Failed(e)) => {
                 shard.member_failed(pool, *addr, &e);
                 shard
                     .counters
@@ -239,27 +251,56 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
     Err(last_err)
 }
 
+/// Why one member could not be used.
+enum MemberError {
+    /// The member failed (refused, timed out, bad TLS): counts toward down.
+    Failed(String),
+    /// The pool's epoch changed while connecting: retried, never counted.
+    EpochChanged(String),
+    /// The client connection was closed by the shard meanwhile.
+    Closed(String),
+}
+
 async fn try_member(
     shard: &Rc<Shard>,
     pool: &Rc<ShardPool>,
     addr: SocketAddr,
     signal: &Rc<ConnSignal>,
-) -> Result<Backend, String> {
+) -> Result<Backend, MemberError> {
     let id = shard
         .core
         .borrow_mut()
         .on_accept(&pool.spec.entity, Instant::now())
-        .map_err(|_| "back end not accepting connections".to_string())?;
-    shard.signals.borrow_mut().insert(id, signal.clone());
+        .map_err(|_| MemberError::Failed("back end not accepting connections".to_string()))?;
+    // Until it is established the back-end connection has a signal of its
+    // own: a back-end epoch change kills this attempt, not the client
+    // connection (which the retry then serves). Once established it shares
+    // the client's, so a disable or drain closes both.
+    let attempt_signal = Rc::new(ConnSignal::default());
+    shard.signals.borrow_mut().insert(id, attempt_signal.clone());
     let fail = |kind: CloseKind, msg: String| {
         shard.unregister(id);
         shard.core.borrow_mut().on_close(id, kind, Instant::now());
-        msg
+        match kind {
+            CloseKind::Killed if signal.fired().is_some() => MemberError::Closed(msg),
+            CloseKind::Killed => MemberError::EpochChanged(msg),
+            _ => MemberError::Failed(msg),
+        }
     };
     let stream = match TcpStream::connect_timeout(addr, pool.spec.connect_timeout).await {
         Ok(s) => s,
         Err(e) => return Err(fail(CloseKind::BackendFailed, format!("connect: {e}"))),
     };
+    if attempt_signal.fired().is_some() {
+        return Err(fail(
+            CloseKind::Killed,
+            "back-end epoch changed while connecting".into(),
+        ));
+    }
+    // No byte sent yet: the connection handshakes under the pool's epoch
+    // as it is now (R2), which may be newer than when the connect began.
+    let current = shard.pool(&pool.spec.entity.name).unwrap_or_else(|| pool.clone());
+    let pool = &current;
     let _ = stream.set_nodelay(true);
     let Some(tls) = pool.tls.clone() else {
         shard.core.borrow_mut().on_handshake_start(id, Instant::now());
@@ -274,6 +315,7 @@ async fn try_member(
                 "back-end epoch changed while connecting".into(),
             ));
         }
+        shard.signals.borrow_mut().insert(id, signal.clone());
         return Ok(Backend {
             leg: Leg::plain(stream),
             id,
@@ -292,12 +334,23 @@ async fn try_member(
     let hs = std::future::poll_fn(|cx| leg.poll_handshake(cx));
     let handshake = futures_lite::future::or(
         async { hs.await.map_err(|e| (CloseKind::ProtocolError, e.to_string())) },
-        async {
-            Err((
-                CloseKind::Killed,
-                format!("closed by the shard ({:?})", signal.wait().await),
-            ))
-        },
+        futures_lite::future::or(
+            async {
+                Err((
+                    CloseKind::Killed,
+                    format!("closed by the shard ({:?})", signal.wait().await),
+                ))
+            },
+            async {
+                Err((
+                    CloseKind::Killed,
+                    format!(
+                        "back-end attempt ended by the shard ({:?})",
+                        attempt_signal.wait().await
+                    ),
+                ))
+            },
+        ),
     );
     let timed = match crate::rt::timeout(pool.spec.policy.handshake_timeout, handshake).await {
         Ok(r) => r,
@@ -309,7 +362,12 @@ async fn try_member(
         if out.drop_session {
             tls.sessions.forget_server(&name);
         }
-        return Err(format!("TLS handshake: {e}"));
+        let msg = format!("TLS handshake: {e}");
+        return Err(match kind {
+            CloseKind::Killed if signal.fired().is_some() => MemberError::Closed(msg),
+            CloseKind::Killed => MemberError::EpochChanged(msg),
+            _ => MemberError::Failed(msg),
+        });
     }
     let resumed = leg.resumed().unwrap_or(false);
     if shard
@@ -323,6 +381,7 @@ async fn try_member(
             "back-end epoch changed during the handshake".into(),
         ));
     }
+    shard.signals.borrow_mut().insert(id, signal.clone());
     Ok(Backend {
         leg,
         id,
