@@ -8,7 +8,20 @@ use super::net::{Listener, Stream};
 use super::*;
 
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
+    raise_nofile();
     Runtime::new(64).expect("runtime (memlock?)").block_on(f)
+}
+
+/// Some tests hold more sockets than a default soft `ulimit -n` of 1024.
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn listener() -> (Listener, SocketAddr) {

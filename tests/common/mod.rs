@@ -144,6 +144,7 @@ pub fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
 
 /// Start a built-in back end on loopback.
 pub fn backend(mode: OriginMode) -> OriginHandle {
+    raise_limits();
     origin::spawn(OriginConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         mode,
@@ -202,6 +203,7 @@ impl Proxy {
         env: &[(&str, &str)],
         nofile: Option<u64>,
     ) -> Result<Proxy, String> {
+        raise_limits();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shardtls.conf");
         std::fs::write(&path, config).unwrap();
@@ -370,4 +372,24 @@ pub fn total(stats: &serde_json::Value, kind: &str, name: &str, field: &str) -> 
         .iter()
         .map(|e| e[field].as_u64().unwrap_or(0))
         .sum()
+}
+
+/// Raise this test process's soft limits on open files and locked memory to
+/// their hard limits, once: the tests open many sockets, and a fresh
+/// machine's shell often has a soft `ulimit -n` of 1024. Children (the proxy)
+/// inherit the raised limits.
+pub fn raise_limits() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for res in [libc::RLIMIT_NOFILE, libc::RLIMIT_MEMLOCK] {
+            // SAFETY: getrlimit/setrlimit on a struct we own.
+            unsafe {
+                let mut lim: libc::rlimit = std::mem::zeroed();
+                if libc::getrlimit(res, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                    lim.rlim_cur = lim.rlim_max;
+                    let _ = libc::setrlimit(res, &lim);
+                }
+            }
+        }
+    });
 }
