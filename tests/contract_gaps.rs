@@ -72,16 +72,6 @@ fn live_at_epoch(stats: &Value, kind: &str, name: &str, epoch: u64) -> Vec<u64> 
         .collect()
 }
 
-/// A shard-shell counter (`accepted`, `live_client_connections`, ...) per shard.
-fn shard_counter(stats: &Value, field: &str) -> Vec<u64> {
-    stats["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| s[field].as_u64().unwrap_or(0))
-        .collect()
-}
-
 /// Wait until no client connection is open on any shard: every earlier
 /// connection has been closed and accounted for (R8 decided).
 fn wait_idle(proxy: &Proxy) {
@@ -719,18 +709,6 @@ fn r6_every_shard_serves_the_new_certificate_the_moment_the_command_returns() {
     assert_eq!(epochs_per_shard(&stats, "vserver", "v1"), vec![2, 2], "{stats}");
 }
 
-/// A ClientHello sent and the server's first flight read, then nothing.
-fn half_handshake(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> (rustls::ClientConnection, TcpStream) {
-    let mut sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut conn = rustls::ClientConnection::new(cfg.clone(), ServerName::try_from(SNI).unwrap()).unwrap();
-    conn.write_tls(&mut sock).unwrap();
-    let mut buf = vec![0u8; 16 * 1024];
-    let n = sock.read(&mut buf).unwrap();
-    assert!(n > 0, "the server answered the ClientHello");
-    (conn, sock)
-}
-
 /// Catches: the control replying after the first shard's ack. The reply
 /// must account for every shard's apply (handshakes killed on each), and
 /// the next request must see every shard on the new epoch.
@@ -742,7 +720,7 @@ fn r6_the_reply_waits_for_every_shard() {
     let mut placed = false;
     for _ in 0..6 {
         for _ in 0..6 {
-            half.push(half_handshake(rig.v1, &cfg));
+            half.push(half_handshake(rig.v1, SNI, &cfg));
         }
         let want = half.len() as u64;
         assert!(wait_for(SOON, || live_at_epoch(&rig.proxy.stats(), "vserver", "v1", 1)
@@ -773,7 +751,7 @@ fn r6_the_reply_waits_for_every_shard() {
     assert_eq!(epochs_per_shard(&stats, "vserver", "v1"), vec![2, 2], "{stats}");
     assert_eq!(shard_counter(&stats, "accepted").len(), 2, "{stats}");
     // Every half-finished handshake was closed by the shard that held it.
-    for (_, mut sock) in half {
+    for HalfHandshake { mut sock, .. } in half {
         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 4096];
         let closed = loop {

@@ -168,29 +168,7 @@ fn r1_established_connection_keeps_its_epoch_and_new_ones_get_the_new_one() {
     fresh.close();
 }
 
-/// A ClientHello sent and the server's flight read, then nothing more.
-struct HalfHandshake {
-    conn: rustls::ClientConnection,
-    sock: TcpStream,
-    flight: Vec<u8>,
-}
-
-fn half_handshake(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> HalfHandshake {
-    let mut sock = TcpStream::connect(addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let mut conn = rustls::ClientConnection::new(cfg.clone(), ServerName::try_from(SNI).unwrap()).unwrap();
-    conn.write_tls(&mut sock).unwrap();
-    let mut buf = vec![0u8; 16 * 1024];
-    let n = sock.read(&mut buf).unwrap();
-    assert!(n > 0, "the server answered the ClientHello");
-    buf.truncate(n);
-    HalfHandshake {
-        conn,
-        sock,
-        flight: buf,
-    }
-}
-
+/// What the R2 tests do with a handshake left half way.
 impl HalfHandshake {
     /// Whether the server closed the socket within `limit`.
     fn closed_within(&mut self, limit: Duration) -> bool {
@@ -231,8 +209,8 @@ impl HalfHandshake {
 fn r2_mid_handshake_connections_are_killed_and_unaffected_ones_survive() {
     let rig = rig("");
     let cfg = rig.pki.client_config();
-    let mut affected = half_handshake(rig.v1, &cfg);
-    let mut control = half_handshake(rig.v2, &cfg);
+    let mut affected = half_handshake(rig.v1, SNI, &cfg);
+    let mut control = half_handshake(rig.v2, SNI, &cfg);
     let reply = rig.proxy.ctl(&{
         let (c, k, _) = rig.pki.issue("site-2", &[SNI]);
         format!("update ssl certKey site -cert {} -key {}", c.display(), k.display())

@@ -95,16 +95,6 @@ fn core_total(stats: &serde_json::Value, field: &str) -> u64 {
         .sum()
 }
 
-/// `FIELD` of each shard's own counters (accepted, refused, ...).
-fn per_shard(stats: &serde_json::Value, field: &str) -> Vec<u64> {
-    stats["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| s[field].as_u64().unwrap_or(0))
-        .collect()
-}
-
 /// A vserver v1 on `port` with certKey `site` (for www.test) in front of
 /// service `echo` at `backend`, plus `extra` lines.
 fn simple_config(pki: &Pki, port: u16, backend: SocketAddr, extra: &str) -> String {
@@ -121,7 +111,7 @@ fn simple_config(pki: &Pki, port: u16, backend: SocketAddr, extra: &str) -> Stri
 /// A normal client must complete a handshake and an echo on every shard:
 /// connects until each shard's `accepted` counter has moved.
 fn serves_on_every_shard(proxy: &Proxy, port: u16, cfg: &Arc<rustls::ClientConfig>) {
-    let base = per_shard(&proxy.stats(), "accepted");
+    let base = shard_counter(&proxy.stats(), "accepted");
     let mut served = vec![false; base.len()];
     for attempt in 0..60 {
         let mut c = Client::connect(lo(port), "www.test", cfg.clone())
@@ -131,7 +121,7 @@ fn serves_on_every_shard(proxy: &Proxy, port: u16, cfg: &Arc<rustls::ClientConfi
             b"still serving"
         );
         c.close();
-        let now = per_shard(&proxy.stats(), "accepted");
+        let now = shard_counter(&proxy.stats(), "accepted");
         for (i, (a, b)) in base.iter().zip(&now).enumerate() {
             if b > a {
                 served[i] = true;
@@ -460,7 +450,7 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
         closed <= FLOOD - (MAX - ESTABLISHED) + 1,
         "{closed} flood connections closed: the limit let fewer in than it should"
     );
-    let refused = per_shard(&proxy.stats(), "refused").iter().sum::<u64>();
+    let refused = shard_counter(&proxy.stats(), "refused").iter().sum::<u64>();
     assert!(
         refused >= (FLOOD - (MAX - ESTABLISHED)) as u64,
         "refused counter {refused}"
@@ -470,7 +460,7 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
     // A new client is refused while full, and served once the flood ends.
     drop(flood);
     assert!(
-        wait_for(Duration::from_secs(5), || per_shard(
+        wait_for(Duration::from_secs(5), || shard_counter(
             &proxy.stats(),
             "live_client_connections"
         )
@@ -478,7 +468,7 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
         .sum::<u64>()
             == ESTABLISHED as u64),
         "the proxy still counts {:?} open client connections after the flood closed",
-        per_shard(&proxy.stats(), "live_client_connections")
+        shard_counter(&proxy.stats(), "live_client_connections")
     );
     let mut after = Client::connect(lo(port), "www.test", client_cfg.clone()).expect("new client after the flood");
     assert_eq!(after.echo(b"after").unwrap(), b"after");
@@ -743,12 +733,12 @@ fn client_certificate_that_fails_verification_is_rejected_with_a_log_line() {
     assert_no_panic(&proxy);
     let good = client_cert_config(&pki.ca, &gc, &gk);
     // every shard still serves clients with good certificates
-    let base = per_shard(&proxy.stats(), "accepted");
+    let base = shard_counter(&proxy.stats(), "accepted");
     let mut served = vec![false; base.len()];
     for _ in 0..60 {
         let (c, _) = try_echo(port, good.clone()).expect("good client after the bad ones");
         c.close();
-        for (i, (a, b)) in base.iter().zip(per_shard(&proxy.stats(), "accepted")).enumerate() {
+        for (i, (a, b)) in base.iter().zip(shard_counter(&proxy.stats(), "accepted")).enumerate() {
             served[i] |= b > *a;
         }
         if served.iter().all(|s| *s) {
@@ -1062,7 +1052,7 @@ fn down_member_is_probed_and_back_in_service_without_client_traffic() {
         proxy.stats()
     );
     assert!(be.connections() >= 1, "no probe reached the back end");
-    let probes: u64 = per_shard(&proxy.stats(), "health_probes").iter().sum();
+    let probes: u64 = shard_counter(&proxy.stats(), "health_probes").iter().sum();
     assert!(probes >= 1, "no health probe counted");
     log_line_with(&proxy, &["up again", &member]).unwrap();
     let before = be.connections();
@@ -1100,9 +1090,12 @@ fn tls_member_with_a_wrong_certificate_stays_down_while_probed() {
     );
     // The port answers, but the probe's handshake fails verification each time.
     assert!(
-        wait_for(Duration::from_secs(5), || per_shard(&proxy.stats(), "health_probes")
-            .iter()
-            .sum::<u64>()
+        wait_for(Duration::from_secs(5), || shard_counter(
+            &proxy.stats(),
+            "health_probes"
+        )
+        .iter()
+        .sum::<u64>()
             >= 2),
         "fewer than 2 probes in 5 s with a 1 s interval: {:#}",
         proxy.stats()

@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::*;
 use shardtls::origin::OriginMode;
 
-#[test]
-fn a_low_ulimit_caps_connections_and_the_listener_survives() {
+/// A vserver v1 (certificate for www.test) on a free port in front of an
+/// echo back end: (pki, back end, port, config).
+fn echo_site() -> (Pki, shardtls::origin::OriginHandle, u16, String) {
     let pki = Pki::new();
     let be = backend(OriginMode::Echo);
     let port = free_port();
@@ -23,6 +24,12 @@ fn a_low_ulimit_caps_connections_and_the_listener_survives() {
          bind lb vserver v1 echo\n",
         be.local_addr().port()
     );
+    (pki, be, port, config)
+}
+
+#[test]
+fn a_low_ulimit_caps_connections_and_the_listener_survives() {
+    let (pki, _be, port, config) = echo_site();
     // 160 descriptors, 128 kept aside: (160 - 128) / 2 = 16 client connections.
     let proxy = Proxy::try_start_limited(&config, 1, &[], Some(160)).expect("starts with ulimit -n 160");
     let cfg = pki.client_config();
@@ -70,17 +77,7 @@ fn a_low_ulimit_caps_connections_and_the_listener_survives() {
 #[test]
 fn a_garbage_flood_writes_a_bounded_number_of_log_lines() {
     use std::io::Write;
-    let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
-    let port = free_port();
-    let (ck, _) = certkey(&pki, "site", &["www.test"]);
-    let config = format!(
-        "{ck}add service echo 127.0.0.1 {} TCP\n\
-         add lb vserver v1 SSL_TCP 127.0.0.1 {port}\n\
-         bind ssl vserver v1 -certkeyName site\n\
-         bind lb vserver v1 echo\n",
-        be.local_addr().port()
-    );
+    let (pki, _be, port, config) = echo_site();
     let proxy = Proxy::start(&config, 1);
     let t0 = std::time::Instant::now();
     let floods = 2000;

@@ -261,6 +261,19 @@ enum MemberError {
     Closed(String),
 }
 
+impl MemberError {
+    /// How an attempt that ended with `kind` counts: a kill is the client's
+    /// (its signal fired) or the pool's epoch change; anything else is the
+    /// member's failure.
+    fn of(kind: CloseKind, client: &ConnSignal, msg: String) -> Self {
+        match kind {
+            CloseKind::Killed if client.fired().is_some() => MemberError::Closed(msg),
+            CloseKind::Killed => MemberError::EpochChanged(msg),
+            _ => MemberError::Failed(msg),
+        }
+    }
+}
+
 async fn try_member(
     shard: &Rc<Shard>,
     pool: &Rc<ShardPool>,
@@ -281,11 +294,7 @@ async fn try_member(
     let fail = |kind: CloseKind, msg: String| {
         shard.unregister(id);
         shard.core.borrow_mut().on_close(id, kind, Instant::now());
-        match kind {
-            CloseKind::Killed if signal.fired().is_some() => MemberError::Closed(msg),
-            CloseKind::Killed => MemberError::EpochChanged(msg),
-            _ => MemberError::Failed(msg),
-        }
+        MemberError::of(kind, signal, msg)
     };
     let stream = match TcpStream::connect_timeout(addr, pool.spec.connect_timeout).await {
         Ok(s) => s,
@@ -363,11 +372,7 @@ async fn try_member(
             tls.sessions.forget_server(&name);
         }
         let msg = format!("TLS handshake: {e}");
-        return Err(match kind {
-            CloseKind::Killed if signal.fired().is_some() => MemberError::Closed(msg),
-            CloseKind::Killed => MemberError::EpochChanged(msg),
-            _ => MemberError::Failed(msg),
-        });
+        return Err(MemberError::of(kind, signal, msg));
     }
     let resumed = leg.resumed().unwrap_or(false);
     if shard

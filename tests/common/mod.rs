@@ -393,3 +393,41 @@ pub fn raise_limits() {
         }
     });
 }
+
+/// A shard-shell counter (`accepted`, `refused`, `live_client_connections`,
+/// ...) of each shard in a `/stats` document.
+pub fn shard_counter(stats: &serde_json::Value, field: &str) -> Vec<u64> {
+    stats["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s[field].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// A TLS client that sent its ClientHello and read the server's first
+/// flight, then stopped: a connection in the middle of its handshake.
+pub struct HalfHandshake {
+    pub conn: rustls::ClientConnection,
+    pub sock: std::net::TcpStream,
+    /// What the server sent so far.
+    pub flight: Vec<u8>,
+}
+
+pub fn half_handshake(addr: SocketAddr, sni: &str, cfg: &Arc<rustls::ClientConfig>) -> HalfHandshake {
+    use std::io::Read;
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    conn.write_tls(&mut sock).unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = sock.read(&mut buf).unwrap();
+    assert!(n > 0, "the server answered the ClientHello");
+    buf.truncate(n);
+    HalfHandshake {
+        conn,
+        sock,
+        flight: buf,
+    }
+}
