@@ -5,8 +5,8 @@
 # the servers interleaved. For each run it records, for the server process:
 # CPU seconds per second (utime+stime from /proc/PID/stat), the rate per
 # server core (requests/s divided by that), CPU per request, and from
-# `perf stat` the io_uring_enter, epoll_wait, sendto/recvfrom and
-# reschedule-IPI counts per request; wrk gives the p99 latency.
+# `perf stat` the io_uring_enter, epoll_wait, sendto/recvfrom,
+# reschedule-IPI and context-switch counts per request; wrk gives the p99 latency.
 #
 # A run whose server was below 0.9 busy is marked client-limited: on a
 # 2-core machine wrk and the back end share one core and cannot saturate
@@ -77,7 +77,7 @@ port_of() {
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-EVENTS=syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_write,irq_vectors:reschedule_entry
+EVENTS=syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_read,syscalls:sys_enter_write,irq_vectors:reschedule_entry,context-switches
 HZ=$(getconf CLK_TCK)
 RUNS=$OUT/wrk.jsonl
 : > "$RUNS"
@@ -137,6 +137,7 @@ print(json.dumps({
     "recvfrom_per_request": per("sys_enter_recvfrom"),
     "read_write_per_request": ((counts.get("sys_enter_read", 0) + counts.get("sys_enter_write", 0) + counts.get("sys_enter_writev", 0)) / reqs) if reqs else None,
     "reschedule_ipis_per_request": per("reschedule_entry"),
+    "context_switches_per_request": per("context-switches"),
 }))
 PY
     tail -1 "$RUNS"
