@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{HandshakeKind, SupportedProtocolVersion};
 use serde_json::Value;
 use shardtls::control::admin::client_request;
@@ -257,7 +258,7 @@ impl Rig {
 
     fn serial_of(&self, file: &str) -> String {
         let pem = std::fs::read(self.pki.path(&format!("{file}.pem"))).unwrap();
-        let der = rustls_pemfile::certs(&mut &pem[..]).next().unwrap().unwrap();
+        let der = CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap();
         let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         x.tbs_certificate.raw_serial_as_string()
     }
@@ -284,12 +285,10 @@ impl CountingBackend {
     /// Serve `version` only, resuming through session IDs, or through
     /// tickets as well when `tickets`.
     fn start(cert: &Path, key: &Path, version: &'static SupportedProtocolVersion, tickets: bool) -> Self {
-        let certs = rustls_pemfile::certs(&mut &std::fs::read(cert).unwrap()[..])
+        let certs = CertificateDer::pem_slice_iter(&std::fs::read(cert).unwrap())
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
-        let key = rustls_pemfile::private_key(&mut &std::fs::read(key).unwrap()[..])
-            .unwrap()
-            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&std::fs::read(key).unwrap()).unwrap();
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[version])
             .unwrap()

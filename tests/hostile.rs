@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use shardtls::origin::OriginMode;
 
@@ -646,12 +647,10 @@ fn unknown_sni_gets_the_default_certificate() {
 }
 
 fn client_cert_config(ca: &shardtls::pki::Ca, cert: &Path, key: &Path) -> Arc<rustls::ClientConfig> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &std::fs::read(cert).unwrap()[..])
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&std::fs::read(cert).unwrap())
         .collect::<Result<_, _>>()
         .unwrap();
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &std::fs::read(key).unwrap()[..])
-        .unwrap()
-        .unwrap();
+    let key: PrivateKeyDer<'static> = PrivateKeyDer::from_pem_slice(&std::fs::read(key).unwrap()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.cert_der()).unwrap();
     Arc::new(

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use rustls::client::{ClientSessionStore, Resumption, Tls12ClientSessionValue, Tls13ClientSessionValue};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{NamedGroup, SupportedCipherSuite};
 
 use super::{BenchArgs, Result, TlsVersion};
@@ -74,7 +75,7 @@ pub fn client_config(args: &BenchArgs, resumption: bool) -> Result<Arc<rustls::C
         };
         let pem = std::fs::read(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| format!("--ca {}: malformed PEM: {e}", ca.display()))?;
             roots.add(cert).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
         }

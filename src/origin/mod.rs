@@ -53,6 +53,7 @@ use crossbeam::utils::CachePadded;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use self::stream::TlsStream;
@@ -269,16 +270,17 @@ pub fn load_server_config(
     key: &std::path::Path,
 ) -> Result<Arc<rustls::ServerConfig>, Box<dyn std::error::Error>> {
     let cert_bytes = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-    let certs = rustls_pemfile::certs(&mut &cert_bytes[..])
+    let certs = CertificateDer::pem_slice_iter(&cert_bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: malformed PEM: {e}", cert.display()))?;
     if certs.is_empty() {
         return Err(format!("{}: no PEM certificate found", cert.display()).into());
     }
     let key_bytes = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let key_der = rustls_pemfile::private_key(&mut &key_bytes[..])
-        .map_err(|e| format!("{}: malformed PEM: {e}", key.display()))?
-        .ok_or_else(|| format!("{}: no PEM private key found", key.display()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| match e {
+        pem::Error::NoItemsFound => format!("{}: no PEM private key found", key.display()),
+        e => format!("{}: malformed PEM: {e}", key.display()),
+    })?;
     server_config(certs, key_der).map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()).into())
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::SigningKey;
 
@@ -85,9 +86,8 @@ pub fn load_cert_key(
     cert_name: &str,
     key_pem: Option<(&[u8], &str)>,
 ) -> Result<CertKeyMaterial, MaterialError> {
-    let mut rd = cert_pem;
     let certs: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut rd)
+        CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<_, _>>()
             .map_err(|e| MaterialError::BadPem {
                 file: cert_name.to_string(),
@@ -103,13 +103,16 @@ pub fn load_cert_key(
     let key = match key_pem {
         None => None,
         Some((pem, key_name)) => {
-            let mut rd = pem;
-            let der: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut rd)
-                .map_err(|e| MaterialError::BadPem {
-                    file: key_name.to_string(),
-                    reason: e.to_string(),
-                })?
-                .ok_or_else(|| MaterialError::NoKey(key_name.to_string()))?;
+            let der: PrivateKeyDer<'static> = match PrivateKeyDer::from_pem_slice(pem) {
+                Ok(der) => der,
+                Err(pem::Error::NoItemsFound) => return Err(MaterialError::NoKey(key_name.to_string())),
+                Err(e) => {
+                    return Err(MaterialError::BadPem {
+                        file: key_name.to_string(),
+                        reason: e.to_string(),
+                    })
+                }
+            };
             let key =
                 provider::sign::any_supported_type(&der).map_err(|_| MaterialError::BadKey(key_name.to_string()))?;
             let ck = rustls::sign::CertifiedKey::new(certs.clone(), key.clone());
