@@ -126,36 +126,6 @@ fn accept_any_config() -> Arc<rustls::ClientConfig> {
     )
 }
 
-/// A proxy with one vserver `v1` (certificate for `site.test`) in front of a
-/// plain echo service `web`.
-struct EchoSetup {
-    pki: Pki,
-    _origin: shardtls::origin::OriginHandle,
-    proxy: Proxy,
-    addr: SocketAddr,
-}
-
-fn echo_setup(shards: usize, vserver_extra: &str) -> EchoSetup {
-    let pki = Pki::new();
-    let origin = backend(OriginMode::Echo);
-    let port = free_port();
-    let (ck, _) = certkey(&pki, "site", &["site.test"]);
-    let config = format!(
-        "{ck}add service web {} TCP\n\
-         add lb vserver v1 SSL_TCP 127.0.0.1 {port}{vserver_extra}\n\
-         bind ssl vserver v1 -certkeyName site\n\
-         bind lb vserver v1 web\n",
-        origin.local_addr().to_string().replace(':', " ")
-    );
-    let proxy = Proxy::start(&config, shards);
-    EchoSetup {
-        pki,
-        _origin: origin,
-        proxy,
-        addr: lo(port),
-    }
-}
-
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))

@@ -5,7 +5,8 @@
 //!   `save ns config` are answered here too. 200 with a text report on
 //!   success, 400 with the reason when refused (nothing changed, R10).
 //! - `GET /stats`: JSON statistics of every shard and epoch.
-//! - `GET /metrics`: the same in Prometheus' text format.
+//! - `GET /metrics`: the same, with latency histograms, in the OpenMetrics
+//!   text format (see [`super::metrics`]).
 //! - `GET /config`: the running configuration as commands.
 //!
 //! Connections are concurrent: one task accepts them, and each connection
@@ -28,7 +29,7 @@ use std::os::fd::FromRawFd;
 use std::os::fd::IntoRawFd;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::rt::net::{Listener as RingListener, TcpListener};
 use crate::rt::{local_channel, LocalReceiver, LocalSender};
@@ -37,7 +38,9 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use super::metrics::{self, ControlFigures};
 use super::runtime::{self, Control, Signals};
+use crate::core::{Histogram, LATENCY_BUCKETS};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -177,8 +180,33 @@ async fn respond<S: AsyncWrite + Unpin>(s: &mut S, code: u16, ctype: &str, body:
 /// An HTTP reply: status code, content type and body.
 type Reply = (u16, &'static str, String);
 
+/// What the control loop measures itself (it is the only one to touch it).
+struct ControlMetrics {
+    /// A change's arrival here to every shard's acknowledgement.
+    propagation: Histogram,
+}
+
+impl ControlMetrics {
+    fn new() -> Self {
+        ControlMetrics {
+            propagation: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+/// The `/metrics` exposition: every shard's report and our own figures.
+async fn metrics_text(ctl: &mut Control, own: &ControlMetrics) -> String {
+    let shards = ctl.shard_reports().await;
+    let figures = ControlFigures {
+        uptime_s: ctl.started.elapsed().as_secs_f64(),
+        generation: ctl.snapshot.generation,
+        propagation: own.propagation.snapshot(),
+    };
+    metrics::render(figures, &shards)
+}
+
 /// Answer one request.
-async fn handle(ctl: &mut Control, req: Request) -> Reply {
+async fn handle(ctl: &mut Control, own: &ControlMetrics, req: Request) -> Reply {
     if let Some(token) = &ctl.admin_token {
         let ok = req
             .auth
@@ -191,13 +219,13 @@ async fn handle(ctl: &mut Control, req: Request) -> Reply {
     }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", "/stats") => (200, "application/json", format!("{:#}\n", ctl.stats().await)),
-        ("GET", "/metrics") => (200, "text/plain; version=0.0.4", prometheus(&ctl.stats().await)),
+        ("GET", "/metrics") => (200, metrics::CONTENT_TYPE, metrics_text(ctl, own).await),
         ("GET", "/config") => (200, "text/plain", ctl.model.to_commands()),
         ("POST", "/cmd") => {
             let Ok(text) = String::from_utf8(req.body) else {
                 return (400, "text/plain", "command text is not UTF-8\n".into());
             };
-            run_command_text(ctl, &text).await
+            run_command_text(ctl, own, &text).await
         }
         _ => (
             404,
@@ -207,8 +235,9 @@ async fn handle(ctl: &mut Control, req: Request) -> Reply {
     }
 }
 
-async fn run_command_text(ctl: &mut Control, text: &str) -> Reply {
+async fn run_command_text(ctl: &mut Control, own: &ControlMetrics, text: &str) -> Reply {
     use crate::config::{Command, ShowWhat};
+    let received = Instant::now();
     let cmds = match crate::config::parse_text(text, "admin") {
         Ok(c) => c,
         Err(errs) => {
@@ -255,6 +284,7 @@ async fn run_command_text(ctl: &mut Control, text: &str) -> Reply {
     }
     match ctl.apply_commands(&cmds).await {
         Ok(report) => {
+            own.propagation.observe(received.elapsed());
             info!(
                 generation = report.generation,
                 propagation_us = report.propagation.as_micros() as u64,
@@ -269,67 +299,6 @@ async fn run_command_text(ctl: &mut Control, text: &str) -> Reply {
 /// A readable summary of `show stats`.
 fn stats_text(v: &Value) -> String {
     format!("{v:#}\n")
-}
-
-fn label_value(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.replace('\\', "\\\\").replace('"', "\\\"")),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// Render statistics JSON as Prometheus text: numbers become samples, and
-/// string or id fields of the enclosing objects become labels.
-pub fn prometheus(stats: &Value) -> String {
-    const LABEL_KEYS: [&str; 6] = ["shard", "entity", "kind", "name", "side", "epoch"];
-    fn walk(v: &Value, prefix: &str, labels: &[(String, String)], out: &mut Vec<String>) {
-        match v {
-            Value::Object(map) => {
-                let mut labels = labels.to_vec();
-                for k in LABEL_KEYS {
-                    if let Some(lv) = map.get(k).and_then(label_value) {
-                        labels.retain(|(x, _)| x != k);
-                        labels.push((k.to_string(), lv));
-                    }
-                }
-                for (k, child) in map {
-                    if LABEL_KEYS.contains(&k.as_str()) {
-                        continue;
-                    }
-                    let name = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}_{k}")
-                    };
-                    walk(child, &name, &labels, out);
-                }
-            }
-            Value::Array(items) => {
-                for item in items {
-                    walk(item, prefix, labels, out);
-                }
-            }
-            Value::Number(n) => {
-                let name: String = prefix
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
-                    .collect();
-                let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-                out.push(format!("shardtls_{name}{{{}}} {n}", l.join(",")));
-            }
-            Value::Bool(b) => {
-                let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-                out.push(format!("shardtls_{prefix}{{{}}} {}", l.join(","), u8::from(*b)));
-            }
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk(stats, "", &[], &mut out);
-    let mut s = out.join("\n");
-    s.push('\n');
-    s
 }
 
 /// A complete request waiting for the control loop, with where its reply goes.
@@ -522,6 +491,7 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
     // Each open connection queues at most one request, so sends never wait.
     let (queue_sender, control_queue) = local_channel(MAX_CONNECTIONS);
     let acceptor = crate::rt::spawn_local(accept_connections(listener, queue_sender)).detach();
+    let own = ControlMetrics::new();
     loop {
         if runtime::take(&signals.term) {
             // Stop taking connections (and close the listener) before draining.
@@ -533,17 +503,22 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
             return Ok(());
         }
         if runtime::take(&signals.hup) {
+            let (received, before) = (Instant::now(), ctl.snapshot.generation);
             match ctl.reload().await {
-                Ok(r) => info!(
-                    generation = r.generation,
-                    "SIGHUP: configuration reloaded\n{}",
-                    r.to_text()
-                ),
+                Ok(r) if r.generation == before => info!("SIGHUP: configuration reloaded; nothing changed"),
+                Ok(r) => {
+                    own.propagation.observe(received.elapsed());
+                    info!(
+                        generation = r.generation,
+                        "SIGHUP: configuration reloaded\n{}",
+                        r.to_text()
+                    )
+                }
                 Err(e) => warn!("SIGHUP: reload refused, running configuration kept: {e}"),
             }
         }
         if let Step::Request(queued) = next_step(&control_queue).await {
-            let reply = handle(&mut ctl, queued.request).await;
+            let reply = handle(&mut ctl, &own, queued.request).await;
             // Cannot be full (one reply per request); fails only if the
             // connection's task is gone, and then nobody wants the reply.
             let _ = queued.reply_to.try_send(reply);

@@ -1,11 +1,13 @@
 //! The control plane: owns the running model, turns accepted changes into
 //! snapshots, broadcasts them to every shard and waits for every shard to
-//! apply them (R6), and serves the admin API.
+//! apply them (R6), and serves the admin API (`/metrics` is rendered by
+//! [`metrics`]).
 //!
 //! It never touches a client or back-end connection: shards do, when they
 //! apply a snapshot.
 
 pub mod admin;
+pub mod metrics;
 pub mod runtime;
 pub mod snapshot;
 

@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 
 use super::snapshot::{ChangeNotes, Snapshot};
 use crate::config::{self, Model};
-use crate::shard::{run_shard, ShardMsg, ShardReply};
+use crate::shard::{run_shard, ShardMsg, ShardReply, ShardReport};
 
 /// How long a shard may take to apply a change or answer for statistics
 /// before the control thread declares it stuck and stops the process.
@@ -219,16 +219,31 @@ impl Control {
         Ok(report)
     }
 
-    /// Statistics of every shard (a shard that does not answer in time
-    /// fails the process, as for a change).
+    /// Statistics of every shard, as `/stats` JSON.
     pub async fn stats(&mut self) -> serde_json::Value {
+        let reports = self.shard_reports().await;
+        self.stats_json(&reports)
+    }
+
+    /// `/stats` JSON from every shard's report.
+    pub fn stats_json(&self, reports: &[ShardReport]) -> serde_json::Value {
+        json!({
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "generation": self.snapshot.generation,
+            "shards": reports.iter().map(ShardReport::to_json).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Every shard's statistics and histograms (a shard that does not
+    /// answer in time fails the process, as for a change).
+    pub async fn shard_reports(&mut self) -> Vec<ShardReport> {
         for s in &self.senders {
             let _ = s.send(ShardMsg::Stats);
         }
         let mut shards = Vec::new();
         for i in 0..self.replies.len() {
             match rt::timeout(SHARD_REPLY_TIMEOUT, self.replies[i].recv()).await {
-                Ok(Some(ShardReply::Stats(v))) => shards.push(v),
+                Ok(Some(ShardReply::Stats(r))) => shards.push(*r),
                 Ok(other) => {
                     let _ = self.fail_stop(format!("shard {i} answered {other:?} to a statistics request"));
                 }
@@ -240,11 +255,7 @@ impl Control {
                 }
             }
         }
-        json!({
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "generation": self.snapshot.generation,
-            "shards": shards,
-        })
+        shards
     }
 
     /// `save ns config`: write the running configuration back atomically.

@@ -30,7 +30,8 @@ mod types;
 
 pub use lifecycle::ShardCore;
 pub use stats::{
-    EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, ShardStats, ShardTotals, DRAINED_HISTORY,
+    EntityCounters, EntityStats, EpochCounters, EpochStats, EpochStatus, Histogram, HistogramSnapshot, ShardStats,
+    ShardTotals, DRAINED_HISTORY, LATENCY_BUCKETS, LIFETIME_BUCKETS,
 };
 pub use types::{CloseKind, CloseOutcome, CloseReason, ConnId, ConnState, EpochChange, EpochPolicy, Refused, Stale};
 

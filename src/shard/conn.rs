@@ -171,7 +171,8 @@ pub(crate) async fn serve_client(
         }
     };
 
-    let epoch = shard.core.borrow_mut().on_handshake_start(id, Instant::now());
+    let handshake_started = Instant::now();
+    let epoch = shard.core.borrow_mut().on_handshake_start(id, handshake_started);
     // The shard's config always belongs to the core's current epoch; a
     // mismatch means the vserver changed under us: start over is not
     // possible, so refuse this connection.
@@ -246,6 +247,7 @@ pub(crate) async fn serve_client(
         return;
     }
 
+    vs.metrics.handshake.observe(handshake_started.elapsed());
     debug!(shard = shard.id, peer = %c.peer, epoch, resumed, "handshake complete");
     let mut backend = match Box::pin(upstream::connect(shard, &vs, &signal)).await {
         Ok(b) => b,

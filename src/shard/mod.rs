@@ -27,7 +27,7 @@ use crate::rt::{spawn_local, Receiver, Sender, Task};
 use tracing::{info, warn};
 
 use crate::control::{PoolSpec, Snapshot, VserverSpec};
-use crate::core::{CloseReason, ConnId, ShardCore};
+use crate::core::{CloseReason, ConnId, Histogram, HistogramSnapshot, ShardCore, ShardStats};
 use crate::tls::{ShardClientConfig, ShardServerConfig};
 pub use signal::ConnSignal;
 
@@ -35,7 +35,7 @@ pub use signal::ConnSignal;
 pub enum ShardMsg {
     /// Apply a new snapshot (R6: reply only once applied).
     Apply(Arc<Snapshot>),
-    /// Report statistics.
+    /// Report statistics and latency histograms.
     Stats,
     /// Stop accepting, let connections finish within the deadline, then stop.
     Drain(Duration),
@@ -52,7 +52,7 @@ pub enum ShardReply {
         took: Duration,
         errors: Vec<String>,
     },
-    Stats(serde_json::Value),
+    Stats(Box<ShardReport>),
     Drained {
         shard: usize,
         remaining: usize,
@@ -65,12 +65,104 @@ pub(crate) struct ShardVserver {
     pub tls: Option<ShardServerConfig>,
     /// Round-robin position over the vserver's back-end members.
     pub rr: Cell<usize>,
+    /// Kept while the vserver stays in the configuration.
+    pub metrics: Rc<VserverMetrics>,
 }
 
 /// A service or serviceGroup as this shard uses it.
 pub(crate) struct ShardPool {
     pub spec: Arc<PoolSpec>,
     pub tls: Option<ShardClientConfig>,
+    /// Kept while the pool stays in the configuration.
+    pub metrics: Rc<PoolMetrics>,
+}
+
+/// Latency histograms of one vserver on this shard.
+pub(crate) struct VserverMetrics {
+    /// First byte from the client to the handshake complete (and bound to
+    /// a live epoch), for handshakes that completed.
+    pub handshake: Histogram,
+    /// Accept to close, for every accepted client connection.
+    pub lifetime: Histogram,
+}
+
+impl Default for VserverMetrics {
+    fn default() -> Self {
+        VserverMetrics {
+            handshake: Histogram::new(crate::core::LATENCY_BUCKETS),
+            lifetime: Histogram::new(crate::core::LIFETIME_BUCKETS),
+        }
+    }
+}
+
+/// Latency histograms of one service or serviceGroup on this shard.
+pub(crate) struct PoolMetrics {
+    /// TCP connect plus TLS handshake to a member, for connections that
+    /// were established.
+    pub connect: Histogram,
+}
+
+impl Default for PoolMetrics {
+    fn default() -> Self {
+        PoolMetrics {
+            connect: Histogram::new(crate::core::LATENCY_BUCKETS),
+        }
+    }
+}
+
+/// One shard's statistics: its shell counters, its core's report and its
+/// latency histograms. The control plane turns these into `/stats` JSON
+/// ([`ShardReport::to_json`]) and `/metrics`.
+#[derive(Debug)]
+pub struct ShardReport {
+    pub shard: usize,
+    pub live_client_connections: usize,
+    pub accepted: u64,
+    pub refused: u64,
+    pub backend_failures: u64,
+    pub health_probes: u64,
+    pub members_down: Vec<std::net::SocketAddr>,
+    pub bytes_client_to_backend: u64,
+    pub bytes_backend_to_client: u64,
+    pub core: ShardStats,
+    /// Per vserver, sorted by name.
+    pub vservers: Vec<VserverLatency>,
+    /// Per service or serviceGroup, sorted by name.
+    pub pools: Vec<PoolLatency>,
+}
+
+/// A vserver's latency histograms on one shard.
+#[derive(Debug)]
+pub struct VserverLatency {
+    pub name: String,
+    pub handshake: HistogramSnapshot,
+    pub lifetime: HistogramSnapshot,
+}
+
+/// A service's or serviceGroup's latency histograms on one shard.
+#[derive(Debug)]
+pub struct PoolLatency {
+    pub name: String,
+    pub connect: HistogramSnapshot,
+}
+
+impl ShardReport {
+    /// This shard's part of `/stats`.
+    pub fn to_json(&self) -> serde_json::Value {
+        let core = serde_json::to_value(&self.core).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "shard": self.shard,
+            "live_client_connections": self.live_client_connections,
+            "accepted": self.accepted,
+            "refused": self.refused,
+            "backend_failures": self.backend_failures,
+            "health_probes": self.health_probes,
+            "members_down": self.members_down.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "bytes_client_to_backend": self.bytes_client_to_backend,
+            "bytes_backend_to_client": self.bytes_backend_to_client,
+            "core": core,
+        })
+    }
 }
 
 /// Counters the core does not keep.
@@ -213,11 +305,13 @@ impl Shard {
             let (k, d) = self.sync_entity(&spec.entity, spec.epoch, &spec.policy, spec.enabled, now);
             killed += k;
             draining += d;
+            let metrics = old.as_ref().map(|o| o.metrics.clone()).unwrap_or_default();
             pools.insert(
                 name.clone(),
                 Rc::new(ShardPool {
                     spec: spec.clone(),
                     tls,
+                    metrics,
                 }),
             );
         }
@@ -245,12 +339,14 @@ impl Shard {
             killed += k;
             draining += d;
             let rr = old.as_ref().map(|o| o.rr.get()).unwrap_or(self.id);
+            let metrics = old.as_ref().map(|o| o.metrics.clone()).unwrap_or_default();
             vservers.insert(
                 name.clone(),
                 Rc::new(ShardVserver {
                     spec: spec.clone(),
                     tls,
                     rr: Cell::new(rr),
+                    metrics,
                 }),
             );
         }
@@ -321,21 +417,43 @@ impl Shard {
         }
     }
 
-    pub fn stats_json(&self) -> serde_json::Value {
-        let core = serde_json::to_value(self.core.borrow().stats()).unwrap_or(serde_json::Value::Null);
+    pub fn report(&self) -> ShardReport {
         let c = &self.counters;
-        serde_json::json!({
-            "shard": self.id,
-            "live_client_connections": self.live.get(),
-            "accepted": c.accepted.get(),
-            "refused": c.refused.get(),
-            "backend_failures": c.backend_failures.get(),
-            "health_probes": c.health_probes.get(),
-            "members_down": self.members_down().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-            "bytes_client_to_backend": c.bytes_up.get(),
-            "bytes_backend_to_client": c.bytes_down.get(),
-            "core": core,
-        })
+        let mut vservers: Vec<VserverLatency> = self
+            .vservers
+            .borrow()
+            .iter()
+            .map(|(name, v)| VserverLatency {
+                name: name.to_string(),
+                handshake: v.metrics.handshake.snapshot(),
+                lifetime: v.metrics.lifetime.snapshot(),
+            })
+            .collect();
+        vservers.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut pools: Vec<PoolLatency> = self
+            .pools
+            .borrow()
+            .iter()
+            .map(|(name, p)| PoolLatency {
+                name: name.to_string(),
+                connect: p.metrics.connect.snapshot(),
+            })
+            .collect();
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        ShardReport {
+            shard: self.id,
+            live_client_connections: self.live.get(),
+            accepted: c.accepted.get(),
+            refused: c.refused.get(),
+            backend_failures: c.backend_failures.get(),
+            health_probes: c.health_probes.get(),
+            members_down: self.members_down(),
+            bytes_client_to_backend: c.bytes_up.get(),
+            bytes_backend_to_client: c.bytes_down.get(),
+            core: self.core.borrow().stats(),
+            vservers,
+            pools,
+        }
     }
 
     /// SIGTERM: stop accepting; connections finish or are closed at the deadline.
@@ -450,7 +568,9 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
                 let s = shard.clone();
                 let fut = async move {
                     s.live.set(s.live.get() + 1);
+                    let (opened, metrics) = (Instant::now(), vs.metrics.clone());
                     conn::serve_client(&s, vs, stream, None).await;
+                    metrics.lifetime.observe(opened.elapsed());
                     s.live.set(s.live.get() - 1);
                 };
                 spawn_local(fut).detach();
@@ -495,7 +615,7 @@ pub async fn run_shard(id: usize, max_live: usize, rx: Receiver<ShardMsg>, tx: S
                 }
             }
             ShardMsg::Stats => {
-                if tx.send(ShardReply::Stats(shard.stats_json())).is_err() {
+                if tx.send(ShardReply::Stats(Box::new(shard.report()))).is_err() {
                     break;
                 }
             }

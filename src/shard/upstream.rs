@@ -220,6 +220,7 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
             return Err("connection closed by the shard while connecting".into());
         }
         let (pool, addr) = &members[(start + i) % members.len()];
+        let attempt_started = Instant::now();
         let mut attempt = try_member(shard, pool, *addr, signal).await;
         if let Err(MemberError::EpochChanged(_)) = &attempt {
             // The pool changed during this connect (R2 on the back-end
@@ -234,6 +235,7 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
                 return Err(format!("{} member {addr}: {e}", pool.spec.entity));
             }
             Ok(b) => {
+                b.pool.metrics.connect.observe(attempt_started.elapsed());
                 shard.member_ok(*addr, "connected");
                 return Ok(b);
             }

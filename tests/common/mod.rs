@@ -431,3 +431,33 @@ pub fn half_handshake(addr: SocketAddr, sni: &str, cfg: &Arc<rustls::ClientConfi
         flight: buf,
     }
 }
+
+/// A proxy with one vserver `v1` (certificate for `site.test`) in front of a
+/// plain echo service `web`.
+pub struct EchoSetup {
+    pub pki: Pki,
+    pub _origin: OriginHandle,
+    pub proxy: Proxy,
+    pub addr: SocketAddr,
+}
+
+pub fn echo_setup(shards: usize, vserver_extra: &str) -> EchoSetup {
+    let pki = Pki::new();
+    let origin = backend(OriginMode::Echo);
+    let port = free_port();
+    let (ck, _) = certkey(&pki, "site", &["site.test"]);
+    let config = format!(
+        "{ck}add service web {} TCP\n\
+         add lb vserver v1 SSL_TCP 127.0.0.1 {port}{vserver_extra}\n\
+         bind ssl vserver v1 -certkeyName site\n\
+         bind lb vserver v1 web\n",
+        origin.local_addr().to_string().replace(':', " ")
+    );
+    let proxy = Proxy::start(&config, shards);
+    EchoSetup {
+        pki,
+        _origin: origin,
+        proxy,
+        addr: lo(port),
+    }
+}

@@ -1,0 +1,317 @@
+//! `/metrics` as Prometheus reads it, against a live proxy: the exposition
+//! parses as OpenMetrics text, every family has HELP and TYPE, labels stay
+//! bounded (live epochs only), and the histograms count what happened —
+//! handshakes, back-end connects, connection lifetimes, change propagation.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
+use shardtls::control::admin::client_request;
+
+type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
+
+const SHARDS: usize = 2;
+
+/// A proxy of [`SHARDS`] shards with a TLS vserver `v1` in front of an echo service `web`.
+fn site() -> EchoSetup {
+    echo_setup(SHARDS, "")
+}
+
+/// A client that handshook and went through to the back end.
+fn client(s: &EchoSetup) -> Client {
+    let mut c = Client::connect(s.addr, "site.test", s.pki.client_config()).unwrap();
+    assert_eq!(c.echo(b"ping").unwrap(), b"ping");
+    c
+}
+
+/// The raw HTTP reply to `GET path` on the admin socket, head included.
+fn raw_get(proxy: &Proxy, path: &str) -> String {
+    let mut s = std::os::unix::net::UnixStream::connect(&proxy.admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: shardtls\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn scrape(proxy: &Proxy) -> String {
+    let (ok, body) = client_request(&proxy.admin, "GET", "/metrics", "", None).unwrap();
+    assert!(ok, "GET /metrics: {body}");
+    body
+}
+
+/// Parse as OpenMetrics (strictly: families, types, suffixes, histogram
+/// buckets, `# EOF`); the test fails with the parser's reason otherwise.
+fn parse(text: &str) -> Exposition {
+    openmetrics_parser::openmetrics::parse_openmetrics(text)
+        .unwrap_or_else(|e| panic!("/metrics is not valid OpenMetrics text: {e:?}\n{text}"))
+}
+
+fn scrape_parsed(proxy: &Proxy) -> Exposition {
+    parse(&scrape(proxy))
+}
+
+/// A sample's labels as a map.
+fn labels<V: openmetrics_parser::RenderableMetricValue + Clone>(
+    s: &openmetrics_parser::Sample<V>,
+) -> HashMap<String, String> {
+    s.get_labelset()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Observations of histogram `family`, summed over its samples whose
+/// label `key` is `value` (all samples when `filter` is None).
+fn histogram_count(exp: &Exposition, family: &str, filter: Option<(&str, &str)>) -> u64 {
+    let f = exp.families.get(family).unwrap_or_else(|| panic!("no family {family}"));
+    assert_eq!(f.family_type, OpenMetricsType::Histogram, "{family}");
+    f.iter_samples()
+        .filter(|s| filter.is_none_or(|(k, v)| labels(s).get(k).map(String::as_str) == Some(v)))
+        .map(|s| match &s.value {
+            OpenMetricsValue::Histogram(h) => {
+                let count = h.count.expect("a histogram sample has a count");
+                let inf = h.buckets.last().and_then(|b| b.count.as_i64()).map(|n| n as u64);
+                assert_eq!(inf, Some(count), "{family}: the +Inf bucket holds every observation");
+                count
+            }
+            other => panic!("{family}: not a histogram value: {other:?}"),
+        })
+        .sum()
+}
+
+/// The values of label `key` in the samples of `family`.
+fn label_values(exp: &Exposition, family: &str, key: &str) -> BTreeSet<String> {
+    exp.families[family]
+        .iter_samples()
+        .filter_map(|s| labels(s).get(key).cloned())
+        .collect()
+}
+
+#[test]
+fn the_exposition_is_openmetrics_with_help_and_type_on_every_family() {
+    let s = site();
+    let c = client(&s);
+    c.close();
+    let reply = raw_get(&s.proxy, "/metrics");
+    let (head, text) = reply.split_once("\r\n\r\n").unwrap();
+    assert_eq!(status_of(head), 200, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    let exp = parse(text);
+    assert!(exp.families.len() >= 30, "only {} families", exp.families.len());
+    for (name, f) in &exp.families {
+        assert!(name.starts_with("shardtls_"), "{name} lacks the shardtls_ prefix");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{name} is not snake case"
+        );
+        assert!(!f.help.trim().is_empty(), "{name} has no HELP text");
+        assert_ne!(f.family_type, OpenMetricsType::Unknown, "{name} has no TYPE");
+        if !f.unit.is_empty() {
+            assert!(
+                name.ends_with(&format!("_{}", f.unit)),
+                "{name}: the unit belongs in the name"
+            );
+        }
+    }
+    // The text itself: HELP and TYPE lines for every family, samples only
+    // of declared families, `# EOF` last.
+    let mut helped = BTreeSet::new();
+    let mut typed = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().unwrap().to_string());
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(
+                typed.iter().any(|f| name.starts_with(f.as_str())),
+                "sample {name} before its family's TYPE"
+            );
+        }
+    }
+    let families: BTreeSet<String> = exp.families.keys().cloned().collect();
+    assert_eq!(helped, families, "a family without HELP");
+    assert_eq!(typed, families, "a family without TYPE");
+    assert!(text.ends_with("# EOF\n"));
+    // Units in names, histograms where promised.
+    for (family, kind) in [
+        ("shardtls_tls_handshake_duration_seconds", OpenMetricsType::Histogram),
+        ("shardtls_backend_connect_duration_seconds", OpenMetricsType::Histogram),
+        (
+            "shardtls_change_propagation_duration_seconds",
+            OpenMetricsType::Histogram,
+        ),
+        (
+            "shardtls_client_connection_duration_seconds",
+            OpenMetricsType::Histogram,
+        ),
+        ("shardtls_proxied_bytes", OpenMetricsType::Counter),
+        ("shardtls_uptime_seconds", OpenMetricsType::Gauge),
+        ("shardtls_handshakes", OpenMetricsType::Counter),
+        ("shardtls_handshakes_killed", OpenMetricsType::Counter),
+        ("shardtls_epoch_connections", OpenMetricsType::Gauge),
+    ] {
+        let f = exp.families.get(family).unwrap_or_else(|| panic!("no family {family}"));
+        assert_eq!(f.family_type, kind, "{family}");
+    }
+    assert!(text.contains("\nshardtls_proxied_bytes_total{shard=\"0\",direction=\"client_to_backend\"} "));
+}
+
+#[test]
+fn histograms_count_handshakes_backend_connects_and_connection_lifetimes() {
+    const CLIENTS: u64 = 6;
+    let s = site();
+    let before = scrape_parsed(&s.proxy);
+    assert_eq!(
+        histogram_count(&before, "shardtls_tls_handshake_duration_seconds", None),
+        0
+    );
+    for _ in 0..CLIENTS {
+        client(&s).close();
+    }
+    let exp = scrape_parsed(&s.proxy);
+    let handshakes = histogram_count(&exp, "shardtls_tls_handshake_duration_seconds", Some(("vserver", "v1")));
+    assert_eq!(handshakes, CLIENTS, "one observation per handshake done");
+    assert_eq!(
+        handshakes,
+        total(&s.proxy.stats(), "vserver", "v1", "handshakes_completed"),
+        "the histogram and /stats disagree"
+    );
+    assert_eq!(
+        label_values(&exp, "shardtls_tls_handshake_duration_seconds", "shard"),
+        BTreeSet::from(["0".to_string(), "1".to_string()]),
+        "one series per shard"
+    );
+    // Every client reached the echo service through a fresh back-end connection.
+    assert_eq!(
+        histogram_count(
+            &exp,
+            "shardtls_backend_connect_duration_seconds",
+            Some(("service", "web"))
+        ),
+        CLIENTS
+    );
+    // Lifetimes are observed when a connection ends, which follows the
+    // client's close.
+    let ended = wait_for(Duration::from_secs(5), || {
+        histogram_count(
+            &scrape_parsed(&s.proxy),
+            "shardtls_client_connection_duration_seconds",
+            Some(("vserver", "v1")),
+        ) == CLIENTS
+    });
+    assert!(ended, "connection lifetimes not observed:\n{}", scrape(&s.proxy));
+}
+
+#[test]
+fn a_change_through_ctl_adds_one_propagation_observation() {
+    let s = site();
+    let family = "shardtls_change_propagation_duration_seconds";
+    let count = || histogram_count(&scrape_parsed(&s.proxy), family, None);
+    let ctl = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_shardtls"))
+            .arg("ctl")
+            .args(args)
+            .env("SHARDTLS_ADMIN", &s.proxy.admin)
+            .output()
+            .unwrap()
+    };
+    let start = count();
+    let out = ctl(&["set", "ssl", "vserver", "v1", "-sessTimeout", "240"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(count(), start + 1, "an applied change is one observation");
+    // Refused changes and queries propagate nothing.
+    assert!(!ctl(&["set", "ssl", "vserver", "nosuch", "-sessTimeout", "240"])
+        .status
+        .success());
+    assert!(ctl(&["show", "stats"]).status.success());
+    assert_eq!(count(), start + 1);
+    let out = ctl(&["set ssl vserver v1 -sessTimeout 120"]);
+    assert!(out.status.success());
+    assert_eq!(count(), start + 2);
+}
+
+#[test]
+fn epoch_labels_name_live_epochs_only_and_no_label_comes_from_a_peer() {
+    let s = site();
+    let mut held = client(&s);
+    // A TLS change opens epoch 2; the held connection keeps epoch 1 draining.
+    let reply = s.proxy.ctl("set ssl vserver v1 -sessTimeout 240").unwrap();
+    assert!(reply.contains("epoch opened: vserver v1"), "{reply}");
+    assert_eq!(held.echo(b"still here").unwrap(), b"still here");
+    let exp = scrape_parsed(&s.proxy);
+    let live: BTreeSet<(String, String)> = exp.families["shardtls_epoch_connections"]
+        .iter_samples()
+        .map(labels)
+        .filter(|l| l["kind"] == "vserver")
+        .map(|l| (l["epoch"].clone(), l["status"].clone()))
+        .collect();
+    assert_eq!(
+        live,
+        BTreeSet::from([
+            ("1".to_string(), "draining".to_string()),
+            ("2".to_string(), "current".to_string())
+        ]),
+        "vserver epochs in /metrics"
+    );
+    held.close();
+    let drained = wait_for(Duration::from_secs(5), || {
+        let exp = scrape_parsed(&s.proxy);
+        let vserver_epochs: BTreeSet<String> = exp.families["shardtls_epoch_handshakes"]
+            .iter_samples()
+            .map(labels)
+            .filter(|l| l["kind"] == "vserver")
+            .map(|l| l["epoch"].clone())
+            .collect();
+        vserver_epochs == BTreeSet::from(["2".to_string()])
+    });
+    assert!(drained, "a drained epoch kept its label:\n{}", scrape(&s.proxy));
+    // Its counts stay in the epoch-less counters.
+    let exp = scrape_parsed(&s.proxy);
+    let handshakes: f64 = exp.families["shardtls_handshakes"]
+        .iter_samples()
+        .filter(|s| labels(s)["name"] == "v1")
+        .map(|s| match &s.value {
+            OpenMetricsValue::Counter(c) => c.value.as_f64(),
+            v => panic!("{v:?}"),
+        })
+        .sum();
+    assert_eq!(handshakes, 1.0);
+    // Every label is one the configuration bounds; none carries an address.
+    let allowed = [
+        "shard",
+        "kind",
+        "name",
+        "epoch",
+        "status",
+        "vserver",
+        "service",
+        "direction",
+        "mode",
+        "end",
+    ];
+    for (name, f) in &exp.families {
+        for key in f.get_label_names() {
+            assert!(allowed.contains(&key.as_str()), "{name} has label {key}");
+        }
+        for s in f.iter_samples() {
+            for (k, v) in labels(s) {
+                assert!(!v.contains("127.0.0.1"), "{name}: label {k}={v} carries an address");
+            }
+        }
+    }
+}
