@@ -2,6 +2,8 @@
 //! parses as OpenMetrics text, every family has HELP and TYPE, labels stay
 //! bounded (live epochs only), and the histograms count what happened —
 //! handshakes, back-end connects, connection lifetimes, change propagation.
+//! The Grafana dashboard in `examples/` uses only names and labels that a
+//! live proxy exports.
 
 mod common;
 
@@ -314,4 +316,124 @@ fn epoch_labels_name_live_epochs_only_and_no_label_comes_from_a_peer() {
             }
         }
     }
+}
+
+/// Every string in a JSON document.
+fn strings<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+    match v {
+        serde_json::Value::String(s) => out.push(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+/// The `shardtls_...` names a PromQL text refers to.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut out = BTreeSet::new();
+    for (i, _) in text.match_indices("shardtls_") {
+        if text[..i].chars().next_back().is_some_and(ident) {
+            continue;
+        }
+        let end = text[i..].find(|c| !ident(c)).map_or(text.len(), |n| i + n);
+        out.insert(text[i..end].to_string());
+    }
+    out
+}
+
+/// The label names a PromQL expression groups by or matches on.
+fn label_names(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (i, _) in expr.match_indices("by (") {
+        let list = &expr[i + 4..];
+        let list = &list[..list.find(')').unwrap()];
+        out.extend(list.split(',').map(|l| l.trim().to_string()));
+    }
+    for (i, _) in expr.match_indices('{') {
+        let inner = &expr[i + 1..];
+        let inner = &inner[..inner.find('}').unwrap()];
+        for matcher in inner.split(',') {
+            let key = matcher.split(['=', '!', '~']).next().unwrap().trim();
+            out.insert(key.to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_uses_only_what_metrics_exports() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/grafana-dashboard.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("the dashboard is not valid JSON");
+    let panels = dash["panels"].as_array().expect("the dashboard has panels");
+    let mut exprs = Vec::new();
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        let targets = p["targets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("panel {} has no targets", p["title"]));
+        assert!(!targets.is_empty(), "panel {} has no targets", p["title"]);
+        for t in targets {
+            let e = t["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("a target of {} has no expr", p["title"]));
+            assert!(e.contains("shardtls_"), "{e}");
+            exprs.push(e);
+        }
+    }
+    let mut all = Vec::new();
+    strings(&dash, &mut all);
+    let referenced: BTreeSet<String> = all.iter().flat_map(|s| metric_names(s)).collect();
+
+    // What a live proxy exports, once it has served a connection.
+    let s = site();
+    client(&s).close();
+    let exp = scrape_parsed(&s.proxy);
+    let mut exported = BTreeSet::new();
+    let mut labels_exported = BTreeSet::from(["le", "instance", "job"].map(String::from));
+    for (name, f) in &exp.families {
+        let suffixes: &[&str] = match f.family_type {
+            OpenMetricsType::Counter => &["_total"],
+            OpenMetricsType::Histogram => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        exported.extend(suffixes.iter().map(|x| format!("{name}{x}")));
+        labels_exported.extend(f.get_label_names().iter().cloned());
+    }
+    for name in &referenced {
+        assert!(
+            exported.contains(name),
+            "the dashboard uses {name}, which /metrics does not export"
+        );
+    }
+    for family in [
+        "shardtls_tls_handshake_duration_seconds_bucket",
+        "shardtls_backend_connect_duration_seconds_bucket",
+        "shardtls_change_propagation_duration_seconds_bucket",
+        "shardtls_epoch_connections",
+        "shardtls_handshakes_total",
+        "shardtls_handshakes_killed_total",
+        "shardtls_closed_by_drain_total",
+    ] {
+        assert!(referenced.contains(family), "the dashboard does not show {family}");
+    }
+    for e in exprs {
+        for label in label_names(e) {
+            assert!(labels_exported.contains(&label), "{e}: no family has label {label}");
+        }
+    }
+}
+
+#[test]
+fn promql_names_and_labels_are_found() {
+    let e = r#"histogram_quantile(0.99, sum by (le, shard) (rate(shardtls_a_bucket{instance=~"$i",kind!="x"}[5m]))) / shardtls_b"#;
+    assert_eq!(
+        metric_names(e),
+        BTreeSet::from(["shardtls_a_bucket".to_string(), "shardtls_b".to_string()])
+    );
+    assert_eq!(
+        label_names(e),
+        BTreeSet::from(["le", "shard", "instance", "kind"].map(String::from))
+    );
+    assert!(metric_names("not_shardtls_x shardtls").is_empty());
 }
