@@ -21,9 +21,12 @@ const CTL_EXAMPLES: &str = "Examples:
   shardtls ctl \"set ssl vserver www -sessTimeout 300\"
   printf 'unbind ssl vserver www -certkeyName old\\nbind ssl vserver www -certkeyName new\\n' | shardtls ctl -f -
 
+  shardtls ctl show stats --watch
+
 The admin address comes from --admin, else SHARDTLS_ADMIN, else 127.0.0.1:9900.
 `shardtls ctl show stats`, `shardtls ctl save ns config` and every command of
-the configuration language work the same way.";
+the configuration language work the same way. `show stats --watch` redraws
+per-shard, per-epoch counters every second (--interval SECONDS) until Ctrl-C.";
 
 /// Log filter unless SHARDTLS_LOG says otherwise. rustls logs a warning per
 /// odd ClientHello (an IP address as SNI, as wrk sends): peers choose those,
@@ -69,6 +72,13 @@ enum Cmd {
         /// Send the commands in FILE (`-` for standard input) as one transaction.
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
+        /// With `show stats`: redraw per-shard, per-epoch counters until Ctrl-C
+        /// (may also follow the command: `ctl show stats --watch`).
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// Seconds between two redraws of --watch [default: 1].
+        #[arg(long, value_name = "SECONDS", value_parser = shardtls::control::watch::parse_interval)]
+        interval: Option<std::time::Duration>,
         /// The command, as words (`update ssl certKey site -cert new.pem`) or as
         /// one quoted line. Its own `-flags` pass through untouched; options of
         /// `ctl` itself go before it.
@@ -124,12 +134,32 @@ fn check(config: &std::path::Path) -> ExitCode {
     }
 }
 
-fn ctl(
-    admin: &str,
-    token: Option<String>,
+/// What `shardtls ctl` was given besides the admin address and token.
+struct CtlArgs {
     file: Option<PathBuf>,
+    watch: bool,
+    interval: Option<std::time::Duration>,
     words: Vec<String>,
-) -> Result<(), Box<dyn std::error::Error>> {
+}
+
+fn ctl(admin: &str, token: Option<String>, args: CtlArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use shardtls::control::watch;
+    let CtlArgs {
+        file,
+        watch,
+        interval,
+        words,
+    } = args;
+    let typed = watch::take_watch_flags(words)?;
+    let words = typed.words;
+    if watch || typed.watch {
+        let show_stats = words.len() == 2 && words.iter().map(|w| w.to_ascii_lowercase()).eq(["show", "stats"]);
+        if file.is_some() || !show_stats {
+            return Err("--watch goes with `show stats` only (shardtls ctl show stats --watch)".into());
+        }
+        let interval = typed.interval.or(interval).unwrap_or(watch::DEFAULT_INTERVAL);
+        return Ok(watch::run(admin, token.as_deref(), interval)?);
+    }
     let body = match file {
         Some(f) if f.as_os_str() == "-" => {
             let mut text = String::new();
@@ -203,10 +233,18 @@ fn main() -> ExitCode {
             admin,
             admin_token_file,
             file,
+            watch,
+            interval,
             command,
-        } => read_token(&admin_token_file)
-            .map_err(Into::into)
-            .and_then(|t| ctl(&admin, t, file, command)),
+        } => read_token(&admin_token_file).map_err(Into::into).and_then(|t| {
+            let args = CtlArgs {
+                file,
+                watch,
+                interval,
+                words: command,
+            };
+            ctl(&admin, t, args)
+        }),
         Cmd::Demo { json } => shardtls::demo::main(json),
         Cmd::Bench(a) => shardtls::bench::main(*a),
         Cmd::Backend(a) => shardtls::origin::main(a),

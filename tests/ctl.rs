@@ -137,3 +137,63 @@ fn help_shows_real_examples() {
         assert!(text.contains(example), "ctl --help lacks {example:?}:\n{text}");
     }
 }
+
+#[test]
+fn show_stats_watch_appends_a_block_per_interval_and_ctrl_c_ends_it() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let pki = Pki::new();
+    let (config, _, _) = site(&pki);
+    let proxy = Proxy::start(&config, 2);
+    // Stdout is a pipe, not a terminal: blocks are appended, no screen control.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args(["ctl", "show", "stats", "--watch", "--interval", "0.5"])
+        .env("SHARDTLS_ADMIN", &proxy.admin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (seen, mut stdout) = (seen.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let blocks = |text: &str| text.matches("shardtls stats: ").count();
+    let enough = wait_for(std::time::Duration::from_secs(15), || {
+        blocks(&seen.lock().unwrap()) >= 3
+    });
+    // Ctrl-C.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let text = seen.lock().unwrap().clone();
+    assert!(enough, "fewer than three blocks in 15 s:\n{text}");
+    assert!(out.status.success(), "Ctrl-C: exit {:?}", out.status.code());
+    assert!(!text.contains('\x1b'), "screen control sent to a pipe");
+    let parsed: Vec<Vec<Vec<String>>> = text
+        .split("\n\n")
+        .filter(|b| b.starts_with("shardtls stats: "))
+        .map(|b| {
+            b.lines()
+                .skip(2)
+                .map(|l| l.split_whitespace().map(String::from).collect())
+                .collect()
+        })
+        .collect();
+    assert!(parsed.len() >= 3, "{text}");
+    for (i, rows) in parsed.iter().enumerate() {
+        let vserver_rows: Vec<&Vec<String>> = rows.iter().filter(|r| r[1] == "vserver" && r[2] == "v1").collect();
+        let shards: Vec<&str> = vserver_rows.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(shards, ["0", "1"], "block {i}: a row per shard for v1:\n{text}");
+        for r in &vserver_rows {
+            assert_eq!(&r[3..6], ["1", "current", "0"], "block {i}: {r:?}");
+            // Rates need a previous sample: none in the first block.
+            assert_eq!(r[6] == "-", i == 0, "block {i}: handshakes/s {}", r[6]);
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The control plane: owns the running model, turns accepted changes into
 //! snapshots, broadcasts them to every shard and waits for every shard to
 //! apply them (R6), and serves the admin API (`/metrics` is rendered by
-//! [`metrics`]).
+//! [`metrics`]). [`watch`] is the client side of `ctl show stats --watch`.
 //!
 //! It never touches a client or back-end connection: shards do, when they
 //! apply a snapshot.
@@ -10,6 +10,7 @@ pub mod admin;
 pub mod metrics;
 pub mod runtime;
 pub mod snapshot;
+pub mod watch;
 
 pub use runtime::{run, RunOptions, DEFAULT_BATCH_WAIT_US};
 pub use snapshot::{ChangeNotes, PoolSpec, Snapshot, VserverSpec};
