@@ -7,8 +7,12 @@
 //! Every family has `# HELP` and `# TYPE`; names are `shardtls_` plus snake
 //! case, with the unit in the name before the suffix (`_seconds`, `_bytes`,
 //! then `_total` for counters). There are no `# UNIT` lines: the names say
-//! it, and some OpenMetrics parsers refuse a unit on a histogram. Histograms of the
-//! same vserver or pool are kept apart per shard (`shard` label).
+//! it, and some OpenMetrics parsers refuse a unit on a histogram.
+//!
+//! Histograms are kept per shard (shard-local buckets, no contention) and
+//! merged here into one series per vserver or pool: a `shard` label on
+//! every bucket would multiply the series by the core count. Per-shard
+//! balance shows in the counters, which do carry `shard`.
 //!
 //! Labels are bounded by the configuration, never by peers: `shard`, an
 //! entity's `kind` and `name` (or `vserver` / `service` on histograms), and
@@ -21,6 +25,8 @@
 //! What it does not do: count anything. The shards count (shard-local
 //! cells, see `core::stats`) and the control loop keeps the propagation
 //! histogram; this module only reads copies of them.
+
+use std::collections::BTreeMap;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
@@ -354,7 +360,7 @@ fn epoch_families(shards: &[ShardReport]) -> Vec<Family> {
     vec![conns, handshakes, killed]
 }
 
-/// The latency histograms of vservers and pools, per shard.
+/// The latency histograms of vservers and pools, each merged over every shard.
 fn histogram_families(shards: &[ShardReport]) -> Vec<Family> {
     let mut handshake = Family::histogram(
         "tls_handshake_duration_seconds",
@@ -368,16 +374,32 @@ fn histogram_families(shards: &[ShardReport]) -> Vec<Family> {
         "backend_connect_duration_seconds",
         "Back-end connections established: TCP connect plus TLS handshake (for SSL_TCP pools).",
     );
+    let mut by_vserver: BTreeMap<&str, (HistogramSnapshot, HistogramSnapshot)> = BTreeMap::new();
+    let mut by_pool: BTreeMap<&str, HistogramSnapshot> = BTreeMap::new();
     for r in shards {
         for v in &r.vservers {
-            let l = with(shard_label(r), &[("vserver", &v.name)]);
-            handshake.push(l.clone(), Value::Histogram(v.handshake.clone()));
-            lifetime.push(l, Value::Histogram(v.lifetime.clone()));
+            let (h, l) = by_vserver.entry(&v.name).or_insert_with(|| {
+                (
+                    HistogramSnapshot::empty(v.handshake.bounds),
+                    HistogramSnapshot::empty(v.lifetime.bounds),
+                )
+            });
+            h.merge(&v.handshake);
+            l.merge(&v.lifetime);
         }
         for p in &r.pools {
-            let l = with(shard_label(r), &[("service", &p.name)]);
-            connect.push(l, Value::Histogram(p.connect.clone()));
+            by_pool
+                .entry(&p.name)
+                .or_insert_with(|| HistogramSnapshot::empty(p.connect.bounds))
+                .merge(&p.connect);
         }
+    }
+    for (name, (h, l)) in by_vserver {
+        handshake.push(vec![("vserver", name.to_string())], Value::Histogram(h));
+        lifetime.push(vec![("vserver", name.to_string())], Value::Histogram(l));
+    }
+    for (name, c) in by_pool {
+        connect.push(vec![("service", name.to_string())], Value::Histogram(c));
     }
     vec![handshake, connect, lifetime]
 }
