@@ -25,6 +25,11 @@ The admin address comes from --admin, else SHARDTLS_ADMIN, else 127.0.0.1:9900.
 `shardtls ctl show stats`, `shardtls ctl save ns config` and every command of
 the configuration language work the same way.";
 
+/// `ctl --help`: the examples, then every command and flag of the language.
+fn ctl_long_help() -> String {
+    format!("{CTL_EXAMPLES}\n\n{}", shardtls::config::help_text())
+}
+
 /// Log filter unless SHARDTLS_LOG says otherwise. rustls logs a warning per
 /// odd ClientHello (an IP address as SNI, as wrk sends): peers choose those,
 /// so only its errors are shown by default.
@@ -58,7 +63,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Send one command (or a batch with -f) to a running proxy's admin API.
-    #[command(after_help = CTL_EXAMPLES)]
+    #[command(after_help = CTL_EXAMPLES, after_long_help = ctl_long_help())]
     Ctl {
         /// Admin API address (host:port) or Unix socket path.
         #[arg(long, env = "SHARDTLS_ADMIN", default_value = "127.0.0.1:9900")]
@@ -107,7 +112,7 @@ fn check(config: &std::path::Path) -> ExitCode {
                 m.services.len(),
                 m.service_groups.len()
             );
-            match shardtls::control::Snapshot::build(&m, None, 1, Default::default()) {
+            match shardtls::snapshot::Snapshot::build(&m, None, 1, Default::default()) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{}: {e}", config.display());

@@ -17,9 +17,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::command::{Command, ObjectKind, SslBind};
+use super::material::load_cert_key;
 use super::model::*;
-use super::parser::{Command, ObjectKind, SslBind};
-use crate::tls::material::load_cert_key;
 
 /// Where certificate and key files come from. Relative paths are resolved
 /// against the config file's folder by the implementation.
@@ -948,7 +948,7 @@ fn describe_bind(b: &SslBind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parser::parse_line;
+    use crate::config::grammar::parse_line;
     use crate::config::testutil::Fixture;
 
     fn cmd(line: &str) -> Command {

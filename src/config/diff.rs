@@ -12,8 +12,8 @@
 
 use std::collections::BTreeSet;
 
+use super::command::{Command, ObjectKind, SslBind};
 use super::model::*;
-use super::parser::{Command, ObjectKind, SslBind};
 use super::save::binding_commands;
 
 /// Commands that, applied to `old` in order, give a model equal to `new`.

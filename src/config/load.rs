@@ -10,8 +10,9 @@ use std::fmt;
 use std::path::Path;
 
 use super::apply::{DirFileSource, FileSource};
+use super::command::Command;
+use super::grammar::parse_line;
 use super::model::Model;
-use super::parser::{parse_line, Command};
 
 /// One error in a configuration text, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]

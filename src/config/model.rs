@@ -2,10 +2,10 @@
 //! with every parameter parsed into a typed value.
 //!
 //! This module holds data only. Parsing text into commands lives in
-//! `parser`, applying commands (with validation) in `apply`, writing the
+//! `grammar` (through the table in `commands`), applying commands (with validation) in `apply`, writing the
 //! model back as commands in `save`. Nothing here touches sockets or rustls
-//! objects; certificate material is an opaque [`CertKeyMaterial`] loaded by
-//! the `tls` module.
+//! objects; certificate material is a [`CertKeyMaterial`] loaded by
+//! `material`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use crate::tls::material::CertKeyMaterial;
+pub use super::material::CertKeyMaterial;
 
 /// Which side of the proxy an SSL setting applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

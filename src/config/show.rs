@@ -7,8 +7,9 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::command::{ObjectKind, ShowWhat};
+use super::commands::write_ssl_params;
 use super::model::*;
-use super::parser::{write_params, ObjectKind, ShowWhat};
 
 /// The text answering `show WHAT [NAME]`, or why there is none.
 pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, String> {
@@ -22,6 +23,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
     };
     match what {
         ShowWhat::Stats => return Err("show stats is answered by the running proxy".into()),
+        ShowWhat::Help => return Ok(super::grammar::help_text()),
         ShowWhat::RunningConfig => return Ok(m.to_commands()),
         ShowWhat::Object(ObjectKind::CertKey) => {
             for n in pick(m.certkeys.keys().collect(), "certKey")? {
@@ -70,7 +72,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
                     continue;
                 };
                 let mut params = String::new();
-                let _ = write_params(&mut params, &p.params);
+                write_ssl_params(&mut params, &p.params);
                 let users: Vec<String> = m.profile_users(&n).iter().map(|e| e.to_string()).collect();
                 let _ = writeln!(out, "ssl profile {n}:{params}\n  used by: {}", none_if_empty(&users));
             }

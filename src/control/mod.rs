@@ -7,7 +7,5 @@
 
 pub mod admin;
 pub mod runtime;
-pub mod snapshot;
 
 pub use runtime::{run, RunOptions, DEFAULT_BATCH_WAIT_US};
-pub use snapshot::{ChangeNotes, PoolSpec, Snapshot, VserverSpec};

@@ -20,9 +20,9 @@ use crate::rt::{self, Receiver, Sender};
 use serde_json::json;
 use tracing::{error, info, warn};
 
-use super::snapshot::{ChangeNotes, Snapshot};
 use crate::config::{self, Model};
 use crate::shard::{run_shard, ShardMsg, ShardReply};
+use crate::snapshot::{ChangeNotes, Snapshot};
 
 /// How long a shard may take to apply a change or answer for statistics
 /// before the control thread declares it stuck and stops the process.

@@ -6,6 +6,10 @@
 //! their rustls configs and warm caches for them (R5). Building a snapshot
 //! is where TLS settings are turned into rustls objects; if that fails, the
 //! change is refused and nothing is applied (R10).
+//!
+//! This module sits below both `control` (which builds snapshots and
+//! broadcasts them) and `shard` (which serves them): it depends on `config`,
+//! `core` and `tls` only, so the data path never imports the control plane.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
