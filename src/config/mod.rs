@@ -29,6 +29,8 @@ pub mod values;
 #[cfg(test)]
 mod parse_tests;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testutil;
 
 pub use apply::{BatchError, Change, ChangeKind, DirFileSource, FileSource, DEFAULT_CLIENT_TIMEOUT};
