@@ -163,12 +163,39 @@ fn ctl(
         "metrics" | "GET /metrics" => ("GET", "/metrics", String::new()),
         _ => ("POST", "/cmd", body),
     };
-    let (ok, reply) = shardtls::control::admin::client_request(admin, method, path, &body, token.as_deref())?;
+    let (status, reply) = shardtls::control::admin::client_request_status(admin, method, path, &body, token.as_deref())
+        .map_err(CtlError::Unreachable)?;
     print!("{reply}");
-    if ok {
-        Ok(())
-    } else {
-        Err("command refused".into())
+    match status {
+        200 => Ok(()),
+        400..=499 => Err(CtlError::Refused(status).into()),
+        _ => Err(CtlError::ProxyFault(status).into()),
+    }
+}
+
+/// Why `ctl` failed, and so its exit status.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    /// The proxy refused a mistake (bad command, unknown entity, conflict): exit 1.
+    #[error("command refused (HTTP {0})")]
+    Refused(u16),
+    /// The proxy failed (a shard did not apply the change): exit 70.
+    #[error("the proxy failed (HTTP {0})")]
+    ProxyFault(u16),
+    /// No admin API answered: exit 70.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Exit status for `e`: 1 for the user's mistake, 70 for a fault.
+fn exit_code(e: &(dyn std::error::Error + 'static)) -> u8 {
+    use shardtls::control::runtime::{ControlError, EXIT_INTERNAL};
+    if let Some(c) = e.downcast_ref::<ControlError>() {
+        return c.exit_code();
+    }
+    match e.downcast_ref::<CtlError>() {
+        Some(CtlError::ProxyFault(_) | CtlError::Unreachable(_)) => EXIT_INTERNAL,
+        _ => 1,
     }
 }
 
@@ -193,6 +220,7 @@ fn main() -> ExitCode {
             admin_token_file,
             batch_wait_us,
         } => read_token(&admin_token_file)
+            .map_err(Into::into)
             .and_then(|admin_token| {
                 shardtls::control::run(shardtls::control::RunOptions {
                     config,
@@ -201,8 +229,8 @@ fn main() -> ExitCode {
                     admin_token,
                     batch_wait_us,
                 })
-            })
-            .map_err(Into::into),
+                .map_err(Into::into)
+            }),
         Cmd::Check { config } => return check(&config),
         Cmd::Ctl {
             admin,
@@ -220,11 +248,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardtls: {e}");
-            if e.to_string().starts_with("fail-stop") {
-                // A shard stalled or died: the status systemd restarts on.
-                return ExitCode::from(shardtls::control::runtime::EXIT_SHARD_FAILED as u8);
-            }
-            ExitCode::FAILURE
+            // 70 when a shard stalled or died (the status systemd restarts
+            // on) or another fault of the proxy; 1 for a mistake.
+            ExitCode::from(exit_code(e.as_ref()))
         }
     }
 }

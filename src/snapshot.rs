@@ -68,6 +68,13 @@ pub struct Snapshot {
     pub notes: ChangeNotes,
 }
 
+/// The model's TLS settings cannot be turned into rustls configurations
+/// (say, no cipher suite left for a protocol version). The change that led
+/// to it is refused; it is the configuration's fault, not the proxy's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SnapshotError(pub String);
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Seconds between probes of a down member when `-healthInterval` is not set.
 pub const DEFAULT_HEALTH_INTERVAL: u32 = 5;
@@ -103,7 +110,7 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         generation: u64,
         notes: ChangeNotes,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, SnapshotError> {
         let mut vservers = BTreeMap::new();
         for (name, vs) in &model.vservers {
             let entity = EntityRef::new(EntityKind::Vserver, name);
@@ -124,7 +131,9 @@ impl Snapshot {
             let tls = match prev_spec {
                 Some(p) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
                 _ if !vs.bindings.certkeys.iter().any(|b| !b.ca) => None,
-                _ => Some(Arc::new(FrontendSpec::build(model, name, epoch)?)),
+                _ => Some(Arc::new(
+                    FrontendSpec::build(model, name, epoch).map_err(SnapshotError)?,
+                )),
             };
             let spec = VserverSpec {
                 entity,
@@ -148,7 +157,7 @@ impl Snapshot {
                             params: &crate::config::SslParams,
                             profile: &Option<String>,
                             bindings: &crate::config::SslBindings|
-         -> Result<(), String> {
+         -> Result<(), SnapshotError> {
             let entity = EntityRef::new(kind, name);
             let epoch = epoch_of(model, &entity);
             let prof = profile.as_ref().and_then(|p| model.profiles.get(p)).map(|p| &p.params);
@@ -157,14 +166,10 @@ impl Snapshot {
             let tls = match (proto, prev_spec) {
                 (BackendProto::Tcp, _) => None,
                 (BackendProto::SslTcp, Some(p)) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
-                (BackendProto::SslTcp, _) => Some(Arc::new(BackendSpec::build(
-                    model,
-                    &entity.to_string(),
-                    params,
-                    profile,
-                    bindings,
-                    epoch,
-                )?)),
+                (BackendProto::SslTcp, _) => Some(Arc::new(
+                    BackendSpec::build(model, &entity.to_string(), params, profile, bindings, epoch)
+                        .map_err(SnapshotError)?,
+                )),
             };
             let policy = EpochPolicy {
                 drain_timeout: eff.drain_timeout.map(|s| Duration::from_secs(s.into())),

@@ -178,9 +178,15 @@ fn object_words(spec: &CommandSpec) -> Vec<&'static str> {
     spec.object.split(' ').filter(|w| !w.is_empty()).collect()
 }
 
+/// A line that is not a command of the language (always the user's
+/// mistake): the message names what is wrong and where.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
 /// Parse one line. `Ok(None)` for a blank or comment-only line.
-pub fn parse_line(line: &str) -> Result<Option<Command>, String> {
-    let words = split_words(line)?;
+pub fn parse_line(line: &str) -> Result<Option<Command>, ParseError> {
+    let words = split_words(line).map_err(ParseError)?;
     if words.is_empty() {
         return Ok(None);
     }
@@ -188,7 +194,11 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, String> {
 }
 
 /// Parse a line already split into words (not empty).
-pub fn parse_words(words: &[String]) -> Result<Command, String> {
+pub fn parse_words(words: &[String]) -> Result<Command, ParseError> {
+    match_command(words).map_err(ParseError)
+}
+
+fn match_command(words: &[String]) -> Result<Command, String> {
     let verb = words.first().map(|w| w.to_ascii_lowercase()).unwrap_or_default();
     let mut candidates: Vec<&CommandSpec> = commands().iter().filter(|s| s.verb == verb).collect();
     if candidates.is_empty() {

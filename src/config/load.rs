@@ -49,7 +49,7 @@ pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>
             Err(reason) => errors.push(ConfigError {
                 file: source_name.to_string(),
                 line: i + 1,
-                reason,
+                reason: reason.to_string(),
             }),
         }
     }
@@ -75,7 +75,7 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
             Ok(Some(c)) => c,
             Ok(None) => continue,
             Err(reason) => {
-                errors.push(err(i + 1, reason));
+                errors.push(err(i + 1, reason.to_string()));
                 continue;
             }
         };
@@ -84,7 +84,7 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
             continue;
         }
         if let Err(reason) = model.apply(&cmd, files) {
-            errors.push(err(i + 1, reason));
+            errors.push(err(i + 1, reason.to_string()));
         }
     }
     if errors.is_empty() {

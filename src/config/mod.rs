@@ -33,10 +33,10 @@ mod properties;
 #[cfg(test)]
 mod testutil;
 
-pub use apply::{BatchError, Change, ChangeKind, DirFileSource, FileSource, DEFAULT_CLIENT_TIMEOUT};
+pub use apply::{BatchError, Change, ChangeKind, CommandError, DirFileSource, FileSource, DEFAULT_CLIENT_TIMEOUT};
 pub use command::{Command, ObjectKind, ShowWhat, SslBind};
 pub use diff::diff;
-pub use grammar::{help_text, parse_line, parse_words};
+pub use grammar::{help_text, parse_line, parse_words, ParseError};
 pub use load::{load_file, load_text, parse_text, ConfigError};
 pub use model::*;
 pub use save::save_atomically;

@@ -20,7 +20,7 @@ mod cases {
 
     fn err(line: &str) -> String {
         match parse_line(line) {
-            Err(e) => e,
+            Err(e) => e.to_string(),
             Ok(c) => panic!("{line}: expected an error, got {c:?}"),
         }
     }

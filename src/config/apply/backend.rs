@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use super::{take_first, Change, ChangeKind::*};
+use super::{take_first, Change, ChangeKind::*, CommandError, CommandError::*};
 use crate::config::model::*;
 
 impl Model {
@@ -16,14 +16,14 @@ impl Model {
         addr: &SocketAddr,
         proto: &BackendProto,
         health: &HealthFlags,
-    ) -> Result<Change, String> {
+    ) -> Result<Change, CommandError> {
         self.backend_name_free(name)?;
         if let Some(other) = self.services.values().find(|s| s.addr == *addr && s.proto == *proto) {
-            return Err(format!(
+            return Err(Conflict(format!(
                 "service {name}: {addr} {} is already service {}",
                 proto.keyword(),
                 other.name
-            ));
+            )));
         }
         self.services.insert(
             name.to_string(),
@@ -47,7 +47,7 @@ impl Model {
         name: &str,
         proto: &BackendProto,
         health: &HealthFlags,
-    ) -> Result<Change, String> {
+    ) -> Result<Change, CommandError> {
         self.backend_name_free(name)?;
         self.service_groups.insert(
             name.to_string(),
@@ -66,35 +66,35 @@ impl Model {
     }
 
     /// `bind serviceGroup G IP PORT`.
-    pub(super) fn bind_member(&mut self, name: &str, addr: &SocketAddr) -> Result<Change, String> {
+    pub(super) fn bind_member(&mut self, name: &str, addr: &SocketAddr) -> Result<Change, CommandError> {
         let g = self
             .service_groups
             .get_mut(name)
-            .ok_or_else(|| format!("unknown serviceGroup {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown serviceGroup {name}")))?;
         if g.members.contains(addr) {
-            return Err(format!("{addr} is already a member of serviceGroup {name}"));
+            return Err(Conflict(format!("{addr} is already a member of serviceGroup {name}")));
         }
         g.members.push(*addr);
         Ok(Change::new(Plain))
     }
 
     /// `unbind serviceGroup G IP PORT`.
-    pub(super) fn unbind_member(&mut self, name: &str, addr: &SocketAddr) -> Result<Change, String> {
+    pub(super) fn unbind_member(&mut self, name: &str, addr: &SocketAddr) -> Result<Change, CommandError> {
         let g = self
             .service_groups
             .get_mut(name)
-            .ok_or_else(|| format!("unknown serviceGroup {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown serviceGroup {name}")))?;
         if !take_first(&mut g.members, |m| m == addr) {
-            return Err(format!("{addr} is not a member of serviceGroup {name}"));
+            return Err(Unknown(format!("{addr} is not a member of serviceGroup {name}")));
         }
         Ok(Change::new(Plain))
     }
 
-    fn backend_name_free(&self, name: &str) -> Result<(), String> {
+    fn backend_name_free(&self, name: &str) -> Result<(), CommandError> {
         if self.services.contains_key(name) {
-            Err(format!("a service named {name} already exists"))
+            Err(Conflict(format!("a service named {name} already exists")))
         } else if self.service_groups.contains_key(name) {
-            Err(format!("a serviceGroup named {name} already exists"))
+            Err(Conflict(format!("a serviceGroup named {name} already exists")))
         } else {
             Ok(())
         }

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Change, ChangeKind::*, FileSource};
+use super::{Change, ChangeKind::*, CommandError, CommandError::*, FileSource};
 use crate::config::material::load_cert_key;
 use crate::config::model::*;
 
@@ -17,11 +17,11 @@ fn load_material(
     cert: &Path,
     key: Option<&Path>,
     files: &dyn FileSource,
-) -> Result<CertKeyMaterial, String> {
-    let cert_pem = files.read(cert).map_err(|e| format!("certKey {name}: {e}"))?;
+) -> Result<CertKeyMaterial, CommandError> {
+    let cert_pem = files.read(cert).map_err(|e| File(format!("certKey {name}: {e}")))?;
     let key_pem = match key {
         Some(k) => {
-            let pem = files.read(k).map_err(|e| format!("certKey {name}: {e}"))?;
+            let pem = files.read(k).map_err(|e| File(format!("certKey {name}: {e}")))?;
             if let Some(mode) = files.mode(k).filter(|m| m & 0o077 != 0) {
                 tracing::warn!(
                     "certKey {name}: private key file {} is readable by group or others (mode {:o}); chmod 600 it",
@@ -40,7 +40,7 @@ fn load_material(
         &cert_name,
         key_pem.as_deref().map(|p| (p, key_name.as_str())),
     )
-    .map_err(|e| format!("certKey {name}: {e}"))
+    .map_err(|e| Invalid(format!("certKey {name}: {e}")))
 }
 
 /// Whether `child`'s leaf was issued by `ca`'s leaf (issuer name equals subject name).
@@ -66,9 +66,9 @@ impl Model {
         cert: &Path,
         key: Option<&Path>,
         files: &dyn FileSource,
-    ) -> Result<Change, String> {
+    ) -> Result<Change, CommandError> {
         if self.certkeys.contains_key(name) {
-            return Err(format!("certKey {name} already exists"));
+            return Err(Conflict(format!("certKey {name} already exists")));
         }
         let material = load_material(name, cert, key, files)?;
         self.certkeys.insert(
@@ -91,37 +91,37 @@ impl Model {
         cert: &Path,
         key: Option<&Path>,
         files: &dyn FileSource,
-    ) -> Result<Change, String> {
+    ) -> Result<Change, CommandError> {
         let old = self.certkey(name)?;
         let key = key.map(Path::to_path_buf).or_else(|| old.key_path.clone());
         let material = load_material(name, cert, key.as_deref(), files)?;
         let now = std::time::SystemTime::now();
         if material.is_expired(now) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "certKey {name}: the new certificate {} has expired; the running one is kept",
                 cert.display()
-            ));
+            )));
         }
         if now < material.not_before {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "certKey {name}: the new certificate {} is not valid yet; the running one is kept",
                 cert.display()
-            ));
+            )));
         }
         if let Some(ca) = &old.linked_to {
             let ca_ck = self.certkey(ca)?;
             if !issued_by(&material, &ca_ck.material) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "certKey {name}: the new certificate is not issued by {ca}, which it is linked to; unlink it first"
-                ));
+                )));
             }
         }
         for child in self.certkeys.values().filter(|c| c.linked_to.as_deref() == Some(name)) {
             if !issued_by(&child.material, &material) {
-                return Err(format!(
+                return Err(Invalid(format!(
                     "certKey {name}: certKey {} is linked to it and is not issued by the new certificate",
                     child.name
-                ));
+                )));
             }
         }
         let users = self.certkey_users(name);
@@ -136,24 +136,26 @@ impl Model {
     }
 
     /// `link ssl certKey`.
-    pub(super) fn link_certkey(&mut self, name: &str, ca: &str) -> Result<Change, String> {
+    pub(super) fn link_certkey(&mut self, name: &str, ca: &str) -> Result<Change, CommandError> {
         let ck = self.certkey(name)?;
         let ca_ck = self
             .certkey(ca)
-            .map_err(|_| format!("cannot link {name}: unknown CA certKey {ca}"))?;
+            .map_err(|_| Unknown(format!("cannot link {name}: unknown CA certKey {ca}")))?;
         if let Some(cur) = &ck.linked_to {
-            return Err(format!("certKey {name} is already linked to {cur}; unlink it first"));
+            return Err(Conflict(format!(
+                "certKey {name} is already linked to {cur}; unlink it first"
+            )));
         }
         if name == ca || self.chain_of(ca).contains(&name) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "cannot link {name} to {ca}: the chain would loop back to {name}"
-            ));
+            )));
         }
         if !issued_by(&ck.material, &ca_ck.material) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "cannot link {name} to {ca}: the certificate of {name} is not issued by {} (subject of {ca})",
                 ca_ck.material.subject
-            ));
+            )));
         }
         if let Some(ck) = self.certkeys.get_mut(name) {
             ck.linked_to = Some(ca.to_string());
@@ -165,9 +167,9 @@ impl Model {
     }
 
     /// `unlink ssl certKey`.
-    pub(super) fn unlink_certkey(&mut self, name: &str) -> Result<Change, String> {
+    pub(super) fn unlink_certkey(&mut self, name: &str) -> Result<Change, CommandError> {
         if self.certkey(name)?.linked_to.is_none() {
-            return Err(format!("certKey {name} is not linked"));
+            return Err(Unknown(format!("certKey {name} is not linked")));
         }
         let users = self.certkey_users(name);
         if let Some(ck) = self.certkeys.get_mut(name) {

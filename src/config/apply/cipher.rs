@@ -3,17 +3,19 @@
 //! Epoch effect: any change to a group's suites opens an epoch on every
 //! entity bound to the group, front end and back end.
 
-use super::{Change, ChangeKind::*};
+use super::{Change, ChangeKind::*, CommandError, CommandError::*};
 use crate::config::model::*;
 
 impl Model {
     /// `add ssl cipher`.
-    pub(super) fn add_cipher_group(&mut self, name: &str) -> Result<Change, String> {
+    pub(super) fn add_cipher_group(&mut self, name: &str) -> Result<Change, CommandError> {
         if self.cipher_groups.contains_key(name) {
-            return Err(format!("cipher group {name} already exists"));
+            return Err(Conflict(format!("cipher group {name} already exists")));
         }
         if CipherSuiteName::from_adc(name).is_some() {
-            return Err(format!("cipher group name {name} is the name of a cipher suite"));
+            return Err(Invalid(format!(
+                "cipher group name {name} is the name of a cipher suite"
+            )));
         }
         self.cipher_groups.insert(
             name.to_string(),
@@ -26,48 +28,48 @@ impl Model {
     }
 
     /// `bind ssl cipher G -cipherName S`.
-    pub(super) fn bind_cipher_group(&mut self, name: &str, suite: &CipherSuiteName) -> Result<Change, String> {
+    pub(super) fn bind_cipher_group(&mut self, name: &str, suite: &CipherSuiteName) -> Result<Change, CommandError> {
         let g = self
             .cipher_groups
             .get_mut(name)
-            .ok_or_else(|| format!("unknown cipher group {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown cipher group {name}")))?;
         if g.suites.contains(suite) {
-            return Err(format!(
+            return Err(Conflict(format!(
                 "cipher {} is already bound to cipher group {name}",
                 suite.adc_name()
-            ));
+            )));
         }
         g.suites.push(*suite);
         self.cipher_group_changed(name)
     }
 
     /// `unbind ssl cipher G -cipherName S`.
-    pub(super) fn unbind_cipher_group(&mut self, name: &str, suite: &CipherSuiteName) -> Result<Change, String> {
+    pub(super) fn unbind_cipher_group(&mut self, name: &str, suite: &CipherSuiteName) -> Result<Change, CommandError> {
         let g = self
             .cipher_groups
             .get_mut(name)
-            .ok_or_else(|| format!("unknown cipher group {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown cipher group {name}")))?;
         let Some(i) = g.suites.iter().position(|s| s == suite) else {
-            return Err(format!(
+            return Err(Unknown(format!(
                 "cipher {} is not bound to cipher group {name}",
                 suite.adc_name()
-            ));
+            )));
         };
         g.suites.remove(i);
         self.cipher_group_changed(name)
     }
 
     /// `set ssl cipher G -cipherName S1,S2,...`.
-    pub(super) fn set_cipher_group(&mut self, name: &str, suites: &[CipherSuiteName]) -> Result<Change, String> {
+    pub(super) fn set_cipher_group(&mut self, name: &str, suites: &[CipherSuiteName]) -> Result<Change, CommandError> {
         let g = self
             .cipher_groups
             .get_mut(name)
-            .ok_or_else(|| format!("unknown cipher group {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown cipher group {name}")))?;
         g.suites = suites.to_vec();
         self.cipher_group_changed(name)
     }
 
-    fn cipher_group_changed(&mut self, name: &str) -> Result<Change, String> {
+    fn cipher_group_changed(&mut self, name: &str) -> Result<Change, CommandError> {
         let users = self.cipher_group_users(name);
         let mut ch = Change::new(Ssl);
         ch.bumped = self.bump(users);

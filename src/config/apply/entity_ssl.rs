@@ -3,7 +3,7 @@
 //!
 //! Epoch effect: every change opens an epoch on that entity only, on its side.
 
-use super::{describe_bind, take_first, Change, ChangeKind::*};
+use super::{describe_bind, take_first, Change, ChangeKind::*, CommandError, CommandError::*};
 use crate::config::command::SslBind;
 use crate::config::model::*;
 
@@ -14,10 +14,10 @@ impl Model {
         entity: &EntityRef,
         params: &SslParams,
         profile: &Option<String>,
-    ) -> Result<Change, String> {
+    ) -> Result<Change, CommandError> {
         if let Some(p) = profile {
             if !self.profiles.contains_key(p) {
-                return Err(format!("set ssl {entity}: unknown ssl profile {p}"));
+                return Err(Unknown(format!("set ssl {entity}: unknown ssl profile {p}")));
             }
         }
         let (prof, own, _) = self.ssl_parts_mut(entity)?;
@@ -31,7 +31,7 @@ impl Model {
     }
 
     /// `bind ssl ENTITY X ...`; a cipher without a priority goes after the others.
-    pub(super) fn bind_ssl(&mut self, entity: &EntityRef, bind: &SslBind) -> Result<Change, String> {
+    pub(super) fn bind_ssl(&mut self, entity: &EntityRef, bind: &SslBind) -> Result<Change, CommandError> {
         self.check_bind(entity, bind)?;
         let priority = match bind {
             SslBind::Cipher { priority: None, .. } => {
@@ -64,7 +64,7 @@ impl Model {
     }
 
     /// `unbind ssl ENTITY X ...`.
-    pub(super) fn unbind_ssl(&mut self, entity: &EntityRef, bind: &SslBind) -> Result<Change, String> {
+    pub(super) fn unbind_ssl(&mut self, entity: &EntityRef, bind: &SslBind) -> Result<Change, CommandError> {
         let (_, _, b) = self.ssl_parts_mut(entity)?;
         let removed = match bind {
             SslBind::CertKey { name, ca, .. } => take_first(&mut b.certkeys, |x| x.certkey == *name && x.ca == *ca),
@@ -72,40 +72,40 @@ impl Model {
             SslBind::Curve(c) => take_first(&mut b.curves, |x| x == c),
         };
         if !removed {
-            return Err(format!("{} is not bound to {entity}", describe_bind(bind)));
+            return Err(Unknown(format!("{} is not bound to {entity}", describe_bind(bind))));
         }
         let mut ch = Change::new(Ssl);
         ch.bumped = self.bump([entity.clone()]);
         Ok(ch)
     }
 
-    fn check_bind(&self, entity: &EntityRef, bind: &SslBind) -> Result<(), String> {
+    fn check_bind(&self, entity: &EntityRef, bind: &SslBind) -> Result<(), CommandError> {
         if !self.entity_exists(entity) {
-            return Err(format!("unknown {entity}"));
+            return Err(Unknown(format!("unknown {entity}")));
         }
         let bindings = self
             .ssl_entities()
             .find(|(e, _)| e == entity)
             .map(|(_, v)| v.bindings)
-            .ok_or_else(|| format!("{entity} uses TCP, not SSL_TCP: SSL settings do not apply"))?;
+            .ok_or_else(|| Invalid(format!("{entity} uses TCP, not SSL_TCP: SSL settings do not apply")))?;
         match bind {
             SslBind::CertKey { name, sni, ca } => {
                 let ck = self.certkey(name)?;
                 if bindings.certkeys.iter().any(|b| b.certkey == *name && b.ca == *ca) {
-                    return Err(format!("certKey {name} is already bound to {entity}"));
+                    return Err(Conflict(format!("certKey {name} is already bound to {entity}")));
                 }
                 if !ca {
                     if ck.material.key.is_none() {
-                        return Err(format!(
+                        return Err(Invalid(format!(
                             "certKey {name} has no key: it can be bound to {entity} only with -CA"
-                        ));
+                        )));
                     }
                     if !sni {
                         if let Some(other) = bindings.certkeys.iter().find(|b| !b.ca && !b.sni) {
-                            return Err(format!(
+                            return Err(Conflict(format!(
                                 "{entity} already has certKey {} as its certificate; unbind it first or bind {name} with -SNICert",
                                 other.certkey
-                            ));
+                            )));
                         }
                     }
                 }
@@ -113,16 +113,19 @@ impl Model {
             SslBind::Cipher { cipher, .. } => {
                 if let CipherRef::Group(g) = cipher {
                     if !self.cipher_groups.contains_key(g) {
-                        return Err(format!("unknown cipher group or cipher suite {g}"));
+                        return Err(Unknown(format!("unknown cipher group or cipher suite {g}")));
                     }
                 }
                 if bindings.ciphers.iter().any(|b| b.cipher == *cipher) {
-                    return Err(format!("{} is already bound to {entity}", describe_bind(bind)));
+                    return Err(Conflict(format!(
+                        "{} is already bound to {entity}",
+                        describe_bind(bind)
+                    )));
                 }
             }
             SslBind::Curve(c) => {
                 if bindings.curves.contains(c) {
-                    return Err(format!("curve {} is already bound to {entity}", c.adc_name()));
+                    return Err(Conflict(format!("curve {} is already bound to {entity}", c.adc_name())));
                 }
             }
         }

@@ -35,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use super::command::{Command, SslBind};
 use super::model::*;
+use CommandError::*;
 
 /// Where certificate and key files come from. Relative paths are resolved
 /// against the config file's folder by the implementation.
@@ -125,12 +126,35 @@ impl Change {
     }
 }
 
+/// Why `apply` refused a command. Every kind is the user's doing (the
+/// command, or a file it names), never an internal fault, and the model is
+/// left unchanged (R10). The message says what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// It names an entity, binding, link or member that does not exist.
+    #[error("{0}")]
+    Unknown(String),
+    /// It clashes with what is there: already exists, already bound, still in use.
+    #[error("{0}")]
+    Conflict(String),
+    /// Its values do not hold together: a key that does not match its
+    /// certificate, a chain that does not verify, SSL settings on a TCP service.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file it names cannot be read.
+    #[error("{0}")]
+    File(String),
+    /// `show` or `save` given where a change was expected.
+    #[error("{0}")]
+    NotAChange(String),
+}
+
 /// A batch that failed: the line of the first failing command and why.
 /// The model the batch was applied to is unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchError {
     pub line: usize,
-    pub reason: String,
+    pub reason: CommandError,
 }
 
 impl fmt::Display for BatchError {
@@ -139,7 +163,11 @@ impl fmt::Display for BatchError {
     }
 }
 
-impl std::error::Error for BatchError {}
+impl std::error::Error for BatchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.reason)
+    }
+}
 
 /// Default idle timeout of a proxied connection (`-cltTimeout`), seconds.
 pub const DEFAULT_CLIENT_TIMEOUT: u32 = 180;
@@ -273,15 +301,21 @@ impl Model {
     fn ssl_parts_mut(
         &mut self,
         e: &EntityRef,
-    ) -> Result<(&mut Option<String>, &mut SslParams, &mut SslBindings), String> {
-        let not_ssl = || format!("{e} uses TCP, not SSL_TCP: SSL settings do not apply");
+    ) -> Result<(&mut Option<String>, &mut SslParams, &mut SslBindings), CommandError> {
+        let not_ssl = || Invalid(format!("{e} uses TCP, not SSL_TCP: SSL settings do not apply"));
         match e.kind {
             EntityKind::Vserver => {
-                let v = self.vservers.get_mut(&*e.name).ok_or_else(|| format!("unknown {e}"))?;
+                let v = self
+                    .vservers
+                    .get_mut(&*e.name)
+                    .ok_or_else(|| Unknown(format!("unknown {e}")))?;
                 Ok((&mut v.ssl_profile, &mut v.params, &mut v.bindings))
             }
             EntityKind::Service => {
-                let s = self.services.get_mut(&*e.name).ok_or_else(|| format!("unknown {e}"))?;
+                let s = self
+                    .services
+                    .get_mut(&*e.name)
+                    .ok_or_else(|| Unknown(format!("unknown {e}")))?;
                 if s.proto != BackendProto::SslTcp {
                     return Err(not_ssl());
                 }
@@ -291,7 +325,7 @@ impl Model {
                 let g = self
                     .service_groups
                     .get_mut(&*e.name)
-                    .ok_or_else(|| format!("unknown {e}"))?;
+                    .ok_or_else(|| Unknown(format!("unknown {e}")))?;
                 if g.proto != BackendProto::SslTcp {
                     return Err(not_ssl());
                 }
@@ -300,14 +334,16 @@ impl Model {
         }
     }
 
-    fn certkey(&self, name: &str) -> Result<&CertKey, String> {
-        self.certkeys.get(name).ok_or_else(|| format!("unknown certKey {name}"))
+    fn certkey(&self, name: &str) -> Result<&CertKey, CommandError> {
+        self.certkeys
+            .get(name)
+            .ok_or_else(|| Unknown(format!("unknown certKey {name}")))
     }
 
     /// Validate `cmd` and apply it. On error the model is unchanged.
-    pub fn apply(&mut self, cmd: &Command, files: &dyn FileSource) -> Result<Change, String> {
+    pub fn apply(&mut self, cmd: &Command, files: &dyn FileSource) -> Result<Change, CommandError> {
         match cmd {
-            Command::Save | Command::Show { .. } => Err(format!("'{cmd}' is not a configuration change")),
+            Command::Save | Command::Show { .. } => Err(NotAChange(format!("'{cmd}' is not a configuration change"))),
             Command::AddCertKey { name, cert, key } => self.add_certkey(name, cert, key.as_deref(), files),
             Command::UpdateCertKey { name, cert, key } => self.update_certkey(name, cert, key.as_deref(), files),
             Command::LinkCertKey { name, ca } => self.link_certkey(name, ca),
@@ -530,5 +566,38 @@ mod tests {
         let (fx, mut m) = setup();
         refused(&mut m, &fx, "show stats", "not a configuration change");
         refused(&mut m, &fx, "save config", "not a configuration change");
+    }
+}
+
+#[cfg(test)]
+mod error_kind_tests {
+    use super::testkit::*;
+    use super::CommandError;
+
+    /// Each refusal says whose mistake it is, so the API can answer 400 or 409.
+    #[test]
+    fn refusals_are_typed_by_kind() {
+        let (fx, mut m) = setup();
+        let mut kind = |line: &str| m.apply(&cmd(line), &fx.files()).unwrap_err();
+        assert!(matches!(kind("add ssl cipher grp"), CommandError::Conflict(_)));
+        assert!(matches!(kind("rm ssl certKey a"), CommandError::Conflict(_)));
+        assert!(matches!(
+            kind("bind ssl vserver v1 -certkeyName nock"),
+            CommandError::Unknown(_)
+        ));
+        assert!(matches!(kind("unbind lb vserver v1 g1"), CommandError::Unknown(_)));
+        assert!(matches!(
+            kind("set ssl service plain -tls12 ENABLED"),
+            CommandError::Invalid(_)
+        ));
+        assert!(matches!(
+            kind("add ssl certKey x -cert a.crt -key b.key"),
+            CommandError::Invalid(_)
+        ));
+        assert!(matches!(
+            kind("add ssl certKey x -cert nothere.crt"),
+            CommandError::File(_)
+        ));
+        assert!(matches!(kind("save config"), CommandError::NotAChange(_)));
     }
 }

@@ -3,14 +3,14 @@
 //! Epoch effect: `set ssl profile` opens an epoch on every entity using the
 //! profile, on the side it is used. `add` opens none.
 
-use super::{Change, ChangeKind::*};
+use super::{Change, ChangeKind::*, CommandError, CommandError::*};
 use crate::config::model::*;
 
 impl Model {
     /// `add ssl profile`.
-    pub(super) fn add_profile(&mut self, name: &str, params: &SslParams) -> Result<Change, String> {
+    pub(super) fn add_profile(&mut self, name: &str, params: &SslParams) -> Result<Change, CommandError> {
         if self.profiles.contains_key(name) {
-            return Err(format!("ssl profile {name} already exists"));
+            return Err(Conflict(format!("ssl profile {name} already exists")));
         }
         self.profiles.insert(
             name.to_string(),
@@ -23,11 +23,11 @@ impl Model {
     }
 
     /// `set ssl profile`.
-    pub(super) fn set_profile(&mut self, name: &str, params: &SslParams) -> Result<Change, String> {
+    pub(super) fn set_profile(&mut self, name: &str, params: &SslParams) -> Result<Change, CommandError> {
         let p = self
             .profiles
             .get_mut(name)
-            .ok_or_else(|| format!("unknown ssl profile {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown ssl profile {name}")))?;
         p.params.overlay(params);
         let users = self.profile_users(name);
         let mut ch = Change::new(Ssl);

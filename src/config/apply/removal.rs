@@ -4,19 +4,19 @@
 //! Removing an entity forgets its epochs; `disable` closes its connections
 //! (R7) without opening an epoch, `enable` opens one.
 
-use super::{Change, ChangeKind, ChangeKind::*};
+use super::{Change, ChangeKind, ChangeKind::*, CommandError, CommandError::*};
 use crate::config::command::ObjectKind;
 use crate::config::model::*;
 
 impl Model {
     /// `disable` (`on` false) or `enable` (`on` true) of a connection-owning entity.
-    pub(super) fn set_enabled(&mut self, e: &EntityRef, on: bool) -> Result<Change, String> {
+    pub(super) fn set_enabled(&mut self, e: &EntityRef, on: bool) -> Result<Change, CommandError> {
         let enabled = match e.kind {
             EntityKind::Vserver => self.vservers.get_mut(&*e.name).map(|v| &mut v.enabled),
             EntityKind::Service => self.services.get_mut(&*e.name).map(|s| &mut s.enabled),
             EntityKind::ServiceGroup => self.service_groups.get_mut(&*e.name).map(|g| &mut g.enabled),
         }
-        .ok_or_else(|| format!("unknown {e}"))?;
+        .ok_or_else(|| Unknown(format!("unknown {e}")))?;
         let was = std::mem::replace(enabled, on);
         let mut ch = Change::new(if on { Enable } else { Disable });
         // Enabling or disabling again is accepted and changes nothing.
@@ -32,8 +32,8 @@ impl Model {
     }
 
     /// `rm`: refused while anything uses the object.
-    pub(super) fn remove(&mut self, what: ObjectKind, name: &str) -> Result<Change, String> {
-        let in_use = |by: &str| format!("cannot remove {} {name}: {by}", what.words());
+    pub(super) fn remove(&mut self, what: ObjectKind, name: &str) -> Result<Change, CommandError> {
+        let in_use = |by: &str| Conflict(format!("cannot remove {} {name}: {by}", what.words()));
         match what {
             ObjectKind::CertKey => {
                 self.certkey(name)?;
@@ -53,7 +53,7 @@ impl Model {
             }
             ObjectKind::CipherGroup => {
                 if !self.cipher_groups.contains_key(name) {
-                    return Err(format!("unknown cipher group {name}"));
+                    return Err(Unknown(format!("unknown cipher group {name}")));
                 }
                 if let Some(e) = self.cipher_group_users(name).into_iter().next() {
                     return Err(in_use(&format!("it is bound to {e}; unbind it first")));
@@ -62,7 +62,7 @@ impl Model {
             }
             ObjectKind::Profile => {
                 if !self.profiles.contains_key(name) {
-                    return Err(format!("unknown ssl profile {name}"));
+                    return Err(Unknown(format!("unknown ssl profile {name}")));
                 }
                 if let Some(e) = self.profile_users(name).into_iter().next() {
                     return Err(in_use(&format!("{e} uses it")));
@@ -73,7 +73,7 @@ impl Model {
                 let kind = what.entity_kind().unwrap_or(EntityKind::Vserver);
                 let e = EntityRef::new(kind, name);
                 if !self.entity_exists(&e) {
-                    return Err(format!("unknown {e}"));
+                    return Err(Unknown(format!("unknown {e}")));
                 }
                 if kind != EntityKind::Vserver {
                     if let Some(v) = self.lb_users(name).first() {

@@ -21,7 +21,7 @@ pub(super) fn ok(m: &mut Model, fx: &Fixture, line: &str) -> Change {
 pub(super) fn refused(m: &mut Model, fx: &Fixture, line: &str, reason: &str) {
     let before = crate::config::save::snapshot(m);
     let e = m.apply(&cmd(line), &fx.files()).expect_err(line);
-    assert!(e.contains(reason), "{line}: got '{e}', wanted '{reason}'");
+    assert!(e.to_string().contains(reason), "{line}: got '{e}', wanted '{reason}'");
     assert_eq!(crate::config::save::snapshot(m), before, "{line} changed the model");
 }
 

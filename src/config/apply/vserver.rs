@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Change, ChangeKind::*, DEFAULT_CLIENT_TIMEOUT};
+use super::{Change, ChangeKind::*, CommandError, CommandError::*, DEFAULT_CLIENT_TIMEOUT};
 use crate::config::model::*;
 
 impl Model {
@@ -16,15 +16,15 @@ impl Model {
         addr: &SocketAddr,
         max_clients: &Option<u32>,
         client_timeout: &Option<u32>,
-    ) -> Result<Change, String> {
+    ) -> Result<Change, CommandError> {
         if self.vservers.contains_key(name) {
-            return Err(format!("lb vserver {name} already exists"));
+            return Err(Conflict(format!("lb vserver {name} already exists")));
         }
         if let Some(other) = self.vservers.values().find(|v| v.addr == *addr) {
-            return Err(format!(
+            return Err(Conflict(format!(
                 "lb vserver {name}: address {addr} is already used by lb vserver {}",
                 other.name
-            ));
+            )));
         }
         self.vservers.insert(
             name.to_string(),
@@ -49,11 +49,11 @@ impl Model {
         name: &str,
         max_clients: &Option<u32>,
         client_timeout: &Option<u32>,
-    ) -> Result<Change, String> {
+    ) -> Result<Change, CommandError> {
         let v = self
             .vservers
             .get_mut(name)
-            .ok_or_else(|| format!("unknown lb vserver {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown lb vserver {name}")))?;
         if let Some(m) = max_clients {
             v.max_clients = Some(*m).filter(|m| *m != 0);
         }
@@ -64,18 +64,18 @@ impl Model {
     }
 
     /// `bind lb vserver V TARGET`.
-    pub(super) fn bind_lb_vserver(&mut self, name: &str, target: &str) -> Result<Change, String> {
+    pub(super) fn bind_lb_vserver(&mut self, name: &str, target: &str) -> Result<Change, CommandError> {
         let v = self
             .vservers
             .get(name)
-            .ok_or_else(|| format!("unknown lb vserver {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown lb vserver {name}")))?;
         if !self.services.contains_key(target) && !self.service_groups.contains_key(target) {
-            return Err(format!(
+            return Err(Unknown(format!(
                 "bind lb vserver {name}: no service or serviceGroup named {target}"
-            ));
+            )));
         }
         if v.targets.iter().any(|t| t == target) {
-            return Err(format!("{target} is already bound to lb vserver {name}"));
+            return Err(Conflict(format!("{target} is already bound to lb vserver {name}")));
         }
         if let Some(v) = self.vservers.get_mut(name) {
             v.targets.push(target.to_string());
@@ -84,13 +84,13 @@ impl Model {
     }
 
     /// `unbind lb vserver V TARGET`.
-    pub(super) fn unbind_lb_vserver(&mut self, name: &str, target: &str) -> Result<Change, String> {
+    pub(super) fn unbind_lb_vserver(&mut self, name: &str, target: &str) -> Result<Change, CommandError> {
         let v = self
             .vservers
             .get_mut(name)
-            .ok_or_else(|| format!("unknown lb vserver {name}"))?;
+            .ok_or_else(|| Unknown(format!("unknown lb vserver {name}")))?;
         let Some(i) = v.targets.iter().position(|t| t == target) else {
-            return Err(format!("{target} is not bound to lb vserver {name}"));
+            return Err(Unknown(format!("{target} is not bound to lb vserver {name}")));
         };
         v.targets.remove(i);
         Ok(Change::new(Plain))
