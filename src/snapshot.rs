@@ -226,3 +226,48 @@ impl Snapshot {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_text, FileSource};
+
+    /// Any `*.key` path reads as the key, anything else as the certificate.
+    struct Files(crate::pki::Issued);
+
+    impl FileSource for Files {
+        fn read(&self, path: &std::path::Path) -> Result<Vec<u8>, String> {
+            let pem = if path.to_string_lossy().ends_with(".key") {
+                &self.0.key_pem
+            } else {
+                &self.0.cert_pem
+            };
+            Ok(pem.as_bytes().to_vec())
+        }
+    }
+
+    fn tickets(extra: &str) -> usize {
+        let ca = crate::pki::Ca::new("snapshot test CA").unwrap();
+        let files = Files(ca.issue(&["www.test"], 1).unwrap());
+        let text = format!(
+            "add ssl certKey site -cert site.pem -key site.key\n\
+             add lb vserver v SSL_TCP 127.0.0.1 8443\n\
+             bind ssl vserver v -certkeyName site\n{extra}"
+        );
+        let model = load_text(&text, "test", &files).unwrap();
+        let snap = Snapshot::build(&model, None, 1, ChangeNotes::default()).unwrap();
+        let tls = snap.vservers["v"].tls.as_ref().expect("a certificate is bound");
+        tls.shard_config().config.send_tls13_tickets
+    }
+
+    #[test]
+    fn tls13_tickets_per_handshake_follow_the_flag() {
+        assert_eq!(tickets(""), 2);
+        assert_eq!(tickets("set ssl vserver v -tls13SessionTicketsPerAuthContext 5\n"), 5);
+        assert_eq!(
+            tickets("add ssl profile p -tls13SessionTicketsPerAuthContext 1\nset ssl vserver v -sslProfile p\n"),
+            1
+        );
+        assert_eq!(tickets("set ssl vserver v -sessReuse DISABLED\n"), 0);
+    }
+}

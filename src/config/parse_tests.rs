@@ -169,6 +169,7 @@ mod cases {
                 drain_timeout: Some(30),
                 strict_session_cleanup: Some(false),
                 handshake_timeout: Some(5),
+                tls13_session_tickets: None,
             }
         );
         round_trip(&c);
@@ -435,6 +436,35 @@ mod cases {
         assert!(err("add").contains("missing what to act on"));
         assert!(err("add ssl certKey \"x").contains("unterminated quote"));
         assert!(err("add nothing x").contains("unknown entity 'nothing'"));
+    }
+}
+
+mod tls13_tickets_flag {
+    use super::*;
+
+    #[test]
+    fn parses_in_range_prints_back_and_layers_over_the_profile() {
+        let Ok(Some(Command::SetSsl { params, .. })) =
+            parse_line("set ssl vserver v -tls13sessionticketsperauthcontext 4")
+        else {
+            panic!("does not parse")
+        };
+        assert_eq!(params.tls13_session_tickets, Some(4));
+        let printed = parse_line("set ssl vserver v -tls13SessionTicketsPerAuthContext 4")
+            .unwrap()
+            .unwrap()
+            .to_string();
+        assert_eq!(printed, "set ssl vserver v -tls13SessionTicketsPerAuthContext 4");
+        let e = parse_line("add ssl profile p -tls13SessionTicketsPerAuthContext 11")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("out of range 1..=10"), "{e}");
+        assert_eq!(SslParams::default().effective(None).tls13_session_tickets, 2);
+        let profile = SslParams {
+            tls13_session_tickets: Some(1),
+            ..Default::default()
+        };
+        assert_eq!(SslParams::default().effective(Some(&profile)).tls13_session_tickets, 1);
     }
 }
 

@@ -137,6 +137,7 @@ ssl_params! {
     deny_ssl_reneg: "-denySSLReneg", Reneg, Both, Some("ALL"), "accepted for compatibility; renegotiation never happens";
     drain_timeout: "-drainTimeout", num(1, 86_400), Both, None, "close connections of a retired epoch after this many seconds (R12)";
     handshake_timeout: "-handshakeTimeout", num(1, 3_600), Both, Some("10"), "seconds allowed to complete a handshake";
+    tls13_session_tickets: "-tls13SessionTicketsPerAuthContext", num(1, 10), Front, Some("2"), "TLS 1.3 session tickets sent after each full handshake";
 }
 
 /// Whether `f` is one of [`SSL_PARAMS`].
