@@ -15,13 +15,15 @@
 //! One file per kind of entity, each with its checks, its effect on epochs
 //! and its tests: `certkey`, `cipher`, `profile`, `vserver`, `backend`
 //! (services and serviceGroups), `entity_ssl` (SSL settings and bindings of
-//! any of those), `removal` (`rm`, `disable`, `enable`). This file holds the
+//! any of those), `removal` (`rm`, `disable`, `enable`); `files` says where
+//! the files a command names are read from. This file holds the
 //! dispatcher, the transaction and the queries they share.
 
 mod backend;
 mod certkey;
 mod cipher;
 mod entity_ssl;
+mod files;
 mod profile;
 mod removal;
 mod vserver;
@@ -29,59 +31,14 @@ mod vserver;
 #[cfg(test)]
 mod testkit;
 
+pub use files::{DirFileSource, FileSource};
+
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use super::command::{Command, SslBind};
 use super::model::*;
 use CommandError::*;
-
-/// Where certificate and key files come from. Relative paths are resolved
-/// against the config file's folder by the implementation.
-pub trait FileSource {
-    /// The whole file, or a reason naming the path and the cause.
-    fn read(&self, path: &Path) -> Result<Vec<u8>, String>;
-
-    /// Permission bits of a file, where the source has them (used to warn
-    /// about private keys readable by group or others).
-    fn mode(&self, _path: &Path) -> Option<u32> {
-        None
-    }
-}
-
-/// Reads real files; relative paths are taken from `base` (the config file's folder).
-#[derive(Clone, Debug)]
-pub struct DirFileSource {
-    pub base: PathBuf,
-}
-
-impl DirFileSource {
-    pub fn new(base: impl Into<PathBuf>) -> Self {
-        DirFileSource { base: base.into() }
-    }
-}
-
-impl FileSource for DirFileSource {
-    fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
-        let full = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base.join(path)
-        };
-        std::fs::read(&full).map_err(|e| format!("cannot read {}: {e}", full.display()))
-    }
-
-    fn mode(&self, path: &Path) -> Option<u32> {
-        use std::os::unix::fs::PermissionsExt;
-        let full = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base.join(path)
-        };
-        std::fs::metadata(full).ok().map(|m| m.permissions().mode())
-    }
-}
 
 /// What kind of change a command made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
