@@ -135,7 +135,9 @@ impl ValueType {
             ValueType::BackendProto => Value::Proto(parse_proto(word)?),
             ValueType::VserverProto => {
                 if !word.eq_ignore_ascii_case("SSL_TCP") {
-                    return Err(format!("{what}: service type '{word}' is not supported (only SSL_TCP)"));
+                    return Err(format!(
+                        "lb vserver: service type '{word}' is not supported (only SSL_TCP)"
+                    ));
                 }
                 Value::Proto(BackendProto::SslTcp)
             }
