@@ -3,7 +3,8 @@
 //! - every command that parses prints as text that parses back to the same
 //!   command, and that text is the command's fixed point;
 //! - every model built by applying such lines saves as text that loads back
-//!   into the same model (epochs aside: loading starts them over).
+//!   into the same model (epochs aside: loading starts them over), and a
+//!   line that fails to apply leaves the model as it was (R10).
 
 #![cfg(test)]
 
@@ -164,13 +165,16 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn any_generated_model_saves_and_loads_back(choices in proptest::collection::vec(any::<u8>(), 0..1500)) {
+    fn any_generated_model_saves_and_loads_back_and_refusals_change_nothing(choices in proptest::collection::vec(any::<u8>(), 0..1500)) {
         let mut model = load_text(SEED, "seed", &SampleFiles).expect("the seed loads");
         let mut pick = picker(&choices);
         for _ in 0..choices.len() / 10 {
             if let Ok(Some(cmd)) = parse_line(&sample_line(&mut pick)) {
                 if !cmd.is_query() {
-                    let _ = model.apply(&cmd, &SampleFiles);
+                    let before = super::save::snapshot(&model);
+                    if model.apply(&cmd, &SampleFiles).is_err() {
+                        prop_assert_eq!(super::save::snapshot(&model), before, "'{}' failed but changed the model", cmd);
+                    }
                 }
             }
         }
