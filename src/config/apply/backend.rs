@@ -67,24 +67,24 @@ impl Model {
 
     /// `bind serviceGroup G IP PORT`.
     pub(super) fn bind_member(&mut self, name: &str, addr: &SocketAddr) -> Result<Change, CommandError> {
-        let g = self
+        let group = self
             .service_groups
             .get_mut(name)
             .ok_or_else(|| Unknown(format!("unknown serviceGroup {name}")))?;
-        if g.members.contains(addr) {
+        if group.members.contains(addr) {
             return Err(Conflict(format!("{addr} is already a member of serviceGroup {name}")));
         }
-        g.members.push(*addr);
+        group.members.push(*addr);
         Ok(Change::new(Plain))
     }
 
     /// `unbind serviceGroup G IP PORT`.
     pub(super) fn unbind_member(&mut self, name: &str, addr: &SocketAddr) -> Result<Change, CommandError> {
-        let g = self
+        let group = self
             .service_groups
             .get_mut(name)
             .ok_or_else(|| Unknown(format!("unknown serviceGroup {name}")))?;
-        if !take_first(&mut g.members, |m| m == addr) {
+        if !take_first(&mut group.members, |m| m == addr) {
             return Err(Unknown(format!("{addr} is not a member of serviceGroup {name}")));
         }
         Ok(Change::new(Plain))

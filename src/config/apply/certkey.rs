@@ -109,8 +109,8 @@ impl Model {
             )));
         }
         if let Some(ca) = &old.linked_to {
-            let ca_ck = self.certkey(ca)?;
-            if !issued_by(&material, &ca_ck.material) {
+            let ca_certkey = self.certkey(ca)?;
+            if !issued_by(&material, &ca_certkey.material) {
                 return Err(Invalid(format!(
                     "certKey {name}: the new certificate is not issued by {ca}, which it is linked to; unlink it first"
                 )));
@@ -125,23 +125,23 @@ impl Model {
             }
         }
         let users = self.certkey_users(name);
-        if let Some(ck) = self.certkeys.get_mut(name) {
-            ck.cert_path = cert.to_path_buf();
-            ck.key_path = key;
-            ck.material = Arc::new(material);
+        if let Some(certkey) = self.certkeys.get_mut(name) {
+            certkey.cert_path = cert.to_path_buf();
+            certkey.key_path = key;
+            certkey.material = Arc::new(material);
         }
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump(users);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump(users);
+        Ok(change)
     }
 
     /// `link ssl certKey`.
     pub(super) fn link_certkey(&mut self, name: &str, ca: &str) -> Result<Change, CommandError> {
-        let ck = self.certkey(name)?;
-        let ca_ck = self
+        let certkey = self.certkey(name)?;
+        let ca_certkey = self
             .certkey(ca)
             .map_err(|_| Unknown(format!("cannot link {name}: unknown CA certKey {ca}")))?;
-        if let Some(cur) = &ck.linked_to {
+        if let Some(cur) = &certkey.linked_to {
             return Err(Conflict(format!(
                 "certKey {name} is already linked to {cur}; unlink it first"
             )));
@@ -151,19 +151,19 @@ impl Model {
                 "cannot link {name} to {ca}: the chain would loop back to {name}"
             )));
         }
-        if !issued_by(&ck.material, &ca_ck.material) {
+        if !issued_by(&certkey.material, &ca_certkey.material) {
             return Err(Invalid(format!(
                 "cannot link {name} to {ca}: the certificate of {name} is not issued by {} (subject of {ca})",
-                ca_ck.material.subject
+                ca_certkey.material.subject
             )));
         }
-        if let Some(ck) = self.certkeys.get_mut(name) {
-            ck.linked_to = Some(ca.to_string());
+        if let Some(certkey) = self.certkeys.get_mut(name) {
+            certkey.linked_to = Some(ca.to_string());
         }
         let users = self.certkey_users(name);
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump(users);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump(users);
+        Ok(change)
     }
 
     /// `unlink ssl certKey`.
@@ -172,12 +172,12 @@ impl Model {
             return Err(Unknown(format!("certKey {name} is not linked")));
         }
         let users = self.certkey_users(name);
-        if let Some(ck) = self.certkeys.get_mut(name) {
-            ck.linked_to = None;
+        if let Some(certkey) = self.certkeys.get_mut(name) {
+            certkey.linked_to = None;
         }
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump(users);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump(users);
+        Ok(change)
     }
 }
 
@@ -227,10 +227,10 @@ mod tests {
         let old = m.certkeys["a"].material.certs[0].clone();
         fx.leaf("a", "a2.test");
         ok(&mut m, &fx, "update ssl certKey a -cert a.crt");
-        let ck = &m.certkeys["a"];
-        assert_ne!(ck.material.certs[0], old);
-        assert_eq!(ck.material.dns_names, ["a2.test"]);
-        assert_eq!(ck.key_path.as_deref(), Some(Path::new("a.key")));
+        let certkey = &m.certkeys["a"];
+        assert_ne!(certkey.material.certs[0], old);
+        assert_eq!(certkey.material.dns_names, ["a2.test"]);
+        assert_eq!(certkey.key_path.as_deref(), Some(Path::new("a.key")));
         // Unreadable new files: refused, old material kept.
         refused(&mut m, &fx, "update ssl certKey a -cert gone.crt", "cannot read");
         assert_eq!(m.certkeys["a"].material.dns_names, ["a2.test"]);

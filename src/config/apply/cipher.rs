@@ -29,51 +29,51 @@ impl Model {
 
     /// `bind ssl cipher G -cipherName S`.
     pub(super) fn bind_cipher_group(&mut self, name: &str, suite: &CipherSuiteName) -> Result<Change, CommandError> {
-        let g = self
+        let group = self
             .cipher_groups
             .get_mut(name)
             .ok_or_else(|| Unknown(format!("unknown cipher group {name}")))?;
-        if g.suites.contains(suite) {
+        if group.suites.contains(suite) {
             return Err(Conflict(format!(
                 "cipher {} is already bound to cipher group {name}",
                 suite.adc_name()
             )));
         }
-        g.suites.push(*suite);
+        group.suites.push(*suite);
         self.cipher_group_changed(name)
     }
 
     /// `unbind ssl cipher G -cipherName S`.
     pub(super) fn unbind_cipher_group(&mut self, name: &str, suite: &CipherSuiteName) -> Result<Change, CommandError> {
-        let g = self
+        let group = self
             .cipher_groups
             .get_mut(name)
             .ok_or_else(|| Unknown(format!("unknown cipher group {name}")))?;
-        let Some(i) = g.suites.iter().position(|s| s == suite) else {
+        let Some(i) = group.suites.iter().position(|s| s == suite) else {
             return Err(Unknown(format!(
                 "cipher {} is not bound to cipher group {name}",
                 suite.adc_name()
             )));
         };
-        g.suites.remove(i);
+        group.suites.remove(i);
         self.cipher_group_changed(name)
     }
 
     /// `set ssl cipher G -cipherName S1,S2,...`.
     pub(super) fn set_cipher_group(&mut self, name: &str, suites: &[CipherSuiteName]) -> Result<Change, CommandError> {
-        let g = self
+        let group = self
             .cipher_groups
             .get_mut(name)
             .ok_or_else(|| Unknown(format!("unknown cipher group {name}")))?;
-        g.suites = suites.to_vec();
+        group.suites = suites.to_vec();
         self.cipher_group_changed(name)
     }
 
     fn cipher_group_changed(&mut self, name: &str) -> Result<Change, CommandError> {
         let users = self.cipher_group_users(name);
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump(users);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump(users);
+        Ok(change)
     }
 }
 

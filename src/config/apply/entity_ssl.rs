@@ -25,9 +25,9 @@ impl Model {
         if profile.is_some() {
             prof.clone_from(profile);
         }
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump([entity.clone()]);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump([entity.clone()]);
+        Ok(change)
     }
 
     /// `bind ssl ENTITY X ...`; a cipher without a priority goes after the others.
@@ -58,9 +58,9 @@ impl Model {
             }),
             SslBind::Curve(c) => b.curves.push(*c),
         }
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump([entity.clone()]);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump([entity.clone()]);
+        Ok(change)
     }
 
     /// `unbind ssl ENTITY X ...`.
@@ -74,9 +74,9 @@ impl Model {
         if !removed {
             return Err(Unknown(format!("{} is not bound to {entity}", describe_bind(bind))));
         }
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump([entity.clone()]);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump([entity.clone()]);
+        Ok(change)
     }
 
     fn check_bind(&self, entity: &EntityRef, bind: &SslBind) -> Result<(), CommandError> {
@@ -90,12 +90,12 @@ impl Model {
             .ok_or_else(|| Invalid(format!("{entity} uses TCP, not SSL_TCP: SSL settings do not apply")))?;
         match bind {
             SslBind::CertKey { name, sni, ca } => {
-                let ck = self.certkey(name)?;
+                let certkey = self.certkey(name)?;
                 if bindings.certkeys.iter().any(|b| b.certkey == *name && b.ca == *ca) {
                     return Err(Conflict(format!("certKey {name} is already bound to {entity}")));
                 }
                 if !ca {
-                    if ck.material.key.is_none() {
+                    if certkey.material.key.is_none() {
                         return Err(Invalid(format!(
                             "certKey {name} has no key: it can be bound to {entity} only with -CA"
                         )));

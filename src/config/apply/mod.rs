@@ -348,9 +348,9 @@ impl Model {
 
     fn added(&mut self, e: EntityRef) -> Change {
         self.epochs.insert(e.clone(), 1);
-        let mut ch = Change::new(ChangeKind::Add);
-        ch.added.push(e);
-        ch
+        let mut change = Change::new(ChangeKind::Add);
+        change.added.push(e);
+        change
     }
 
     /// Apply `cmds` as one transaction on a copy of `self`. Returns the new
@@ -364,10 +364,10 @@ impl Model {
         let mut next = self.clone();
         let mut changes = Vec::with_capacity(cmds.len());
         for (line, cmd) in cmds {
-            let ch = next
+            let change = next
                 .apply(cmd, files)
                 .map_err(|reason| BatchError { line: *line, reason })?;
-            changes.push(ch);
+            changes.push(change);
         }
         Ok((next, changes))
     }
@@ -409,9 +409,9 @@ mod tests {
     fn added_entities_start_at_epoch_one() {
         let fx = Fixture::new();
         let mut m = Model::default();
-        let ch = ok(&mut m, &fx, "add lb vserver v SSL_TCP 127.0.0.1 443");
-        assert_eq!(ch.kind, ChangeKind::Add);
-        assert_eq!(ch.added, [v("v")]);
+        let change = ok(&mut m, &fx, "add lb vserver v SSL_TCP 127.0.0.1 443");
+        assert_eq!(change.kind, ChangeKind::Add);
+        assert_eq!(change.added, [v("v")]);
         assert_eq!(m.epochs[&v("v")], 1);
         ok(&mut m, &fx, "add service s 127.0.0.1 80 TCP");
         ok(&mut m, &fx, "add serviceGroup g TCP");

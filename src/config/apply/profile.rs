@@ -30,9 +30,9 @@ impl Model {
             .ok_or_else(|| Unknown(format!("unknown ssl profile {name}")))?;
         p.params.overlay(params);
         let users = self.profile_users(name);
-        let mut ch = Change::new(Ssl);
-        ch.bumped = self.bump(users);
-        Ok(ch)
+        let mut change = Change::new(Ssl);
+        change.bumped = self.bump(users);
+        Ok(change)
     }
 }
 

@@ -18,17 +18,17 @@ impl Model {
         }
         .ok_or_else(|| Unknown(format!("unknown {e}")))?;
         let was = std::mem::replace(enabled, on);
-        let mut ch = Change::new(if on { Enable } else { Disable });
+        let mut change = Change::new(if on { Enable } else { Disable });
         // Enabling or disabling again is accepted and changes nothing.
         if was != on {
             if on {
-                ch.enabled.push(e.clone());
-                ch.bumped = self.bump([e.clone()]);
+                change.enabled.push(e.clone());
+                change.bumped = self.bump([e.clone()]);
             } else {
-                ch.disabled.push(e.clone());
+                change.disabled.push(e.clone());
             }
         }
-        Ok(ch)
+        Ok(change)
     }
 
     /// `rm`: refused while anything uses the object.
@@ -86,9 +86,9 @@ impl Model {
                     EntityKind::ServiceGroup => self.service_groups.remove(name).map(|_| ()),
                 };
                 self.epochs.remove(&e);
-                let mut ch = Change::new(ChangeKind::Remove);
-                ch.removed.push(e);
-                return Ok(ch);
+                let mut change = Change::new(ChangeKind::Remove);
+                change.removed.push(e);
+                return Ok(change);
             }
         }
         Ok(Change::new(ChangeKind::Remove))
@@ -103,17 +103,20 @@ mod tests {
     #[test]
     fn disable_and_enable() {
         let (fx, mut m) = setup();
-        let ch = ok(&mut m, &fx, "disable lb vserver v1");
+        let change = ok(&mut m, &fx, "disable lb vserver v1");
         assert_eq!(
-            (ch.kind, ch.disabled.clone(), ch.bumped.clone()),
+            (change.kind, change.disabled.clone(), change.bumped.clone()),
             (ChangeKind::Disable, vec![v("v1")], vec![])
         );
         assert!(!m.vservers["v1"].enabled);
         let again = ok(&mut m, &fx, "disable lb vserver v1");
         assert!(again.disabled.is_empty());
         let e1 = m.epochs[&v("v1")];
-        let ch = ok(&mut m, &fx, "enable lb vserver v1");
-        assert_eq!((ch.enabled.clone(), ch.bumped.clone()), (vec![v("v1")], vec![v("v1")]));
+        let change = ok(&mut m, &fx, "enable lb vserver v1");
+        assert_eq!(
+            (change.enabled.clone(), change.bumped.clone()),
+            (vec![v("v1")], vec![v("v1")])
+        );
         assert_eq!(m.epochs[&v("v1")], e1 + 1);
         assert!(ok(&mut m, &fx, "enable lb vserver v1").bumped.is_empty());
         ok(&mut m, &fx, "disable service s1");
@@ -144,11 +147,14 @@ mod tests {
         ok(&mut m, &fx, "set ssl vserver v1 -sslProfile be");
         ok(&mut m, &fx, "rm ssl profile fe");
         ok(&mut m, &fx, "unbind lb vserver v1 s1");
-        let ch = ok(&mut m, &fx, "rm service s1");
-        assert_eq!((ch.kind, ch.removed.clone()), (ChangeKind::Remove, vec![s("s1")]));
+        let change = ok(&mut m, &fx, "rm service s1");
+        assert_eq!(
+            (change.kind, change.removed.clone()),
+            (ChangeKind::Remove, vec![s("s1")])
+        );
         assert!(!m.epochs.contains_key(&s("s1")));
-        let ch = ok(&mut m, &fx, "rm lb vserver v2");
-        assert_eq!(ch.removed, [v("v2")]);
+        let change = ok(&mut m, &fx, "rm lb vserver v2");
+        assert_eq!(change.removed, [v("v2")]);
         ok(&mut m, &fx, "rm serviceGroup g1");
         ok(&mut m, &fx, "rm ssl cipher grp");
     }

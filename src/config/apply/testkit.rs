@@ -80,8 +80,8 @@ pub(super) fn epochs(m: &Model) -> Vec<(String, Epoch)> {
 /// Apply `line` and check exactly `expect` were bumped, by one each.
 pub(super) fn bumps(m: &mut Model, fx: &Fixture, line: &str, expect: &[EntityRef]) {
     let before = m.epochs.clone();
-    let ch = ok(m, fx, line);
-    let mut got = ch.bumped.clone();
+    let change = ok(m, fx, line);
+    let mut got = change.bumped.clone();
     got.sort();
     let mut want = expect.to_vec();
     want.sort();
