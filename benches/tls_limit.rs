@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, ServerConnection};
+use shardtls::config::material::load_cert_key;
 use shardtls::config::{CertBinding, CertKey, EntityKind, EntityRef, Model, Vserver};
 use shardtls::pki::Ca;
-use shardtls::tls::material::load_cert_key;
 use shardtls::tls::FrontendSpec;
 
 fn model(ca: &Ca) -> Model {

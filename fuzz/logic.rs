@@ -6,6 +6,10 @@
 //!   Checks: no panic; a parsed command prints as text that parses back to
 //!   the same command; a command that fails leaves the model unchanged
 //!   (R10); the configuration `save` would write loads back to the same text.
+//! - [`config_grammar`]: the same checks on lines written from the command
+//!   table (`config::grammar::sample_line`), the bytes choosing the command,
+//!   its arguments, its flags and their values: deep into every command
+//!   rather than stuck at the first keyword.
 //! - [`core_events`]: bytes read as a sequence of `ShardCore` events with a
 //!   fake clock. Checks: no panic; the core's open connections are exactly
 //!   those opened and not yet closed (or removed with their entity); every
@@ -140,6 +144,24 @@ pub fn config_line(data: &[u8]) {
             Err(e) => panic!("the saved config does not load: {e:?}\n{saved}"),
         }
     }
+}
+
+/// Up to 16 lines written from the command table, `data` giving the choices.
+pub fn config_grammar(data: &[u8]) {
+    let mut at = 0;
+    let mut pick = |n: usize| {
+        let b = data.get(at).copied().unwrap_or(0);
+        at += 1;
+        usize::from(b) % n.max(1)
+    };
+    let mut text = String::new();
+    for _ in 0..16 {
+        text.push_str(&shardtls::config::grammar::sample_line(&mut pick));
+        text.push('\n');
+    }
+    let lines = (data.len() / 8).clamp(1, 16);
+    let text: Vec<&str> = text.lines().take(lines).collect();
+    config_line(text.join("\n").as_bytes());
 }
 
 // ----- core_events -------------------------------------------------------------

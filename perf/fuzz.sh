@@ -17,14 +17,17 @@ cd "$(dirname "$0")/../fuzz"
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config_line core_events)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config_line config_grammar core_events)
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz missing: cargo install cargo-fuzz" >&2; exit 2; }
 export RUSTC_BOOTSTRAP=1
 status=0
 for t in "${TARGETS[@]}"; do
     mkdir -p "target/corpus-$t"
     echo "== $t for ${SECS}s"
-    if ! cargo fuzz run "$t" "target/corpus-$t" "corpus/$t" -- -max_total_time="$SECS" -max_len=4096 -print_final_stats=1 2>&1 \
+    # The dictionary is generated from the command table (see config::grammar::fuzz_dictionary).
+    DICT=()
+    [ "$t" = config_line ] && DICT=(-dict=config_line.dict)
+    if ! cargo fuzz run "$t" "target/corpus-$t" "corpus/$t" -- "${DICT[@]}" -max_total_time="$SECS" -max_len=4096 -print_final_stats=1 2>&1 \
         | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==|SUMMARY|thread '.*' panicked|artifact_prefix|Test unit written)"; then
         :
     fi

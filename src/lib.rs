@@ -8,6 +8,8 @@
 //! - [`core`] is the IO-free per-shard lifecycle (connection states, epochs,
 //!   timers, stats), tested with a fake clock;
 //! - [`rt`] is the thread-per-core io_uring runtime the proxy runs on;
+//! - [`snapshot`] is the immutable view of the model that shards serve
+//!   (below both `control` and `shard`: neither imports the other's types);
 //! - [`shard`] is the thin shell per core: accept, handshake, copy;
 //! - [`tls`] is the only module that touches rustls;
 //! - [`origin`] is the built-in back end for tests, demos and benchmarks;
@@ -22,4 +24,5 @@ pub mod origin;
 pub mod pki;
 pub mod rt;
 pub mod shard;
+pub mod snapshot;
 pub mod tls;

@@ -28,6 +28,11 @@ The admin address comes from --admin, else SHARDTLS_ADMIN, else 127.0.0.1:9900.
 the configuration language work the same way. `show stats --watch` redraws
 per-shard, per-epoch counters every second (--interval SECONDS) until Ctrl-C.";
 
+/// `ctl --help`: the examples, then every command and flag of the language.
+fn ctl_long_help() -> String {
+    format!("{CTL_EXAMPLES}\n\n{}", shardtls::config::help_text())
+}
+
 /// Log filter unless SHARDTLS_LOG says otherwise. rustls logs a warning per
 /// odd ClientHello (an IP address as SNI, as wrk sends): peers choose those,
 /// so only its errors are shown by default.
@@ -61,7 +66,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Send one command (or a batch with -f) to a running proxy's admin API.
-    #[command(after_help = CTL_EXAMPLES)]
+    #[command(after_help = CTL_EXAMPLES, after_long_help = ctl_long_help())]
     Ctl {
         /// Admin API address (host:port) or Unix socket path.
         #[arg(long, env = "SHARDTLS_ADMIN", default_value = "127.0.0.1:9900")]
@@ -117,7 +122,7 @@ fn check(config: &std::path::Path) -> ExitCode {
                 m.services.len(),
                 m.service_groups.len()
             );
-            match shardtls::control::Snapshot::build(&m, None, 1, Default::default()) {
+            match shardtls::snapshot::Snapshot::build(&m, None, 1, Default::default()) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("{}: {e}", config.display());
@@ -188,12 +193,39 @@ fn ctl(admin: &str, token: Option<String>, args: CtlArgs) -> Result<(), Box<dyn 
         "metrics" | "GET /metrics" => ("GET", "/metrics", String::new()),
         _ => ("POST", "/cmd", body),
     };
-    let (ok, reply) = shardtls::control::admin::client_request(admin, method, path, &body, token.as_deref())?;
+    let (status, reply) = shardtls::control::admin::client_request_status(admin, method, path, &body, token.as_deref())
+        .map_err(CtlError::Unreachable)?;
     print!("{reply}");
-    if ok {
-        Ok(())
-    } else {
-        Err("command refused".into())
+    match status {
+        200 => Ok(()),
+        400..=499 => Err(CtlError::Refused(status).into()),
+        _ => Err(CtlError::ProxyFault(status).into()),
+    }
+}
+
+/// Why `ctl` failed, and so its exit status.
+#[derive(Debug, thiserror::Error)]
+enum CtlError {
+    /// The proxy refused a mistake (bad command, unknown entity, conflict): exit 1.
+    #[error("command refused (HTTP {0})")]
+    Refused(u16),
+    /// The proxy failed (a shard did not apply the change): exit 70.
+    #[error("the proxy failed (HTTP {0})")]
+    ProxyFault(u16),
+    /// No admin API answered: exit 70.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Exit status for `e`: 1 for the user's mistake, 70 for a fault.
+fn exit_code(e: &(dyn std::error::Error + 'static)) -> u8 {
+    use shardtls::control::runtime::{ControlError, EXIT_INTERNAL};
+    if let Some(c) = e.downcast_ref::<ControlError>() {
+        return c.exit_code();
+    }
+    match e.downcast_ref::<CtlError>() {
+        Some(CtlError::ProxyFault(_) | CtlError::Unreachable(_)) => EXIT_INTERNAL,
+        _ => 1,
     }
 }
 
@@ -218,6 +250,7 @@ fn main() -> ExitCode {
             admin_token_file,
             batch_wait_us,
         } => read_token(&admin_token_file)
+            .map_err(Into::into)
             .and_then(|admin_token| {
                 shardtls::control::run(shardtls::control::RunOptions {
                     config,
@@ -226,8 +259,8 @@ fn main() -> ExitCode {
                     admin_token,
                     batch_wait_us,
                 })
-            })
-            .map_err(Into::into),
+                .map_err(Into::into)
+            }),
         Cmd::Check { config } => return check(&config),
         Cmd::Ctl {
             admin,
@@ -253,11 +286,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardtls: {e}");
-            if e.to_string().starts_with("fail-stop") {
-                // A shard stalled or died: the status systemd restarts on.
-                return ExitCode::from(shardtls::control::runtime::EXIT_SHARD_FAILED as u8);
-            }
-            ExitCode::FAILURE
+            // 70 when a shard stalled or died (the status systemd restarts
+            // on) or another fault of the proxy; 1 for a mistake.
+            ExitCode::from(exit_code(e.as_ref()))
         }
     }
 }

@@ -1,5 +1,6 @@
 #![no_main]
-//! The command-language parser and validator on arbitrary text.
+//! The command-language parser and validator on arbitrary text. Its
+//! dictionary, generated from the command table: `-dict=config_line.dict`.
 
 #[path = "../logic.rs"]
 mod logic;

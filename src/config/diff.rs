@@ -12,15 +12,15 @@
 
 use std::collections::BTreeSet;
 
+use super::command::{Command, ObjectKind, SslBind};
 use super::model::*;
-use super::parser::{Command, ObjectKind, SslBind};
 use super::save::binding_commands;
 
 /// Commands that, applied to `old` in order, give a model equal to `new`.
 pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
-    let mut a = Vec::new(); // teardown
-    let mut b = Vec::new(); // build
-    let mut c = Vec::new(); // final removals
+    let mut teardown = Vec::new(); // unbinds, unlinks and removals of what changes
+    let mut rebinds = Vec::new(); // bindings of kept entities, redone after the build
+    let mut removals = Vec::new(); // groups, profiles and certKeys nothing uses any more
 
     // Which profiles must be recreated, and which entities with them.
     let recreated_profiles: BTreeSet<&str> = old
@@ -84,29 +84,29 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
             continue;
         };
         if e.kind == EntityKind::Vserver {
-            let (un, re) = list_diff(o.targets, n.targets, |t| {
+            let (unbinds, binds) = list_diff(o.targets, n.targets, |t| {
                 let te = target_ref(new, t);
                 te.is_some_and(|te| recreate.contains(&te))
             });
-            a.extend(un.iter().map(|t| Command::UnbindLbVserver {
+            teardown.extend(unbinds.iter().map(|t| Command::UnbindLbVserver {
                 name: e.name.to_string(),
                 target: (*t).clone(),
             }));
-            b.extend(re.iter().map(|t| Command::BindLbVserver {
+            rebinds.extend(binds.iter().map(|t| Command::BindLbVserver {
                 name: e.name.to_string(),
                 target: (*t).clone(),
             }));
         }
-        let (ua, ba) = bindings_diff(e, o.bindings, n.bindings);
-        a.extend(ua);
-        b.extend(ba);
+        let (unbinds, binds) = bindings_diff(e, o.bindings, n.bindings);
+        teardown.extend(unbinds);
+        rebinds.extend(binds);
         if e.kind == EntityKind::ServiceGroup {
-            let (un, re) = list_diff(o.members, n.members, |_| false);
-            a.extend(un.iter().map(|m| Command::UnbindServiceGroupMember {
+            let (unbinds, binds) = list_diff(o.members, n.members, |_| false);
+            teardown.extend(unbinds.iter().map(|m| Command::UnbindServiceGroupMember {
                 name: e.name.to_string(),
                 addr: **m,
             }));
-            b.extend(re.iter().map(|m| Command::BindServiceGroupMember {
+            rebinds.extend(binds.iter().map(|m| Command::BindServiceGroupMember {
                 name: e.name.to_string(),
                 addr: **m,
             }));
@@ -116,7 +116,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         if let Some(ca) = &o.linked_to {
             let n = new.certkeys.get(&o.name);
             if n.is_none_or(|n| n.linked_to.as_ref() != Some(ca)) || relink(old, &o.name) {
-                a.push(Command::UnlinkCertKey { name: o.name.clone() });
+                teardown.push(Command::UnlinkCertKey { name: o.name.clone() });
             }
         }
     }
@@ -124,7 +124,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
     for kind in [EntityKind::Vserver, EntityKind::Service, EntityKind::ServiceGroup] {
         for (e, _) in ents_old.iter().filter(|(e, _)| e.kind == kind) {
             if !kept(e) {
-                a.push(Command::Rm {
+                teardown.push(Command::Rm {
                     what: ObjectKind::from(kind),
                     name: e.name.to_string(),
                 });
@@ -132,7 +132,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         }
     }
     for p in &recreated_profiles {
-        a.push(Command::Rm {
+        teardown.push(Command::Rm {
             what: ObjectKind::Profile,
             name: (*p).to_string(),
         });
@@ -287,19 +287,19 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
     build.extend(kept_set);
     // Unbinds of kept entities go first, then the new bindings.
     build.extend(fresh_rest.iter().filter(|c| !matches!(c, Command::Disable(_))).cloned());
-    build.extend(b);
+    build.extend(rebinds);
     build.extend(fresh_rest.into_iter().filter(|c| matches!(c, Command::Disable(_))));
     build.extend(kept_state);
 
     // ---- final removals ----
     for o in old.cipher_groups.keys().filter(|n| !new.cipher_groups.contains_key(*n)) {
-        c.push(Command::Rm {
+        removals.push(Command::Rm {
             what: ObjectKind::CipherGroup,
             name: o.clone(),
         });
     }
     for o in old.profiles.keys().filter(|n| !new.profiles.contains_key(*n)) {
-        c.push(Command::Rm {
+        removals.push(Command::Rm {
             what: ObjectKind::Profile,
             name: o.clone(),
         });
@@ -319,14 +319,14 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
                 .count(),
         )
     });
-    c.extend(gone.into_iter().map(|n| Command::Rm {
+    removals.extend(gone.into_iter().map(|n| Command::Rm {
         what: ObjectKind::CertKey,
         name: n.to_string(),
     }));
 
-    a.extend(build);
-    a.extend(c);
-    a
+    teardown.extend(build);
+    teardown.extend(removals);
+    teardown
 }
 
 /// The parts of an entity `diff` compares.
@@ -428,27 +428,30 @@ fn list_diff<'a, T: PartialEq>(old: &'a [T], new: &'a [T], force: impl Fn(&T) ->
 }
 
 fn bindings_diff(e: &EntityRef, o: &SslBindings, n: &SslBindings) -> (Vec<Command>, Vec<Command>) {
-    let mut un = Vec::new();
-    let mut re = Vec::new();
-    let (uc, rc) = list_diff(&o.certkeys, &n.certkeys, |_| false);
-    let (ui, ri) = list_diff(&o.ciphers, &n.ciphers, |_| false);
-    let (uv, rv) = list_diff(&o.curves, &n.curves, |_| false);
-    let as_b = |c: &[&CertBinding], i: &[&CipherBinding], v: &[&Curve]| SslBindings {
+    let mut unbinds = Vec::new();
+    let mut binds = Vec::new();
+    let (unbind_certs, bind_certs) = list_diff(&o.certkeys, &n.certkeys, |_| false);
+    let (unbind_ciphers, bind_ciphers) = list_diff(&o.ciphers, &n.ciphers, |_| false);
+    let (unbind_curves, bind_curves) = list_diff(&o.curves, &n.curves, |_| false);
+    let bindings_of = |c: &[&CertBinding], i: &[&CipherBinding], v: &[&Curve]| SslBindings {
         certkeys: c.iter().map(|x| (*x).clone()).collect(),
         ciphers: i.iter().map(|x| (*x).clone()).collect(),
         curves: v.iter().map(|x| **x).collect(),
     };
-    for cmd in binding_commands(e, &as_b(&uc, &ui, &uv)) {
+    for cmd in binding_commands(e, &bindings_of(&unbind_certs, &unbind_ciphers, &unbind_curves)) {
         if let Command::BindSsl { entity, bind } = cmd {
             let bind = match bind {
                 SslBind::Cipher { cipher, .. } => SslBind::Cipher { cipher, priority: None },
                 other => other,
             };
-            un.push(Command::UnbindSsl { entity, bind });
+            unbinds.push(Command::UnbindSsl { entity, bind });
         }
     }
-    re.extend(binding_commands(e, &as_b(&rc, &ri, &rv)));
-    (un, re)
+    binds.extend(binding_commands(
+        e,
+        &bindings_of(&bind_certs, &bind_ciphers, &bind_curves),
+    ));
+    (unbinds, binds)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! and `\`. A quoted part may sit inside a word (`a"b c"` is the word
 //! `ab c`); `""` is an empty word. Outside quotes, `#` starts a comment that
 //! runs to the end of the line. This module knows nothing about commands;
-//! see `parser` for that.
+//! see `grammar` for that.
 
 /// Split `line` into words. Fails on an unterminated quote or a dangling
 /// backslash inside quotes, naming the column where the quote opened.

@@ -10,8 +10,9 @@ use std::fmt;
 use std::path::Path;
 
 use super::apply::{DirFileSource, FileSource};
+use super::command::Command;
+use super::grammar::parse_line;
 use super::model::Model;
-use super::parser::{parse_line, Command};
 
 /// One error in a configuration text, with where it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,7 +49,7 @@ pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>
             Err(reason) => errors.push(ConfigError {
                 file: source_name.to_string(),
                 line: i + 1,
-                reason,
+                reason: reason.to_string(),
             }),
         }
     }
@@ -74,7 +75,7 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
             Ok(Some(c)) => c,
             Ok(None) => continue,
             Err(reason) => {
-                errors.push(err(i + 1, reason));
+                errors.push(err(i + 1, reason.to_string()));
                 continue;
             }
         };
@@ -83,7 +84,7 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
             continue;
         }
         if let Err(reason) = model.apply(&cmd, files) {
-            errors.push(err(i + 1, reason));
+            errors.push(err(i + 1, reason.to_string()));
         }
     }
     if errors.is_empty() {

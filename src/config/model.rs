@@ -2,10 +2,10 @@
 //! with every parameter parsed into a typed value.
 //!
 //! This module holds data only. Parsing text into commands lives in
-//! `parser`, applying commands (with validation) in `apply`, writing the
+//! `grammar` (through the table in `commands`), applying commands (with validation) in `apply`, writing the
 //! model back as commands in `save`. Nothing here touches sockets or rustls
-//! objects; certificate material is an opaque [`CertKeyMaterial`] loaded by
-//! the `tls` module.
+//! objects; certificate material is a [`CertKeyMaterial`] loaded by
+//! `material`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use crate::tls::material::CertKeyMaterial;
+pub use super::material::CertKeyMaterial;
 
 /// Which side of the proxy an SSL setting applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -197,6 +197,8 @@ pub struct SslParams {
     pub strict_session_cleanup: Option<bool>,
     /// Front end: seconds allowed for a client to complete its handshake.
     pub handshake_timeout: Option<u32>,
+    /// Front end: TLS 1.3 session tickets sent after each full handshake.
+    pub tls13_session_tickets: Option<u32>,
 }
 
 /// SSL parameters after layering entity over profile over defaults.
@@ -216,6 +218,7 @@ pub struct EffectiveSslParams {
     pub drain_timeout: Option<u32>,
     pub strict_session_cleanup: bool,
     pub handshake_timeout: u32,
+    pub tls13_session_tickets: u32,
 }
 
 /// Calls `$m!(field, ...)` with every field of [`SslParams`], so the
@@ -237,7 +240,8 @@ macro_rules! for_each_ssl_param {
             deny_ssl_reneg,
             drain_timeout,
             strict_session_cleanup,
-            handshake_timeout
+            handshake_timeout,
+            tls13_session_tickets
         )
     };
 }
@@ -285,6 +289,7 @@ impl SslParams {
             drain_timeout: self.drain_timeout.or(p.drain_timeout),
             strict_session_cleanup: pick!(strict_session_cleanup, true),
             handshake_timeout: pick!(handshake_timeout, 10),
+            tls13_session_tickets: pick!(tls13_session_tickets, 2),
         }
     }
 }

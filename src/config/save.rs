@@ -13,8 +13,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::apply::DEFAULT_CLIENT_TIMEOUT;
+use super::command::{Command, SslBind};
 use super::model::*;
-use super::parser::{Command, SslBind};
 
 impl Model {
     /// The model as commands, one per line, in an order that applies cleanly.

@@ -7,21 +7,28 @@
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::apply::CommandError;
+use super::command::{ObjectKind, ShowWhat};
+use super::commands::write_ssl_params;
 use super::model::*;
-use super::parser::{write_params, ObjectKind, ShowWhat};
 
 /// The text answering `show WHAT [NAME]`, or why there is none.
-pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, String> {
+pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, CommandError> {
     let mut out = String::new();
-    let pick = |keys: Vec<&String>, kind: &str| -> Result<Vec<String>, String> {
+    let pick = |keys: Vec<&String>, kind: &str| -> Result<Vec<String>, CommandError> {
         match name {
             None => Ok(keys.into_iter().cloned().collect()),
             Some(n) if keys.iter().any(|k| *k == n) => Ok(vec![n.to_string()]),
-            Some(n) => Err(format!("unknown {kind} {n}")),
+            Some(n) => Err(CommandError::Unknown(format!("unknown {kind} {n}"))),
         }
     };
     match what {
-        ShowWhat::Stats => return Err("show stats is answered by the running proxy".into()),
+        ShowWhat::Stats => {
+            return Err(CommandError::NotAChange(
+                "show stats is answered by the running proxy".into(),
+            ))
+        }
+        ShowWhat::Help => return Ok(super::grammar::help_text()),
         ShowWhat::RunningConfig => return Ok(m.to_commands()),
         ShowWhat::Object(ObjectKind::CertKey) => {
             for n in pick(m.certkeys.keys().collect(), "certKey")? {
@@ -70,7 +77,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
                     continue;
                 };
                 let mut params = String::new();
-                let _ = write_params(&mut params, &p.params);
+                write_ssl_params(&mut params, &p.params);
                 let users: Vec<String> = m.profile_users(&n).iter().map(|e| e.to_string()).collect();
                 let _ = writeln!(out, "ssl profile {n}:{params}\n  used by: {}", none_if_empty(&users));
             }
@@ -146,7 +153,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Str
             };
             if let Some(n) = name {
                 if !parts.iter().any(|(pn, ..)| *pn == n) {
-                    return Err(format!("unknown {} {n}", kind.keyword()));
+                    return Err(CommandError::Unknown(format!("unknown {} {n}", kind.keyword())));
                 }
             }
             for (n, profile, params, b) in parts.into_iter().filter(|(pn, ..)| name.is_none_or(|x| x == *pn)) {
@@ -257,7 +264,7 @@ mod tests {
         assert_eq!(show(&m, ShowWhat::RunningConfig, None).unwrap(), m.to_commands());
         assert_eq!(
             show(&m, ShowWhat::Object(ObjectKind::Service), Some("x")).unwrap_err(),
-            "unknown service x"
+            CommandError::Unknown("unknown service x".into())
         );
         assert!(show(&m, ShowWhat::Ssl(EntityKind::Service), Some("x")).is_err());
         assert!(show(&m, ShowWhat::Stats, None).is_err());

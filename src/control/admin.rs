@@ -39,7 +39,7 @@ use serde_json::Value;
 use tracing::{debug, info, warn};
 
 use super::metrics::{self, ControlFigures};
-use super::runtime::{self, Control, Signals};
+use super::runtime::{self, Control, ControlError, Signals};
 use crate::core::{Histogram, LATENCY_BUCKETS};
 
 /// Largest accepted request body.
@@ -162,6 +162,8 @@ async fn respond<S: AsyncWrite + Unpin>(s: &mut S, code: u16, ctype: &str, body:
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        409 => "Conflict",
+        500 => "Internal Server Error",
         408 => "Request Timeout",
         413 => "Payload Too Large",
         431 => "Request Header Fields Too Large",
@@ -264,7 +266,7 @@ async fn run_command_text(ctl: &mut Control, own: &ControlMetrics, text: &str) -
         let mut out = String::new();
         for (_, c) in &cmds {
             let r = match c {
-                Command::Save => ctl.save(),
+                Command::Save => ctl.save().map_err(|e| (e.http_status(), e.to_string())),
                 Command::Show {
                     what: ShowWhat::Stats, ..
                 } => Ok(stats_text(&ctl.stats().await)),
@@ -272,12 +274,14 @@ async fn run_command_text(ctl: &mut Control, own: &ControlMetrics, text: &str) -
                     what: ShowWhat::RunningConfig,
                     ..
                 } => Ok(ctl.model.to_commands()),
-                Command::Show { what, name } => crate::config::show(&ctl.model, *what, name.as_deref()),
+                Command::Show { what, name } => {
+                    crate::config::show(&ctl.model, *what, name.as_deref()).map_err(|e| (400, e.to_string()))
+                }
                 _ => Ok(String::new()),
             };
             match r {
                 Ok(t) => out.push_str(&t),
-                Err(e) => return (400, "text/plain", format!("ERROR: {e}\n")),
+                Err((code, e)) => return (code, "text/plain", format!("ERROR: {e}\n")),
             }
         }
         return (200, "text/plain", out);
@@ -292,7 +296,13 @@ async fn run_command_text(ctl: &mut Control, own: &ControlMetrics, text: &str) -
             );
             (200, "text/plain", report.to_text())
         }
-        Err(e) => (400, "text/plain", format!("ERROR: {e}\nNothing was changed.\n")),
+        // A mistake changed nothing; a fault (a shard that did not apply) may have.
+        Err(e) if e.is_user_error() => (
+            e.http_status(),
+            "text/plain",
+            format!("ERROR: {e}\nNothing was changed.\n"),
+        ),
+        Err(e) => (e.http_status(), "text/plain", format!("ERROR: {e}\n")),
     }
 }
 
@@ -465,7 +475,7 @@ async fn next_step(control_queue: &LocalReceiver<QueuedRequest>) -> Step {
 }
 
 /// Serve the admin API and watch signals until SIGTERM has drained the shards.
-pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Signals) -> Result<(), String> {
+pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Signals) -> Result<(), ControlError> {
     let listener = match listener {
         AdminListener::Tcp(l) => {
             let _ = l.set_nonblocking(true);
@@ -477,10 +487,10 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
                 let _ = std::fs::remove_file(&path);
             }
             let l = RingListener::bind_unix(&path)
-                .map_err(|e| format!("admin API cannot listen on {}: {e}", path.display()))?;
+                .map_err(|e| ControlError::Startup(format!("admin API cannot listen on {}: {e}", path.display())))?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+                .map_err(|e| ControlError::Startup(format!("cannot restrict {}: {e}", path.display())))?;
             Listener::Unix(l, path)
         }
     };
@@ -529,7 +539,7 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
             if let Some(p) = &socket_path {
                 let _ = std::fs::remove_file(p);
             }
-            return Err(format!("fail-stop: {why}"));
+            return Err(ControlError::ShardFailed(format!("fail-stop: {why}")));
         }
     }
 }
@@ -542,6 +552,18 @@ pub fn client_request(
     body: &str,
     token: Option<&str>,
 ) -> Result<(bool, String), String> {
+    client_request_status(admin, method, path, body, token).map(|(status, body)| (status == 200, body))
+}
+
+/// As [`client_request`], with the HTTP status: 400 and 409 refuse a
+/// mistake (nothing changed), 500 reports a fault of the proxy.
+pub fn client_request_status(
+    admin: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<(u16, String), String> {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -567,6 +589,6 @@ pub fn client_request(
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or("malformed reply from the admin API")?;
-    let ok = head.split_whitespace().nth(1) == Some("200");
-    Ok((ok, body.to_string()))
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, body.to_string()))
 }

@@ -9,8 +9,6 @@
 pub mod admin;
 pub mod metrics;
 pub mod runtime;
-pub mod snapshot;
 pub mod watch;
 
 pub use runtime::{run, RunOptions, DEFAULT_BATCH_WAIT_US};
-pub use snapshot::{ChangeNotes, PoolSpec, Snapshot, VserverSpec};

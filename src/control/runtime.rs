@@ -10,6 +10,12 @@
 //! the snapshot (rustls configs; failure refuses the change) -> send it to
 //! every shard -> wait for every acknowledgement (R6) -> commit the model
 //! and reply with the epochs opened and the propagation time.
+//!
+//! Failures are a [`ControlError`], which says whose fault they are: the
+//! operator's (bad text, refused command, TLS settings rustls refuses: HTTP
+//! 400 or 409, exit 1, nothing changed) or the proxy's (a shard that did not
+//! acknowledge, a failed write, a thread that did not start: HTTP 500,
+//! exit 70).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +26,81 @@ use crate::rt::{self, Receiver, Sender};
 use serde_json::json;
 use tracing::{error, info, warn};
 
-use super::snapshot::{ChangeNotes, Snapshot};
-use crate::config::{self, Model};
+use crate::config::{self, BatchError, CommandError, ConfigError, Model};
 use crate::shard::{run_shard, ShardMsg, ShardReply, ShardReport};
+use crate::snapshot::{ChangeNotes, Snapshot, SnapshotError};
+
+/// Why a change, a save, a reload or the start did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The text is not commands of the language; nothing changed.
+    #[error("{}", lines(.0))]
+    Parse(Vec<ConfigError>),
+    /// Validation refused a command of the batch; nothing changed.
+    #[error(transparent)]
+    Refused(#[from] BatchError),
+    /// The configuration file does not load (start-up, SIGHUP).
+    #[error("{}", lines(.0))]
+    Load(Vec<ConfigError>),
+    /// A vserver would listen on the admin API's address.
+    #[error("{0}")]
+    AdminAddress(String),
+    /// rustls refuses the TLS settings the change leads to; nothing changed.
+    #[error(transparent)]
+    Tls(#[from] SnapshotError),
+    /// A shard died, stalled or answered out of turn: the change may be
+    /// live on some cores only, so the process stops (fail-stop).
+    #[error("{0}")]
+    ShardFailed(String),
+    /// The configuration file could not be written.
+    #[error("cannot save to {path}: {source}")]
+    Save { path: String, source: std::io::Error },
+    /// The process could not start (signals, threads, the admin listener).
+    #[error("{0}")]
+    Startup(String),
+}
+
+fn lines(errors: &[ConfigError]) -> String {
+    errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+}
+
+/// Exit status for a fault of the proxy itself (sysexits' EX_SOFTWARE).
+pub const EXIT_INTERNAL: u8 = 70;
+
+impl ControlError {
+    /// The operator's mistake (nothing changed; fix the input and retry),
+    /// rather than a fault of the proxy.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(
+            self,
+            ControlError::ShardFailed(_) | ControlError::Save { .. } | ControlError::Startup(_)
+        )
+    }
+
+    /// The admin API's status: 409 when the command clashes with the running
+    /// configuration (exists, in use, address taken), 400 for other
+    /// mistakes, 500 for faults.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ControlError::Refused(BatchError {
+                reason: CommandError::Conflict(_),
+                ..
+            })
+            | ControlError::AdminAddress(_) => 409,
+            e if e.is_user_error() => 400,
+            _ => 500,
+        }
+    }
+
+    /// Exit status of `run`: 1 for a mistake in the configuration, 70 for a fault.
+    pub fn exit_code(&self) -> u8 {
+        if self.is_user_error() {
+            1
+        } else {
+            EXIT_INTERNAL
+        }
+    }
+}
 
 /// How long a shard may take to apply a change or answer for statistics
 /// before the control thread declares it stuck and stops the process.
@@ -97,16 +175,16 @@ fn admin_tcp_addr(spec: &str) -> Option<std::net::SocketAddr> {
 /// API does: the admin API must never be reachable through a vserver, and a
 /// vserver must never lose its address to it. Two addresses clash when the
 /// ports match and the IPs match or either is a wildcard.
-pub fn check_admin_address(model: &config::Model, admin: Option<std::net::SocketAddr>) -> Result<(), String> {
+pub fn check_admin_address(model: &config::Model, admin: Option<std::net::SocketAddr>) -> Result<(), ControlError> {
     let Some(admin) = admin else { return Ok(()) };
     for v in model.vservers.values() {
         let a = v.addr;
         let ips_overlap = a.ip() == admin.ip() || a.ip().is_unspecified() || admin.ip().is_unspecified();
         if a.port() == admin.port() && ips_overlap {
-            return Err(format!(
+            return Err(ControlError::AdminAddress(format!(
                 "vserver {} on {a} would share the admin API's address {admin}; use another port",
                 v.name
-            ));
+            )));
         }
     }
     Ok(())
@@ -134,7 +212,7 @@ impl Control {
     /// every shard must answer `Applied` for this generation within
     /// [`SHARD_REPLY_TIMEOUT`]. Otherwise the change is not reported as
     /// live: the error names the shard, and the process fails stop.
-    async fn broadcast(&mut self, snap: Arc<Snapshot>) -> Result<ApplyReport, String> {
+    async fn broadcast(&mut self, snap: Arc<Snapshot>) -> Result<ApplyReport, ControlError> {
         let t0 = Instant::now();
         for (i, s) in self.senders.iter().enumerate() {
             if s.send(ShardMsg::Apply(snap.clone())).is_err() {
@@ -184,23 +262,22 @@ impl Control {
         Ok(report)
     }
 
-    /// Record that a shard can no longer be trusted; returns the message.
-    fn fail_stop(&mut self, why: String) -> String {
+    /// Record that a shard can no longer be trusted; returns the error to report.
+    fn fail_stop(&mut self, why: String) -> ControlError {
         error!("{why}: stopping (fail-stop) so that the service manager restarts shardtls");
         self.failed.get_or_insert(why.clone());
-        format!("{why}; the change is not live, and shardtls is stopping")
+        ControlError::ShardFailed(format!("{why}; the change is not live, and shardtls is stopping"))
     }
 
     /// Validate and apply a batch of commands as one transaction.
-    pub async fn apply_text(&mut self, text: &str, source: &str) -> Result<ApplyReport, String> {
-        let cmds = config::parse_text(text, source)
-            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    pub async fn apply_text(&mut self, text: &str, source: &str) -> Result<ApplyReport, ControlError> {
+        let cmds = config::parse_text(text, source).map_err(ControlError::Parse)?;
         self.apply_commands(&cmds).await
     }
 
-    pub async fn apply_commands(&mut self, cmds: &[(usize, config::Command)]) -> Result<ApplyReport, String> {
+    pub async fn apply_commands(&mut self, cmds: &[(usize, config::Command)]) -> Result<ApplyReport, ControlError> {
         let files = config::DirFileSource::new(config_dir(&self.config_path));
-        let (model, changes) = self.model.apply_batch(cmds, &files).map_err(|e| e.to_string())?;
+        let (model, changes) = self.model.apply_batch(cmds, &files)?;
         check_admin_address(&model, self.admin_addr)?;
         let mut notes = ChangeNotes::default();
         for ch in &changes {
@@ -259,17 +336,18 @@ impl Control {
     }
 
     /// `save ns config`: write the running configuration back atomically.
-    pub fn save(&self) -> Result<String, String> {
+    pub fn save(&self) -> Result<String, ControlError> {
         let text = self.model.to_commands();
-        config::save_atomically(&self.config_path, &text)
-            .map_err(|e| format!("cannot save to {}: {e}", self.config_path.display()))?;
+        config::save_atomically(&self.config_path, &text).map_err(|source| ControlError::Save {
+            path: self.config_path.display().to_string(),
+            source,
+        })?;
         Ok(format!("Done. saved to {}\n", self.config_path.display()))
     }
 
     /// SIGHUP: re-read the file and apply the difference as one transaction.
-    pub async fn reload(&mut self) -> Result<ApplyReport, String> {
-        let new = config::load_file(&self.config_path)
-            .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+    pub async fn reload(&mut self) -> Result<ApplyReport, ControlError> {
+        let new = config::load_file(&self.config_path).map_err(ControlError::Load)?;
         let cmds: Vec<(usize, config::Command)> = config::diff(&self.model, &new)
             .into_iter()
             .enumerate()
@@ -329,9 +407,8 @@ impl Signals {
 }
 
 /// Load, validate and serve `opts.config` until SIGTERM.
-pub fn run(opts: RunOptions) -> Result<(), String> {
-    let mut model = config::load_file(&opts.config)
-        .map_err(|errs| errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))?;
+pub fn run(opts: RunOptions) -> Result<(), ControlError> {
+    let mut model = config::load_file(&opts.config).map_err(ControlError::Load)?;
     // Start-up is the first epoch of everything, however many commands built it.
     for e in model.epochs.values_mut() {
         *e = 1;
@@ -341,8 +418,9 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
     let snapshot = Arc::new(Snapshot::build(&model, None, 1, ChangeNotes::default())?);
     let cpus = allowed_cpus();
     let n = opts.shards.unwrap_or(cpus.len()).max(1);
-    let signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let admin = super::admin::AdminListener::bind(&opts.admin)?;
+    let signals =
+        Signals::install().map_err(|e| ControlError::Startup(format!("cannot install signal handlers: {e}")))?;
+    let admin = super::admin::AdminListener::bind(&opts.admin).map_err(ControlError::Startup)?;
 
     let max_live = crate::shard::client_connection_limit(n);
     info!(
@@ -363,7 +441,11 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             .exit_on_panic(EXIT_SHARD_FAILED)
             .batch_wait_us(opts.batch_wait_us)
             .spawn(move || run_shard(i, max_live, rx, rtx))
-            .map_err(|e| format!("cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"))?;
+            .map_err(|e| {
+                ControlError::Startup(format!(
+                    "cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"
+                ))
+            })?;
         shard_handles.push(h);
     }
     let config_path = opts.config.clone();
@@ -389,8 +471,10 @@ pub fn run(opts: RunOptions) -> Result<(), String> {
             info!(shards = n, "serving");
             super::admin::serve(ctl, admin, signals).await
         })
-        .map_err(|e| format!("cannot start the control thread: {e}"))?;
-    let result = control.join().map_err(|_| "the control thread panicked".to_string())?;
+        .map_err(|e| ControlError::Startup(format!("cannot start the control thread: {e}")))?;
+    let result = control
+        .join()
+        .map_err(|_| ControlError::ShardFailed("the control thread panicked".to_string()))?;
     if result.is_ok() {
         // Drained: every shard has finished. After a failure some may not.
         for h in shard_handles {
@@ -414,4 +498,44 @@ pub(crate) fn config_dir(path: &Path) -> PathBuf {
 
 pub(crate) fn take(flag: &AtomicBool) -> bool {
     flag.swap(false, Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::*;
+
+    fn refused(reason: CommandError) -> ControlError {
+        ControlError::Refused(BatchError { line: 1, reason })
+    }
+
+    #[test]
+    fn mistakes_and_faults_get_their_own_status() {
+        let conflict = refused(CommandError::Conflict("certKey a already exists".into()));
+        assert_eq!((conflict.http_status(), conflict.exit_code()), (409, 1));
+        assert_eq!(conflict.to_string(), "line 1: certKey a already exists");
+        let unknown = refused(CommandError::Unknown("unknown certKey b".into()));
+        assert_eq!((unknown.http_status(), unknown.exit_code()), (400, 1));
+        let parse = ControlError::Parse(vec![ConfigError {
+            file: "admin".into(),
+            line: 2,
+            reason: "unknown command 'frob'".into(),
+        }]);
+        assert_eq!(
+            (parse.http_status(), parse.to_string().as_str()),
+            (400, "admin:2: unknown command 'frob'")
+        );
+        assert_eq!(ControlError::AdminAddress("taken".into()).http_status(), 409);
+        assert_eq!(ControlError::Tls(SnapshotError("no suites".into())).http_status(), 400);
+        let shard = ControlError::ShardFailed("shard 1 did not apply generation 3".into());
+        assert_eq!(
+            (shard.http_status(), shard.exit_code(), shard.is_user_error()),
+            (500, 70, false)
+        );
+        let save = ControlError::Save {
+            path: "/etc/ns.conf".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(save.http_status(), 500);
+        assert!(save.to_string().starts_with("cannot save to /etc/ns.conf: "), "{save}");
+    }
 }

@@ -26,8 +26,8 @@ use crate::rt::net::TcpListener;
 use crate::rt::{spawn_local, Receiver, Sender, Task};
 use tracing::{info, warn};
 
-use crate::control::{PoolSpec, Snapshot, VserverSpec};
 use crate::core::{CloseReason, ConnId, Histogram, HistogramSnapshot, ShardCore, ShardStats};
+use crate::snapshot::{PoolSpec, Snapshot, VserverSpec};
 use crate::tls::{ShardClientConfig, ShardServerConfig};
 pub use signal::ConnSignal;
 

@@ -374,10 +374,10 @@ impl FrontendSpec {
             Some(c) if self.params.sess_reuse => c,
             _ => Arc::new(NoServerSessionStorage {}),
         };
-        // Two tickets per handshake (rustls' default, as OpenSSL): a client
-        // that opens parallel connections needs more than one, and with one
-        // a client's store never grows past its first ticket.
-        cfg.send_tls13_tickets = 2;
+        // `-tls13SessionTicketsPerAuthContext`, two by default (rustls' default,
+        // as OpenSSL): a client that opens parallel connections needs more
+        // than one, and with one a client's store never grows past its first ticket.
+        cfg.send_tls13_tickets = self.params.tls13_session_tickets as usize;
         match &self.ticketer {
             Some(t) => cfg.ticketer = t.clone(),
             None if !self.params.sess_reuse => cfg.send_tls13_tickets = 0,

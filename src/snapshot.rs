@@ -6,6 +6,10 @@
 //! their rustls configs and warm caches for them (R5). Building a snapshot
 //! is where TLS settings are turned into rustls objects; if that fails, the
 //! change is refused and nothing is applied (R10).
+//!
+//! This module sits below both `control` (which builds snapshots and
+//! broadcasts them) and `shard` (which serves them): it depends on `config`,
+//! `core` and `tls` only, so the data path never imports the control plane.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -64,6 +68,13 @@ pub struct Snapshot {
     pub notes: ChangeNotes,
 }
 
+/// The model's TLS settings cannot be turned into rustls configurations
+/// (say, no cipher suite left for a protocol version). The change that led
+/// to it is refused; it is the configuration's fault, not the proxy's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SnapshotError(pub String);
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Seconds between probes of a down member when `-healthInterval` is not set.
 pub const DEFAULT_HEALTH_INTERVAL: u32 = 5;
@@ -99,7 +110,7 @@ impl Snapshot {
         prev: Option<&Snapshot>,
         generation: u64,
         notes: ChangeNotes,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, SnapshotError> {
         let mut vservers = BTreeMap::new();
         for (name, vs) in &model.vservers {
             let entity = EntityRef::new(EntityKind::Vserver, name);
@@ -120,7 +131,9 @@ impl Snapshot {
             let tls = match prev_spec {
                 Some(p) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
                 _ if !vs.bindings.certkeys.iter().any(|b| !b.ca) => None,
-                _ => Some(Arc::new(FrontendSpec::build(model, name, epoch)?)),
+                _ => Some(Arc::new(
+                    FrontendSpec::build(model, name, epoch).map_err(SnapshotError)?,
+                )),
             };
             let spec = VserverSpec {
                 entity,
@@ -144,7 +157,7 @@ impl Snapshot {
                             params: &crate::config::SslParams,
                             profile: &Option<String>,
                             bindings: &crate::config::SslBindings|
-         -> Result<(), String> {
+         -> Result<(), SnapshotError> {
             let entity = EntityRef::new(kind, name);
             let epoch = epoch_of(model, &entity);
             let prof = profile.as_ref().and_then(|p| model.profiles.get(p)).map(|p| &p.params);
@@ -153,14 +166,10 @@ impl Snapshot {
             let tls = match (proto, prev_spec) {
                 (BackendProto::Tcp, _) => None,
                 (BackendProto::SslTcp, Some(p)) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
-                (BackendProto::SslTcp, _) => Some(Arc::new(BackendSpec::build(
-                    model,
-                    &entity.to_string(),
-                    params,
-                    profile,
-                    bindings,
-                    epoch,
-                )?)),
+                (BackendProto::SslTcp, _) => Some(Arc::new(
+                    BackendSpec::build(model, &entity.to_string(), params, profile, bindings, epoch)
+                        .map_err(SnapshotError)?,
+                )),
             };
             let policy = EpochPolicy {
                 drain_timeout: eff.drain_timeout.map(|s| Duration::from_secs(s.into())),
@@ -215,5 +224,50 @@ impl Snapshot {
             pools,
             notes,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_text, FileSource};
+
+    /// Any `*.key` path reads as the key, anything else as the certificate.
+    struct Files(crate::pki::Issued);
+
+    impl FileSource for Files {
+        fn read(&self, path: &std::path::Path) -> Result<Vec<u8>, String> {
+            let pem = if path.to_string_lossy().ends_with(".key") {
+                &self.0.key_pem
+            } else {
+                &self.0.cert_pem
+            };
+            Ok(pem.as_bytes().to_vec())
+        }
+    }
+
+    fn tickets(extra: &str) -> usize {
+        let ca = crate::pki::Ca::new("snapshot test CA").unwrap();
+        let files = Files(ca.issue(&["www.test"], 1).unwrap());
+        let text = format!(
+            "add ssl certKey site -cert site.pem -key site.key\n\
+             add lb vserver v SSL_TCP 127.0.0.1 8443\n\
+             bind ssl vserver v -certkeyName site\n{extra}"
+        );
+        let model = load_text(&text, "test", &files).unwrap();
+        let snap = Snapshot::build(&model, None, 1, ChangeNotes::default()).unwrap();
+        let tls = snap.vservers["v"].tls.as_ref().expect("a certificate is bound");
+        tls.shard_config().config.send_tls13_tickets
+    }
+
+    #[test]
+    fn tls13_tickets_per_handshake_follow_the_flag() {
+        assert_eq!(tickets(""), 2);
+        assert_eq!(tickets("set ssl vserver v -tls13SessionTicketsPerAuthContext 5\n"), 5);
+        assert_eq!(
+            tickets("add ssl profile p -tls13SessionTicketsPerAuthContext 1\nset ssl vserver v -sslProfile p\n"),
+            1
+        );
+        assert_eq!(tickets("set ssl vserver v -sessReuse DISABLED\n"), 0);
     }
 }

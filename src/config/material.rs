@@ -1,5 +1,10 @@
 //! Certificate and key material, loaded from PEM and checked.
 //!
+//! It lives with the configuration because the model holds it: `config`
+//! depends on rustls' certificate types and the ring signer only, and
+//! `tls` (which builds configurations from the model) depends on `config`,
+//! never the other way.
+//!
 //! This is where a certKey's files become rustls objects: the certificate
 //! chain as DER, the private key as a ring-backed signing key, the names the
 //! certificate covers (for SNI selection) and its validity window. Loading
@@ -86,13 +91,12 @@ pub fn load_cert_key(
     cert_name: &str,
     key_pem: Option<(&[u8], &str)>,
 ) -> Result<CertKeyMaterial, MaterialError> {
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(cert_pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| MaterialError::BadPem {
-                file: cert_name.to_string(),
-                reason: e.to_string(),
-            })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| MaterialError::BadPem {
+            file: cert_name.to_string(),
+            reason: e.to_string(),
+        })?;
     if certs.is_empty() {
         return Err(MaterialError::NoCertificate(cert_name.to_string()));
     }
