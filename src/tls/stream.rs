@@ -49,6 +49,8 @@ pub struct Leg<S> {
     peer_end: PeerEnd,
     sent_close_notify: bool,
     write_shut: bool,
+    /// rustls refused the peer's input; its alert is queued.
+    failed: bool,
 }
 
 struct SyncIo<'a, 'b, S> {
@@ -125,6 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             peer_end: PeerEnd::Open,
             sent_close_notify: false,
             write_shut: false,
+            failed: false,
         }
     }
 
@@ -204,7 +207,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
                 break;
             }
             let r = with_notes(&mut self.notes, || tls.process_new_packets());
-            r.map_err(tls_error)?;
+            if let Err(e) = r {
+                return Err(self.fail(e));
+            }
         }
         Ok(())
     }
@@ -243,11 +248,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         }
         let r = with_notes(&mut self.notes, || tls.process_new_packets());
         if let Err(e) = r {
-            // Best effort: let the alert rustls queued reach the peer.
+            let e = self.fail(e);
+            // Start sending the alert now; callers finish it with
+            // `poll_shutdown` (bounded) before the socket closes.
             let _ = self.poll_flush(cx);
-            return Poll::Ready(Err(tls_error(e)));
+            return Poll::Ready(Err(e));
         }
         Poll::Ready(Ok(n))
+    }
+
+    /// rustls refused the peer's input: make sure an alert is queued for the
+    /// peer. rustls queues a fatal alert for most errors but not all (a
+    /// message interleaved with a fragmented handshake message, a record
+    /// with no content type, ...); `send_close_notify` queues a close_notify
+    /// only when no fatal alert was sent, so the peer reads one alert either
+    /// way before EOF.
+    fn fail(&mut self, e: rustls::Error) -> io::Error {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+        }
+        self.failed = true;
+        tls_error(e)
     }
 
     /// Drive the TLS handshake to completion.
@@ -386,8 +407,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         }
         if let Some(tls) = self.tls.as_mut() {
             if !self.sent_close_notify {
+                // After a refused input this is a no-op: the alert is queued.
                 tls.send_close_notify();
-                self.sent_close_notify = true;
+                self.sent_close_notify = !self.failed;
             }
         }
         match self.poll_flush(cx) {
