@@ -195,11 +195,12 @@ pub(crate) async fn serve_client(
         }
     };
     if let Err(e) = leg.feed(&first[..n]) {
-        // The alert first, then FIN: the peer never waits on a silent socket.
-        Box::pin(close_gracefully(&mut leg)).await;
+        // Logged while the peer's address can still be looked up.
         if logs::allow(Cause::HandshakeFailed, Instant::now()) {
             info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
         }
+        // The alert, then FIN: the peer never waits on a silent socket.
+        Box::pin(close_gracefully(&mut leg)).await;
         c.finish(classify(&e), Some(&leg));
         return;
     }
