@@ -6,8 +6,10 @@
 //! Where rustls queues a fatal alert for the error, the peer reads that
 //! alert. Where it queues none (a message interleaved with a fragmented
 //! handshake message, a record with no content type, too many
-//! ChangeCipherSpec records), the proxy sends close_notify, the one alert
-//! rustls lets a caller send; the tests name which is expected.
+//! ChangeCipherSpec records), the proxy sends the fitting fatal alert
+//! itself while nothing is encrypted yet, and close_notify afterwards (the
+//! one alert rustls lets a caller send under its keys); the tests name
+//! which is expected.
 
 mod common;
 
@@ -316,8 +318,30 @@ fn zero_length_application_data_inside_a_fragmented_client_hello_gets_an_alert()
     let mut sock = connect(s.port);
     sock.write_all(&bytes).unwrap();
     let got = read_until_eof(&mut sock).unwrap();
-    // rustls queues none (MessageInterleavedWithHandshakeMessage): close_notify.
-    assert_eq!(handshake_alert(&mut conn, &got).unwrap(), AlertDescription::CloseNotify);
+    // rustls queues none (MessageInterleavedWithHandshakeMessage); nothing is
+    // encrypted yet, so the proxy sends the fitting fatal alert itself.
+    assert_eq!(
+        handshake_alert(&mut conn, &got).unwrap(),
+        AlertDescription::UnexpectedMessage
+    );
+}
+
+#[test]
+fn a_fatal_alert_from_the_client_is_not_answered() {
+    // RFC 8446 6.2: on receipt of a fatal alert, close at once; the proxy
+    // sends nothing after it (no close_notify), then EOF.
+    let s = site("");
+    let mut c = establish(s.port, &s.pki);
+    let r = c.tx.seal(ALERT, &[2, 48], 0); // fatal unknown_ca
+    c.sock.write_all(&r).unwrap();
+    let bytes = read_until_eof(&mut c.sock).unwrap();
+    for (typ, payload) in records(&bytes) {
+        let (inner, content) = match typ {
+            APPLICATION_DATA => c.rx.open(&payload).unwrap(),
+            other => (other, payload),
+        };
+        assert_ne!(inner, ALERT, "the proxy answered a fatal alert with alert {content:?}");
+    }
 }
 
 #[test]

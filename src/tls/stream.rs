@@ -51,6 +51,10 @@ pub struct Leg<S> {
     write_shut: bool,
     /// rustls refused the peer's input; its alert is queued.
     failed: bool,
+    /// Some TLS record was written (from then on rustls may be encrypting).
+    wrote_tls: bool,
+    /// A plaintext fatal alert of our own, and how much of it is written.
+    own_alert: Option<([u8; 7], usize)>,
 }
 
 struct SyncIo<'a, 'b, S> {
@@ -112,6 +116,29 @@ impl<S: AsyncWrite + Unpin> Write for SyncIo<'_, '_, S> {
     }
 }
 
+/// The fatal alert RFC 8446 names for an error rustls raises without one.
+fn fitting_alert(e: &rustls::Error) -> rustls::AlertDescription {
+    use rustls::{AlertDescription as A, Error as E, PeerMisbehaved as P};
+    match e {
+        E::InvalidMessage(_) => A::DecodeError,
+        E::DecryptError => A::BadRecordMac,
+        E::PeerSentOversizedRecord => A::RecordOverflow,
+        E::PeerIncompatible(_) => A::HandshakeFailure,
+        E::PeerMisbehaved(
+            P::MessageInterleavedWithHandshakeMessage
+            | P::RejectedEarlyDataInterleavedWithHandshakeMessage
+            | P::IllegalMiddleboxChangeCipherSpec
+            | P::IllegalTlsInnerPlaintext
+            | P::KeyEpochWithPendingFragment
+            | P::TooManyEmptyFragments
+            | P::TooManyKeyUpdateRequests,
+        ) => A::UnexpectedMessage,
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => A::UnexpectedMessage,
+        E::PeerMisbehaved(_) => A::IllegalParameter,
+        _ => A::InternalError,
+    }
+}
+
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -128,6 +155,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             sent_close_notify: false,
             write_shut: false,
             failed: false,
+            wrote_tls: false,
+            own_alert: None,
         }
     }
 
@@ -258,16 +287,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     }
 
     /// rustls refused the peer's input: make sure an alert is queued for the
-    /// peer. rustls queues a fatal alert for most errors but not all (a
-    /// message interleaved with a fragmented handshake message, a record
-    /// with no content type, ...); `send_close_notify` queues a close_notify
-    /// only when no fatal alert was sent, so the peer reads one alert either
-    /// way before EOF.
+    /// peer, unless the peer's own alert ended it. rustls queues a fatal
+    /// alert for most errors but not all (a message interleaved with a
+    /// fragmented handshake message, a record with no content type, a third
+    /// ChangeCipherSpec, ...). Before any record of ours went out nothing is
+    /// encrypted, and we send the fitting fatal alert ourselves; afterwards
+    /// rustls lets a caller send only close_notify, which it queues only
+    /// when no fatal alert was sent: the peer reads one alert either way.
     fn fail(&mut self, e: rustls::Error) -> io::Error {
-        if let Some(tls) = self.tls.as_mut() {
+        self.failed = true;
+        let Some(tls) = self.tls.as_mut() else {
+            return tls_error(e);
+        };
+        if matches!(e, rustls::Error::AlertReceived(_)) {
+            return tls_error(e);
+        }
+        if !self.wrote_tls && !tls.wants_write() {
+            let d = u8::from(fitting_alert(&e));
+            self.own_alert = Some(([21, 3, 3, 0, 2, 2, d], 0));
+        } else {
             tls.send_close_notify();
         }
-        self.failed = true;
         tls_error(e)
     }
 
@@ -387,9 +427,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         while tls.wants_write() {
             match tls.write_tls(&mut SyncIo { io: &mut self.io, cx }) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(_) => {}
+                Ok(_) => self.wrote_tls = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        while let Some((alert, done)) = self.own_alert.as_mut() {
+            match Pin::new(&mut self.io).poll_write(cx, &alert[*done..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    *done += n;
+                    if *done == alert.len() {
+                        self.own_alert = None;
+                        self.wrote_tls = true;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         Poll::Ready(Ok(()))
@@ -397,7 +451,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
 
     /// Whether TLS records are waiting to be written.
     pub fn wants_flush(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.own_alert.is_some() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Finish sending: close_notify (TLS), flush, then shut down the write side.
@@ -406,10 +460,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             return Poll::Ready(Ok(()));
         }
         if let Some(tls) = self.tls.as_mut() {
-            if !self.sent_close_notify {
-                // After a refused input this is a no-op: the alert is queued.
+            // After a refused input the alert is queued already (or the
+            // peer's fatal alert ended the connection): nothing more to send.
+            if !self.sent_close_notify && !self.failed {
                 tls.send_close_notify();
-                self.sent_close_notify = !self.failed;
+                self.sent_close_notify = true;
             }
         }
         match self.poll_flush(cx) {
