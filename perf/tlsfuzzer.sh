@@ -4,7 +4,9 @@
 # an RSA 2048 certificate (most TLS 1.3 scripts sign with RSA-PSS) and one
 # with an ECDSA P-256 certificate (the ECDSA scripts). Both use the built-in
 # defaults (TLS 1.2 and 1.3, every suite and group the ring provider has)
-# and forward to an HTTP back end, which the scripts' "GET /" expects.
+# and forward to an HTTP back end, which the scripts' "GET /" expects; a
+# third (RSA) vserver forwards to an echo back end for the scripts that
+# expect their data back (test-tls13-lengths.py).
 #
 #   TLSFUZZER_DIR=/path/to/tlsfuzzer perf/tlsfuzzer.sh
 #   BIN=target/release/shardtls LABEL=after perf/tlsfuzzer.sh
@@ -47,14 +49,19 @@ test-tls13-hrr.py test-tls13-invalid-ciphers.py test-tls13-keyshare-omitted.py t
 test-tls13-nociphers.py test-tls13-non-support.py test-tls13-record-padding.py test-tls13-rsapss-signatures.py
 test-tls13-serverhello-random.py test-tls13-session-resumption.py test-tls13-shuffled-extentions.py
 test-tls13-symetric-ciphers.py test-tls13-unrecognised-groups.py test-tls13-version-negotiation.py
-test-tls13-ecdhe-curves.py test-tls13-count-tickets.py test-tls13-connection-abort.py test-tls13-lengths.py
+test-tls13-ecdhe-curves.py test-tls13-count-tickets.py test-tls13-connection-abort.py
 test-tls13-record-layer-limits.py test-tls13-signature-algorithms.py test-tls13-ffdhe-sanity.py
 test-tls13-psk_dhe_ke.py test-tls13-psk_ke.py test-tls13-large-number-of-extensions.py
 test-conversation.py test-zero-length-data.py test-invalid-content-type.py test-ccs.py test-fuzzed-plaintext.py"
 ECDSA_SCRIPTS_DEFAULT="test-tls13-ecdsa-support.py"
+ECHO_SCRIPTS_DEFAULT="test-tls13-lengths.py"
+# SCRIPTS replaces the RSA list and empties the others unless they are set too.
 RSA_SCRIPTS=${SCRIPTS:-$RSA_SCRIPTS_DEFAULT}
-ECDSA_SCRIPTS=${ECDSA_SCRIPTS:-$ECDSA_SCRIPTS_DEFAULT}
-[ -n "${SCRIPTS:-}" ] && [ -z "${ECDSA_SCRIPTS_SET:-}" ] && ECDSA_SCRIPTS=""
+if [ -n "${SCRIPTS:-}" ]; then
+    ECDSA_SCRIPTS=${ECDSA_SCRIPTS:-}; ECHO_SCRIPTS=${ECHO_SCRIPTS:-}
+else
+    ECDSA_SCRIPTS=${ECDSA_SCRIPTS:-$ECDSA_SCRIPTS_DEFAULT}; ECHO_SCRIPTS=${ECHO_SCRIPTS:-$ECHO_SCRIPTS_DEFAULT}
+fi
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -74,20 +81,25 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyou
     -days 30 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 chmod 600 "$C"/*.key
 
-B=$(free_port); PR=$(free_port); PE=$(free_port)
+B=$(free_port); BE=$(free_port); PR=$(free_port); PE=$(free_port); PX=$(free_port)
 cat > "$WORK/shardtls.conf" <<CONF
 add ssl certKey rsa -cert certs/rsa.pem -key certs/rsa.key
 add ssl certKey ec -cert certs/ec.pem -key certs/ec.key
 add service web 127.0.0.1 $B TCP
+add service echo 127.0.0.1 $BE TCP
 add lb vserver rsa SSL_TCP 127.0.0.1 $PR
 bind ssl vserver rsa -certkeyName rsa
 bind lb vserver rsa web
 add lb vserver ecdsa SSL_TCP 127.0.0.1 $PE
 bind ssl vserver ecdsa -certkeyName ec
 bind lb vserver ecdsa web
+add lb vserver echo SSL_TCP 127.0.0.1 $PX
+bind ssl vserver echo -certkeyName rsa
+bind lb vserver echo echo
 CONF
 
 "$BIN" backend --listen "127.0.0.1:$B" --mode http >/dev/null 2>&1 & PIDS+=($!)
+"$BIN" backend --listen "127.0.0.1:$BE" --mode echo >/dev/null 2>&1 & PIDS+=($!)
 SHARDTLS_LOG=${SHARDTLS_LOG:-warn} "$BIN" run -c "$WORK/shardtls.conf" --shards 2 --admin "$WORK/admin.sock" \
     2>"$WORK/proxy.log" & PIDS+=($!)
 for _ in $(seq 100); do [ -S "$WORK/admin.sock" ] && break; sleep 0.1; done
@@ -107,6 +119,7 @@ export TLSFUZZER_DIR PER_SCRIPT PYTHON LOGS
 {
     for s in $RSA_SCRIPTS; do echo "$PR $s"; done
     for s in $ECDSA_SCRIPTS; do echo "$PE $s"; done
+    for s in $ECHO_SCRIPTS; do echo "$PX $s"; done
 } | xargs -P "$JOBS" -L 1 bash -c 'run_one "$0" "$1"'
 
 "$PYTHON" - "$LOGS" "$OUTDIR/tlsfuzzer-$LABEL.md" "$BIN" <<'PY'

@@ -286,27 +286,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         Poll::Ready(Ok(n))
     }
 
-    /// rustls refused the peer's input: make sure an alert is queued for the
-    /// peer, unless the peer's own alert ended it. rustls queues a fatal
-    /// alert for most errors but not all (a message interleaved with a
-    /// fragmented handshake message, a record with no content type, a third
-    /// ChangeCipherSpec, ...). Before any record of ours went out nothing is
-    /// encrypted, and we send the fitting fatal alert ourselves; afterwards
-    /// rustls lets a caller send only close_notify, which it queues only
-    /// when no fatal alert was sent: the peer reads one alert either way.
+    /// rustls refused the peer's input. rustls queues a fatal alert for
+    /// most errors (flushed by the caller, then FIN) but not all: a message
+    /// interleaved with a fragmented handshake message, a record with no
+    /// content type, a third ChangeCipherSpec, ... Before any record of ours
+    /// went out nothing is encrypted, and we send the fitting fatal alert
+    /// ourselves. Afterwards the alert would have to go under rustls' keys,
+    /// and rustls lets a caller send only close_notify, which would tell the
+    /// peer the connection ended in order: RFC 8446 6.2 asks for the fitting
+    /// fatal alert or none ("close the connection without sending ...
+    /// additional data"), so the connection then ends with a bare FIN.
     fn fail(&mut self, e: rustls::Error) -> io::Error {
         self.failed = true;
-        let Some(tls) = self.tls.as_mut() else {
+        let Some(tls) = self.tls.as_ref() else {
             return tls_error(e);
         };
-        if matches!(e, rustls::Error::AlertReceived(_)) {
-            return tls_error(e);
-        }
-        if !self.wrote_tls && !tls.wants_write() {
+        let peer_alert = matches!(e, rustls::Error::AlertReceived(_));
+        if !peer_alert && !self.wrote_tls && !tls.wants_write() {
             let d = u8::from(fitting_alert(&e));
             self.own_alert = Some(([21, 3, 3, 0, 2, 2, d], 0));
-        } else {
-            tls.send_close_notify();
         }
         tls_error(e)
     }
