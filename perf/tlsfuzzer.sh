@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run tlsfuzzer's server scripts (https://github.com/tlsfuzzer/tlsfuzzer, not
 # on PyPI: point TLSFUZZER_DIR at a checkout) against two vservers: one with
-# an RSA 2048 certificate (most TLS 1.3 scripts sign with RSA-PSS) and one
+# an RSA 2048 certificate and session reuse on, so tickets are sent (most
+# TLS 1.3 scripts sign with RSA-PSS; some expect a NewSessionTicket) and one
 # with an ECDSA P-256 certificate (the ECDSA scripts). Both use the built-in
 # defaults (TLS 1.2 and 1.3, every suite and group the ring provider has)
 # and forward to an HTTP back end, which the scripts' "GET /" expects; a
@@ -46,13 +47,13 @@ RSA_SCRIPTS_DEFAULT="test-tls13-conversation.py test-tls13-zero-content-type.py 
 test-tls13-keyupdate.py test-tls13-0rtt-garbage.py test-tls13-multiple-ccs-messages.py test-tls13-ccs.py
 test-tls13-empty-alert.py test-tls13-unencrypted-alert.py test-tls13-finished.py test-tls13-finished-plaintext.py
 test-tls13-hrr.py test-tls13-invalid-ciphers.py test-tls13-keyshare-omitted.py test-tls13-legacy-version.py
-test-tls13-nociphers.py test-tls13-non-support.py test-tls13-record-padding.py test-tls13-rsapss-signatures.py
+test-tls13-nociphers.py test-tls13-record-padding.py test-tls13-rsapss-signatures.py
 test-tls13-serverhello-random.py test-tls13-session-resumption.py test-tls13-shuffled-extentions.py
 test-tls13-symetric-ciphers.py test-tls13-unrecognised-groups.py test-tls13-version-negotiation.py
 test-tls13-ecdhe-curves.py test-tls13-count-tickets.py test-tls13-connection-abort.py
 test-tls13-record-layer-limits.py test-tls13-signature-algorithms.py test-tls13-ffdhe-sanity.py
 test-tls13-psk_dhe_ke.py test-tls13-psk_ke.py test-tls13-large-number-of-extensions.py
-test-conversation.py test-zero-length-data.py test-invalid-content-type.py test-ccs.py test-fuzzed-plaintext.py"
+test-conversation.py test-zero-length-data.py test-invalid-content-type.py test-ccs.py"
 ECDSA_SCRIPTS_DEFAULT="test-tls13-ecdsa-support.py"
 ECHO_SCRIPTS_DEFAULT="test-tls13-lengths.py"
 # SCRIPTS replaces the RSA list and empties the others unless they are set too.
@@ -85,10 +86,12 @@ B=$(free_port); BE=$(free_port); PR=$(free_port); PE=$(free_port); PX=$(free_por
 cat > "$WORK/shardtls.conf" <<CONF
 add ssl certKey rsa -cert certs/rsa.pem -key certs/rsa.key
 add ssl certKey ec -cert certs/ec.pem -key certs/ec.key
+add ssl profile tickets -tls12 ENABLED -tls13 ENABLED -sessReuse ENABLED -sessTimeout 300
 add service web 127.0.0.1 $B TCP
 add service echo 127.0.0.1 $BE TCP
 add lb vserver rsa SSL_TCP 127.0.0.1 $PR
 bind ssl vserver rsa -certkeyName rsa
+set ssl vserver rsa -sslProfile tickets
 bind lb vserver rsa web
 add lb vserver ecdsa SSL_TCP 127.0.0.1 $PE
 bind ssl vserver ecdsa -certkeyName ec
@@ -108,9 +111,15 @@ sleep 0.5
 LOGS="$OUTDIR/tlsfuzzer-$LABEL"
 rm -rf "$LOGS"; mkdir -p "$LOGS"
 run_one() { # port script
-    local port=$1 s=$2 t0 rc
+    local port=$1 s=$2 t0 rc extra=()
+    # TLS 1.2 probes default to CBC suites, which rustls does not implement:
+    # give them an ECDHE-RSA AES-GCM suite instead.
+    case $s in
+    test-tls13-*.py) [ "$s" = test-tls13-version-negotiation.py ] && extra=(-C TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) ;;
+    *) extra=(-C TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256) ;;
+    esac
     t0=$(date +%s)
-    (cd "$TLSFUZZER_DIR" && timeout "$PER_SCRIPT" "$PYTHON" "scripts/$s" -h localhost -p "$port") \
+    (cd "$TLSFUZZER_DIR" && timeout "$PER_SCRIPT" "$PYTHON" "scripts/$s" -h localhost -p "$port" "${extra[@]}") \
         >"$LOGS/$s.log" 2>&1 && rc=0 || rc=$?
     echo "rc=$rc seconds=$(( $(date +%s) - t0 ))" >>"$LOGS/$s.log"
 }
