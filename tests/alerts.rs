@@ -288,6 +288,21 @@ impl Established {
     }
 }
 
+/// A ClientHello from a fresh client followed by `extra` records, on a new
+/// connection; the client (for reading what comes back) and everything the
+/// proxy sent up to EOF.
+fn hello_then(s: &Site, extra: &[Vec<u8>]) -> (rustls::ClientConnection, Vec<u8>) {
+    let mut conn = new_client(&s.pki);
+    let mut bytes = first_flight(&mut conn);
+    for r in extra {
+        bytes.extend_from_slice(r);
+    }
+    let mut sock = connect(s.port);
+    sock.write_all(&bytes).unwrap();
+    let got = read_until_eof(&mut sock).unwrap();
+    (conn, got)
+}
+
 /// A KeyUpdate (update_not_requested).
 const KEY_UPDATE: [u8; 5] = [24, 0, 0, 1, 0];
 
@@ -434,14 +449,14 @@ fn early_data_records_after_a_hello_without_early_data_get_an_alert() {
     // 0-RTT records the client had no right to send (its hello offered no
     // early data): undecryptable, so refused with rustls' bad_record_mac.
     let s = site("");
-    let mut conn = new_client(&s.pki);
-    let mut bytes = first_flight(&mut conn);
     let garbage: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37)).collect();
-    bytes.extend(record(APPLICATION_DATA, &garbage));
-    bytes.extend(record(APPLICATION_DATA, &garbage[..20]));
-    let mut sock = connect(s.port);
-    sock.write_all(&bytes).unwrap();
-    let got = read_until_eof(&mut sock).unwrap();
+    let (mut conn, got) = hello_then(
+        &s,
+        &[
+            record(APPLICATION_DATA, &garbage),
+            record(APPLICATION_DATA, &garbage[..20]),
+        ],
+    );
     assert_eq!(
         handshake_alert(&mut conn, &got).unwrap(),
         AlertDescription::BadRecordMac
@@ -454,14 +469,7 @@ fn three_change_cipher_specs_end_at_once() {
     // alert of its own; its flight (under handshake keys) is out, so the
     // proxy ends the connection with a bare EOF, at once.
     let s = site("");
-    let mut conn = new_client(&s.pki);
-    let mut bytes = first_flight(&mut conn);
-    for _ in 0..3 {
-        bytes.extend(record(CHANGE_CIPHER_SPEC, b"\x01"));
-    }
-    let mut sock = connect(s.port);
-    sock.write_all(&bytes).unwrap();
-    let got = read_until_eof(&mut sock).unwrap();
+    let (mut conn, got) = hello_then(&s, &vec![record(CHANGE_CIPHER_SPEC, b"\x01"); 3]);
     assert!(handshake_alert(&mut conn, &got).is_err(), "an alert after a third CCS");
     assert!(
         records(&got).first().is_some_and(|(t, _)| *t == HANDSHAKE),
@@ -472,12 +480,7 @@ fn three_change_cipher_specs_end_at_once() {
 #[test]
 fn change_cipher_spec_with_a_bad_value_gets_unexpected_message() {
     let s = site("");
-    let mut conn = new_client(&s.pki);
-    let mut bytes = first_flight(&mut conn);
-    bytes.extend(record(CHANGE_CIPHER_SPEC, b"\x02"));
-    let mut sock = connect(s.port);
-    sock.write_all(&bytes).unwrap();
-    let got = read_until_eof(&mut sock).unwrap();
+    let (mut conn, got) = hello_then(&s, &[record(CHANGE_CIPHER_SPEC, b"\x02")]);
     assert_eq!(
         handshake_alert(&mut conn, &got).unwrap(),
         AlertDescription::UnexpectedMessage
@@ -490,14 +493,7 @@ fn two_change_cipher_specs_then_silence_end_with_an_alert_at_the_handshake_timeo
     // Finished; a client that then says nothing is not left waiting for ever:
     // the handshake timeout ends it with close_notify, then EOF.
     let s = site("set ssl vserver v1 -handshakeTimeout 1\n");
-    let mut conn = new_client(&s.pki);
-    let mut bytes = first_flight(&mut conn);
-    for _ in 0..2 {
-        bytes.extend(record(CHANGE_CIPHER_SPEC, b"\x01"));
-    }
-    let mut sock = connect(s.port);
-    sock.write_all(&bytes).unwrap();
-    let got = read_until_eof(&mut sock).unwrap();
+    let (mut conn, got) = hello_then(&s, &vec![record(CHANGE_CIPHER_SPEC, b"\x01"); 2]);
     assert_eq!(handshake_alert(&mut conn, &got).unwrap(), AlertDescription::CloseNotify);
     assert!(!s.proxy.log().contains("panicked"));
 }

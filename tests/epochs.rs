@@ -356,6 +356,21 @@ fn r7_disable_closes_everything_at_once_and_enable_serves_a_new_epoch() {
     );
 }
 
+/// Wait until the proxy holds no connection of vserver v1 (it has seen
+/// every close).
+fn wait_v1_closed(rig: &Rig) {
+    assert!(
+        wait_until(Duration::from_secs(10), || entity_total(
+            &rig.proxy.stats(),
+            "vserver",
+            "v1",
+            "open"
+        ) == 0),
+        "v1 still holds connections: {:#}",
+        rig.proxy.stats()
+    );
+}
+
 /// Reset the TCP connection under `c` (no close_notify, RST on close).
 fn reset(c: Client) {
     socket2::SockRef::from(&c.tls.sock)
@@ -371,12 +386,7 @@ fn r8_a_session_of_a_reset_connection_is_not_resumed() {
     let cfg = rig.pki.client_config();
     resumed_client(&rig, &cfg).close();
     // The proxy has seen the clean close (and kept the session).
-    assert!(wait_until(Duration::from_secs(10), || entity_total(
-        &rig.proxy.stats(),
-        "vserver",
-        "v1",
-        "open"
-    ) == 0));
+    wait_v1_closed(&rig);
     let c = rig.connect(rig.v1, &cfg);
     assert!(c.resumed(), "control: clean close keeps the session");
     c.close();
@@ -400,12 +410,7 @@ fn r8_strict_session_cleanup_disabled_keeps_a_reset_connections_session() {
     let cfg = rig.pki.client_config();
     reset(resumed_client(&rig, &cfg));
     // The proxy has seen the reset and closed its side.
-    assert!(wait_until(Duration::from_secs(10), || entity_total(
-        &rig.proxy.stats(),
-        "vserver",
-        "v1",
-        "open"
-    ) == 0));
+    wait_v1_closed(&rig);
     assert_eq!(total(&rig.proxy.stats(), "vserver", "v1", "sessions_dropped"), 0);
     let c = rig.connect(rig.v1, &cfg);
     assert!(c.resumed(), "with strict cleanup off the session survives a reset");
