@@ -45,11 +45,15 @@ fn nothing_received(s: &UnixStream) -> bool {
 #[test]
 fn stalled_admin_clients_delay_no_other_request() {
     let mut proxy = proxy();
+    let fds = open_fds(proxy.child.id());
     let opened = Instant::now();
     let silent = stalled(&proxy.admin, b"");
     let half_head = stalled(&proxy.admin, b"POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Le");
-    // Let the server accept both before the requests that must not wait for them.
-    std::thread::sleep(Duration::from_millis(200));
+    // The server has accepted both before the requests that must not wait for them.
+    assert!(
+        wait_for(Duration::from_secs(10), || open_fds(proxy.child.id()) >= fds + 2),
+        "the admin server did not accept the stalled connections"
+    );
 
     let t = Instant::now();
     let (ok, body) = client_request(&proxy.admin, "GET", "/stats", "", None).unwrap();
@@ -144,9 +148,13 @@ fn admin_connections_over_the_cap_are_turned_away_at_once() {
 #[test]
 fn signals_are_handled_while_admin_clients_stall() {
     let mut proxy = proxy();
+    let fds = open_fds(proxy.child.id());
     let _silent = stalled(&proxy.admin, b"");
     let _half_head = stalled(&proxy.admin, b"GET /stats HTTP/1.1\r\nHost: x\r\n");
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_for(Duration::from_secs(10), || open_fds(proxy.child.id()) >= fds + 2),
+        "the admin server did not accept the stalled connections"
+    );
 
     // SIGHUP reloads the file at once.
     let mut config = std::fs::read_to_string(&proxy.config).unwrap();
@@ -164,8 +172,12 @@ fn signals_are_handled_while_admin_clients_stall() {
 
     // SIGTERM drains (no client connections here), removes the socket and
     // exits, with stalled admin connections open.
+    let fds = open_fds(proxy.child.id());
     let _silent_too = stalled(&proxy.admin, b"");
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        wait_for(Duration::from_secs(10), || open_fds(proxy.child.id()) > fds),
+        "the admin server did not accept the stalled connection"
+    );
     let t = Instant::now();
     let code = proxy.terminate(PROMPTLY);
     assert_eq!(code, Some(0), "after {:?}: {}", t.elapsed(), proxy.log());

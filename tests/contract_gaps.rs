@@ -943,7 +943,16 @@ fn a_back_end_change_during_a_back_end_handshake_is_retried_not_failed() {
             let mut c = Client::connect(v1, SNI, cfg2).map_err(|e| e.to_string())?;
             c.echo(b"through a slow back end").map_err(|e| e.to_string())
         });
-        std::thread::sleep(Duration::from_millis(300));
+        // The back end has taken the connection (its delay is consumed) and
+        // holds the handshake for 800 ms: the change lands during it.
+        assert!(
+            wait_for(Duration::from_secs(10), || rig
+                .backend
+                .delay_next_ms
+                .load(Ordering::SeqCst)
+                == 0),
+            "the back end never took the connection"
+        );
         if change {
             rig.proxy
                 .ctl("set ssl service s1 -sessTimeout 120")

@@ -63,15 +63,18 @@ fn have(program: &str, arg: &str) -> bool {
 }
 
 /// Collect a child's stdout and stderr into one shared string.
-fn collect(child: &mut Child) -> Arc<Mutex<String>> {
+/// The child's stdout and stderr as they arrive, and the threads reading
+/// them (joined once the child exits: then every byte is in).
+fn collect(child: &mut Child) -> (Arc<Mutex<String>>, Vec<std::thread::JoinHandle<()>>) {
     let out = Arc::new(Mutex::new(String::new()));
     let streams: Vec<Box<dyn Read + Send>> = vec![
         Box::new(child.stdout.take().unwrap()),
         Box::new(child.stderr.take().unwrap()),
     ];
+    let mut readers = Vec::new();
     for mut s in streams {
         let out = out.clone();
-        std::thread::spawn(move || {
+        readers.push(std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = s.read(&mut buf) {
                 if n == 0 {
@@ -79,9 +82,9 @@ fn collect(child: &mut Child) -> Arc<Mutex<String>> {
                 }
                 out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
             }
-        });
+        }));
     }
-    out
+    (out, readers)
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
@@ -119,7 +122,7 @@ fn s_client(s: &Setup, version_flag: &str, name: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let out = collect(&mut child);
+    let (out, readers) = collect(&mut child);
     let line = format!("hello from openssl {name} {version_flag}");
     child
         .stdin
@@ -145,7 +148,9 @@ fn s_client(s: &Setup, version_flag: &str, name: &str) -> String {
     // End of input: s_client sends close_notify and exits.
     drop(child.stdin.take());
     let status = wait_exit(&mut child, Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(50));
+    for r in readers {
+        let _ = r.join();
+    }
     let text = out.lock().unwrap().clone();
     assert!(
         done,
@@ -258,9 +263,11 @@ fn python_ssl_through_proxy() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            let out = collect(&mut child);
+            let (out, readers) = collect(&mut child);
             let status = wait_exit(&mut child, Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(50));
+            for r in readers {
+                let _ = r.join();
+            }
             let text = out.lock().unwrap().clone();
             assert!(
                 status.is_some_and(|s| s.success()),

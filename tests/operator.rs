@@ -639,7 +639,8 @@ fn a_vserver_can_never_take_the_admin_api_address() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clash.conf");
     let name = p(&path);
-    let admin_port = free_port();
+    // The admin API binds without SO_REUSEPORT: a port nobody holds.
+    let admin_port = unreserved_port();
     let admin = format!("127.0.0.1:{admin_port}");
     // At start-up: the same address, or a wildcard vserver on the admin port.
     for ip in ["127.0.0.1", "0.0.0.0"] {

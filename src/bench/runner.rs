@@ -7,6 +7,12 @@
 //! The measured window is `[warmup, warmup + duration)`: counters are
 //! snapshotted at both ends by the main thread, histograms only take samples
 //! inside it.
+//!
+//! Accounting: every operation a scenario starts ends in exactly one place,
+//! completed (`ops`, or `done` for whole connections) or failed with a cause
+//! ([`Cause`]: connect, handshake, request, established) whose first error
+//! message is kept. [`Accounts`] checks, over the whole run once every worker
+//! has stopped, that the outcomes add up to what was started.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -15,6 +21,7 @@ use std::io;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
@@ -32,8 +39,15 @@ const IO_MEMORY: usize = 512 * 1024;
 /// The counters every scenario may use; each worker has its own.
 #[derive(Default, Debug)]
 pub struct Counters {
+    /// Operations begun (handshakes, requests, connections): each ends in
+    /// `ops` (or `done`) or in one failure cause.
+    pub started: AtomicU64,
     /// Operations completed (handshakes, requests, transfers).
     pub ops: AtomicU64,
+    /// Connections that ran their whole course (bulk, idle).
+    pub done: AtomicU64,
+    /// Requests that failed on a connection that had not yet answered one.
+    pub request_errors: AtomicU64,
     /// Operations that failed for any reason.
     pub errors: AtomicU64,
     /// TCP connects that failed.
@@ -59,7 +73,10 @@ pub struct Counters {
 /// A plain copy of [`Counters`], summed over workers.
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Totals {
+    pub started: u64,
     pub ops: u64,
+    pub done: u64,
+    pub request_errors: u64,
     pub errors: u64,
     pub connect_errors: u64,
     pub handshake_errors: u64,
@@ -78,7 +95,10 @@ impl Totals {
     /// `self - earlier`, counter by counter (`open` is a level, kept as is).
     pub fn since(&self, e: &Totals) -> Totals {
         Totals {
+            started: self.started - e.started,
             ops: self.ops - e.ops,
+            done: self.done - e.done,
+            request_errors: self.request_errors - e.request_errors,
             errors: self.errors - e.errors,
             connect_errors: self.connect_errors - e.connect_errors,
             handshake_errors: self.handshake_errors - e.handshake_errors,
@@ -129,6 +149,8 @@ pub struct Shared {
     pub release: AtomicBool,
     /// Workers done with their setup phase (idle: all connections opened).
     pub ready: AtomicU64,
+    /// The first error message of each failure cause.
+    pub first_errors: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Shared {
@@ -136,7 +158,10 @@ impl Shared {
         let mut t = Totals::default();
         for c in &self.counters {
             let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            t.started += l(&c.started);
             t.ops += l(&c.ops);
+            t.done += l(&c.done);
+            t.request_errors += l(&c.request_errors);
             t.errors += l(&c.errors);
             t.connect_errors += l(&c.connect_errors);
             t.handshake_errors += l(&c.handshake_errors);
@@ -209,6 +234,112 @@ impl Worker {
     pub fn released(&self) -> bool {
         self.shared.release.load(Ordering::SeqCst)
     }
+
+    /// An operation begins.
+    pub fn start_op(&self) {
+        self.counters().started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An operation failed: counted under `cause`, its first message kept.
+    pub fn fail(&self, cause: Cause, why: &dyn std::fmt::Display) {
+        let c = self.counters();
+        c.errors.fetch_add(1, Ordering::Relaxed);
+        let counter = match cause {
+            Cause::Connect => &c.connect_errors,
+            Cause::Handshake => &c.handshake_errors,
+            Cause::Request => &c.request_errors,
+            Cause::Established => &c.established_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.explain(cause, why);
+    }
+
+    /// Keeps `why` as the explanation of `cause` unless one is kept already.
+    pub fn explain(&self, cause: Cause, why: &dyn std::fmt::Display) {
+        tracing::debug!("{} failed: {why}", cause.name());
+        if let Ok(mut first) = self.shared.first_errors.lock() {
+            first.entry(cause.name()).or_insert_with(|| why.to_string());
+        }
+    }
+}
+
+/// Where an operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// The TCP connect.
+    Connect,
+    /// The TLS handshake.
+    Handshake,
+    /// A request on a connection that had not answered one yet (a server may
+    /// close a TLS 1.3 handshake it has not seen complete).
+    Request,
+    /// A connection that was working.
+    Established,
+}
+
+impl Cause {
+    pub const ALL: [Cause; 4] = [Cause::Connect, Cause::Handshake, Cause::Request, Cause::Established];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Connect => "connect",
+            Cause::Handshake => "handshake",
+            Cause::Request => "request",
+            Cause::Established => "established",
+        }
+    }
+
+    fn count(self, t: &Totals) -> u64 {
+        match self {
+            Cause::Connect => t.connect_errors,
+            Cause::Handshake => t.handshake_errors,
+            Cause::Request => t.request_errors,
+            Cause::Established => t.established_errors,
+        }
+    }
+}
+
+/// The whole run's outcomes, read once every worker has stopped.
+pub struct Accounts {
+    pub totals: Totals,
+    pub first_errors: BTreeMap<&'static str, String>,
+}
+
+impl Accounts {
+    /// Every operation started completed (`completed` of them) or failed
+    /// with one of `ending` causes, and `errors` is exactly their sum.
+    pub fn balanced(&self, completed: u64, ending: &[Cause]) -> bool {
+        let t = &self.totals;
+        let failed: u64 = ending.iter().map(|c| c.count(t)).sum();
+        t.started == completed + failed && t.errors == failed
+    }
+
+    /// Every cause that counted a failure has its first message.
+    pub fn explained(&self) -> bool {
+        Cause::ALL
+            .iter()
+            .all(|c| c.count(&self.totals) == 0 || self.first_errors.contains_key(c.name()))
+    }
+
+    /// Writes the accounting into the report: started, each cause with its
+    /// first message, and the two checks (operations end in `completed` or
+    /// in one of the `ending` causes).
+    pub fn report(&self, r: &mut super::report::Report, completed: u64, ending: &[Cause]) {
+        let t = &self.totals;
+        r.metric("run_operations_started", t.started as f64, "");
+        r.metric("run_operations_completed", completed as f64, "");
+        for c in Cause::ALL {
+            r.metric(&format!("run_{}_failures", c.name()), c.count(t) as f64, "");
+        }
+        for (cause, msg) in &self.first_errors {
+            r.param(&format!("first_{cause}_failure"), msg.clone());
+        }
+        r.check(
+            "every_operation_completed_or_failed_with_a_cause",
+            self.balanced(completed, ending),
+        );
+        r.check("every_failure_cause_explained", self.explained());
+    }
 }
 
 /// Running workers.
@@ -229,6 +360,7 @@ where
         counters: (0..n).map(|_| CachePadded::new(Counters::default())).collect(),
         release: AtomicBool::new(false),
         ready: AtomicU64::new(0),
+        first_errors: Mutex::new(BTreeMap::new()),
     });
     let clock = Clock::new(plan.args.warmup, plan.args.duration);
     let mut handles = Vec::with_capacity(n);
@@ -323,8 +455,22 @@ impl Running {
         }
     }
 
-    /// Tells workers to finish and collects their histograms.
-    pub fn join(self) -> Result<Hists> {
+    /// Tells workers to finish; their histograms and the whole run's
+    /// accounts (every worker stopped: nothing in flight).
+    pub fn finish(self) -> Result<(Hists, Accounts)> {
+        let shared = self.shared.clone();
+        let hists = self.join_workers()?;
+        let first_errors = shared.first_errors.lock().map(|m| m.clone()).unwrap_or_default();
+        Ok((
+            hists,
+            Accounts {
+                totals: shared.totals(),
+                first_errors,
+            },
+        ))
+    }
+
+    fn join_workers(self) -> Result<Hists> {
         self.shared.release.store(true, Ordering::SeqCst);
         let mut all = Hists::new();
         for h in self.handles {
@@ -413,14 +559,13 @@ pub async fn connect(plan: &Plan) -> std::result::Result<(Client, Option<u64>), 
     Ok((s, offered))
 }
 
-/// Counts a failed connect in the right counters.
+/// Counts a failed connect under its cause.
 pub fn count_connect_error(w: &Worker, e: &ConnectError) {
-    let c = w.counters();
-    c.errors.fetch_add(1, Ordering::Relaxed);
-    match e {
-        ConnectError::Connect(_) => c.connect_errors.fetch_add(1, Ordering::Relaxed),
-        ConnectError::Handshake(_) => c.handshake_errors.fetch_add(1, Ordering::Relaxed),
+    let cause = match e {
+        ConnectError::Connect(_) => Cause::Connect,
+        ConnectError::Handshake(_) => Cause::Handshake,
     };
+    w.fail(cause, e);
 }
 
 /// Checks once, before any load, that the target accepts a TLS handshake.

@@ -232,3 +232,93 @@ fn every_option_parses_from_the_command_line() {
     assert_eq!(cli.args.cpus.map(|c| c.0), Some(vec![0, 1]));
     assert_eq!(cli.args.server_pid, vec![1, 2]);
 }
+
+#[test]
+fn failed_requests_are_counted_under_their_cause_and_explained() {
+    // An echo back end sends the request back: no HTTP response, so every
+    // request fails after a completed handshake.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
+    pki.write_to(dir.path()).unwrap();
+    let ca = dir.path().join("ca.pem");
+    let echo = backend(&pki, OriginMode::Echo, 0);
+    let r = scenarios::handshake::run(plan(
+        "handshake",
+        &echo,
+        &ca,
+        &["--request", "--timeout", "200ms", "--concurrency", "2"],
+    ))
+    .unwrap();
+    let j = r.to_json();
+    assert!(metric(&r, "run_request_failures") > 0.0, "{}", r.table());
+    assert_eq!(metric(&r, "run_connect_failures"), 0.0, "{}", r.table());
+    assert!(
+        j["params"]["first_request_failure"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "the failure is not explained: {j:#}"
+    );
+    // Failures are accounted for: the accounting checks hold.
+    assert!(
+        !r.failures
+            .iter()
+            .any(|f| f.starts_with("every_operation") || f.starts_with("every_failure")),
+        "{:?}\n{}",
+        r.failures,
+        r.table()
+    );
+    assert_eq!(
+        metric(&r, "run_operations_started"),
+        metric(&r, "run_operations_completed") + metric(&r, "run_request_failures"),
+        "{}",
+        r.table()
+    );
+}
+
+#[test]
+fn accounts_balance_only_when_every_operation_ends_once_with_a_cause() {
+    use runner::{Accounts, Cause, Totals};
+    let t = Totals {
+        started: 10,
+        ops: 7,
+        errors: 3,
+        connect_errors: 2,
+        request_errors: 1,
+        ..Totals::default()
+    };
+    let explained = [("connect", "refused"), ("request", "timed out")]
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    let a = Accounts {
+        totals: t,
+        first_errors: explained,
+    };
+    assert!(a.balanced(7, &Cause::ALL) && a.explained());
+    // An operation lost (started, never ended) or ended twice.
+    for started in [11, 9] {
+        let lost = Accounts {
+            totals: Totals { started, ..t },
+            first_errors: a.first_errors.clone(),
+        };
+        assert!(!lost.balanced(7, &Cause::ALL), "started {started}");
+    }
+    // An error counted with no cause.
+    let causeless = Accounts {
+        totals: Totals {
+            errors: 4,
+            started: 11,
+            ..t
+        },
+        first_errors: a.first_errors.clone(),
+    };
+    assert!(!causeless.balanced(7, &Cause::ALL));
+    // A cause with no explanation.
+    let mut first_errors = a.first_errors.clone();
+    first_errors.remove("request");
+    let unexplained = Accounts {
+        totals: t,
+        first_errors,
+    };
+    assert!(!unexplained.explained());
+}

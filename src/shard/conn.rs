@@ -104,7 +104,8 @@ impl ClientConn<'_> {
     }
 }
 
-/// Send close_notify and FIN, bounded in time. True when delivered.
+/// Send close_notify (or the fatal alert rustls queued for a refused
+/// input) and FIN, bounded in time. True when delivered.
 async fn close_gracefully(leg: &mut Leg<TcpStream>) -> bool {
     let shut = std::future::poll_fn(|cx| leg.poll_shutdown(cx));
     matches!(crate::rt::timeout(CLOSE_GRACE, shut).await, Ok(Ok(())))
@@ -195,10 +196,12 @@ pub(crate) async fn serve_client(
         }
     };
     if let Err(e) = leg.feed(&first[..n]) {
-        let _ = std::future::poll_fn(|cx| leg.poll_flush(cx)).await;
+        // Logged while the peer's address can still be looked up.
         if logs::allow(Cause::HandshakeFailed, Instant::now()) {
             info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
         }
+        // The alert, then FIN: the peer never waits on a silent socket.
+        Box::pin(close_gracefully(&mut leg)).await;
         c.finish(classify(&e), Some(&leg));
         return;
     }
@@ -215,6 +218,7 @@ pub(crate) async fn serve_client(
             if logs::allow(Cause::HandshakeFailed, Instant::now()) {
                 info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
             }
+            Box::pin(close_gracefully(&mut leg)).await;
             c.finish(classify(&e), Some(&leg));
             return;
         }
@@ -225,6 +229,8 @@ pub(crate) async fn serve_client(
                 CloseKind::Killed
             };
             debug!(shard = shard.id, peer = %c.peer, "handshake ended by the shard: {reason:?}");
+            // close_notify (plain or under the handshake keys) and FIN.
+            Box::pin(close_gracefully(&mut leg)).await;
             c.finish(kind, Some(&leg));
             return;
         }
@@ -243,6 +249,7 @@ pub(crate) async fn serve_client(
         .is_err()
     {
         // Its epoch retired between the first byte and now: R2.
+        Box::pin(close_gracefully(&mut leg)).await;
         c.finish(CloseKind::Killed, Some(&leg));
         return;
     }
@@ -321,6 +328,8 @@ async fn finish_proxied(
             } else {
                 debug!(shard = c.shard.id, peer = %c.peer, "client closed before our close_notify: {e}");
             }
+            // The alert queued for a refused record, then FIN (fails fast on a reset socket).
+            close_gracefully(&mut leg).await;
             let back_ok = close_gracefully(&mut backend.leg).await;
             (
                 classify(&e),
@@ -336,6 +345,7 @@ async fn finish_proxied(
                 info!(shard = c.shard.id, peer = %c.peer, backend = %backend.addr, "back-end connection failed: {e}");
             }
             let front_ok = close_gracefully(&mut leg).await;
+            close_gracefully(&mut backend.leg).await;
             (
                 if front_ok {
                     CloseKind::Clean

@@ -49,6 +49,12 @@ pub struct Leg<S> {
     peer_end: PeerEnd,
     sent_close_notify: bool,
     write_shut: bool,
+    /// rustls refused the peer's input; its alert is queued.
+    failed: bool,
+    /// Some TLS record was written (from then on rustls may be encrypting).
+    wrote_tls: bool,
+    /// A plaintext fatal alert of our own, and how much of it is written.
+    own_alert: Option<([u8; 7], usize)>,
 }
 
 struct SyncIo<'a, 'b, S> {
@@ -110,6 +116,29 @@ impl<S: AsyncWrite + Unpin> Write for SyncIo<'_, '_, S> {
     }
 }
 
+/// The fatal alert RFC 8446 names for an error rustls raises without one.
+fn fitting_alert(e: &rustls::Error) -> rustls::AlertDescription {
+    use rustls::{AlertDescription as A, Error as E, PeerMisbehaved as P};
+    match e {
+        E::InvalidMessage(_) => A::DecodeError,
+        E::DecryptError => A::BadRecordMac,
+        E::PeerSentOversizedRecord => A::RecordOverflow,
+        E::PeerIncompatible(_) => A::HandshakeFailure,
+        E::PeerMisbehaved(
+            P::MessageInterleavedWithHandshakeMessage
+            | P::RejectedEarlyDataInterleavedWithHandshakeMessage
+            | P::IllegalMiddleboxChangeCipherSpec
+            | P::IllegalTlsInnerPlaintext
+            | P::KeyEpochWithPendingFragment
+            | P::TooManyEmptyFragments
+            | P::TooManyKeyUpdateRequests,
+        ) => A::UnexpectedMessage,
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => A::UnexpectedMessage,
+        E::PeerMisbehaved(_) => A::IllegalParameter,
+        _ => A::InternalError,
+    }
+}
+
 fn tls_error(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
@@ -125,6 +154,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             peer_end: PeerEnd::Open,
             sent_close_notify: false,
             write_shut: false,
+            failed: false,
+            wrote_tls: false,
+            own_alert: None,
         }
     }
 
@@ -204,7 +236,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
                 break;
             }
             let r = with_notes(&mut self.notes, || tls.process_new_packets());
-            r.map_err(tls_error)?;
+            if let Err(e) = r {
+                return Err(self.fail(e));
+            }
         }
         Ok(())
     }
@@ -243,11 +277,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         }
         let r = with_notes(&mut self.notes, || tls.process_new_packets());
         if let Err(e) = r {
-            // Best effort: let the alert rustls queued reach the peer.
+            let e = self.fail(e);
+            // Start sending the alert now; callers finish it with
+            // `poll_shutdown` (bounded) before the socket closes.
             let _ = self.poll_flush(cx);
-            return Poll::Ready(Err(tls_error(e)));
+            return Poll::Ready(Err(e));
         }
         Poll::Ready(Ok(n))
+    }
+
+    /// rustls refused the peer's input. rustls queues a fatal alert for
+    /// most errors (flushed by the caller, then FIN) but not all: a message
+    /// interleaved with a fragmented handshake message, a record with no
+    /// content type, a third ChangeCipherSpec, ... Before any record of ours
+    /// went out nothing is encrypted, and we send the fitting fatal alert
+    /// ourselves. Afterwards the alert would have to go under rustls' keys,
+    /// and rustls lets a caller send only close_notify, which would tell the
+    /// peer the connection ended in order: RFC 8446 6.2 asks for the fitting
+    /// fatal alert or none ("close the connection without sending ...
+    /// additional data"), so the connection then ends with a bare FIN.
+    fn fail(&mut self, e: rustls::Error) -> io::Error {
+        self.failed = true;
+        let Some(tls) = self.tls.as_ref() else {
+            return tls_error(e);
+        };
+        let peer_alert = matches!(e, rustls::Error::AlertReceived(_));
+        if !peer_alert && !self.wrote_tls && !tls.wants_write() {
+            let d = u8::from(fitting_alert(&e));
+            self.own_alert = Some(([21, 3, 3, 0, 2, 2, d], 0));
+        }
+        tls_error(e)
     }
 
     /// Drive the TLS handshake to completion.
@@ -366,9 +425,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         while tls.wants_write() {
             match tls.write_tls(&mut SyncIo { io: &mut self.io, cx }) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(_) => {}
+                Ok(_) => self.wrote_tls = true,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        while let Some((alert, done)) = self.own_alert.as_mut() {
+            match Pin::new(&mut self.io).poll_write(cx, &alert[*done..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    *done += n;
+                    if *done == alert.len() {
+                        self.own_alert = None;
+                        self.wrote_tls = true;
+                    }
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         Poll::Ready(Ok(()))
@@ -376,7 +449,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
 
     /// Whether TLS records are waiting to be written.
     pub fn wants_flush(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.own_alert.is_some() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Finish sending: close_notify (TLS), flush, then shut down the write side.
@@ -385,7 +458,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             return Poll::Ready(Ok(()));
         }
         if let Some(tls) = self.tls.as_mut() {
-            if !self.sent_close_notify {
+            // After a refused input the alert is queued already (or the
+            // peer's fatal alert ended the connection): nothing more to send.
+            if !self.sent_close_notify && !self.failed {
                 tls.send_close_notify();
                 self.sent_close_notify = true;
             }

@@ -91,13 +91,78 @@ pub fn client_config(ca: &Ca, version: Option<&'static rustls::SupportedProtocol
     Arc::new(b.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// A free loopback port (bound then released).
+/// A loopback port that no other test, in this process or another, and no
+/// kernel-chosen client port can take until this process ends.
+///
+/// Ports come from a process-wide counter over the ports outside the
+/// kernel's ephemeral range (`net.ipv4.ip_local_port_range`, which client
+/// sockets draw from), starting at an offset from the process id. Each is
+/// claimed by an exclusive bind (no `SO_REUSEADDR`, no `SO_REUSEPORT`): the
+/// bind fails if anyone holds the port, so two claimers cannot both win.
+/// The claiming socket then stays open, bound but not listening, with
+/// `SO_REUSEPORT` set after the bind: the proxy's listeners (and the
+/// built-in back ends), which bind with `SO_REUSEPORT` as the same user,
+/// can still bind the port, while every other binder is refused. A socket
+/// that only binds takes no connections: connecting to a claimed port
+/// nobody listens on is refused, as a dead back end should be.
+///
+/// Binding port 0 and closing the socket, as before, raced: the kernel could
+/// hand the port to a parallel test, or to any client socket, before the
+/// proxy bound it. Listening on port 0 in the proxy itself would need the
+/// bound address reported back through the admin API; ports claimed here
+/// also serve as dead back ends, which port 0 cannot give.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use socket2::{Domain, Socket, Type};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static CANDIDATES: OnceLock<Vec<u16>> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let ports = CANDIDATES.get_or_init(|| {
+        let (lo, hi) = ephemeral_range();
+        let mut v: Vec<u16> = (2000..lo).chain(hi.saturating_add(1)..=u16::MAX).collect();
+        // Each process starts elsewhere in the list: fewer failed claims.
+        let n = v.len().max(1);
+        v.rotate_left((std::process::id() as usize).wrapping_mul(7919) % n);
+        v
+    });
+    for _ in 0..ports.len() {
+        let port = ports[NEXT.fetch_add(1, Ordering::Relaxed) % ports.len()];
+        let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        if sock.bind(&lo(port).into()).is_err() {
+            continue;
+        }
+        sock.set_reuse_port(true).unwrap();
+        HELD.lock().unwrap().push((port, sock));
+        return port;
+    }
+    panic!("no loopback port left outside the ephemeral range");
+}
+
+/// A port as [`free_port`] gives, released for a listener that binds without
+/// `SO_REUSEPORT` (the admin API). No other test of this process can get it;
+/// another process could claim it between the release and the bind.
+pub fn unreserved_port() -> u16 {
+    let port = free_port();
+    release_port(port);
+    port
+}
+
+/// The sockets that hold the ports [`free_port`] handed out.
+static HELD: std::sync::Mutex<Vec<(u16, socket2::Socket)>> = std::sync::Mutex::new(Vec::new());
+
+fn release_port(port: u16) {
+    HELD.lock().unwrap().retain(|(p, _)| *p != port);
+}
+
+/// The kernel's ephemeral port range (defaults when unreadable).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|w| w.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
 }
 
 /// 127.0.0.1:`port`.
@@ -349,6 +414,27 @@ impl Client {
         self.tls.conn.send_close_notify();
         let _ = self.tls.conn.complete_io(&mut self.tls.sock);
     }
+}
+
+/// Descriptors the process `pid` has open (sockets included): an accepted
+/// connection shows up here the moment the process takes it.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// An entity-level field (`open`, `unbound`, ...) of (`kind`, `name`)
+/// summed over every shard of a `/stats` document.
+pub fn entity_total(stats: &serde_json::Value, kind: &str, name: &str, field: &str) -> u64 {
+    stats["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["core"]["entities"].as_array().into_iter().flatten())
+        .filter(|e| e["kind"] == kind && e["name"] == name)
+        .map(|e| e[field].as_u64().unwrap_or(0))
+        .sum()
 }
 
 /// Every epoch line of an entity (`kind`, `name`) on every shard of a

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bench::report::Report;
-use crate::bench::runner::{self, count_connect_error, with_timeout, Worker};
+use crate::bench::runner::{self, count_connect_error, with_timeout, Cause, Worker};
 use crate::bench::{http, Plan, Result, Scenario};
 
 /// What one operation did.
@@ -31,6 +31,7 @@ pub struct Outcome {
 pub async fn one(w: &Worker, intended: Instant) -> Option<Outcome> {
     let plan = &w.plan;
     let c = w.counters();
+    w.start_op();
     let (mut s, offered) = match runner::connect(plan).await {
         Ok(x) => x,
         Err(e) => {
@@ -50,8 +51,7 @@ pub async fn one(w: &Worker, intended: Instant) -> Option<Outcome> {
         )
         .await
         {
-            tracing::debug!("request failed: {e}");
-            c.errors.fetch_add(1, Ordering::Relaxed);
+            w.fail(Cause::Request, &e);
             return None;
         }
         w.record("request", intended, Instant::now() - intended);
@@ -138,7 +138,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
             t.dropped
         )
     });
-    let hists = running.join()?;
+    let (hists, acc) = running.finish()?;
     let t = m.totals;
     let mut r = Report::new(&plan);
     r.param("concurrency", plan.args.concurrency);
@@ -165,6 +165,14 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     }
     r.latency("handshake", hists.get("handshake"));
     r.latency("request", hists.get("request"));
-    r.check("completed_some_handshakes", t.ops > 0);
+    // What the scenario claims: every handshake it started completed (full
+    // or resumed) or failed with a cause it names, over the whole run.
+    acc.report(&mut r, acc.totals.ops, &Cause::ALL);
+    let all = &acc.totals;
+    r.check(
+        "every_completed_handshake_full_or_resumed",
+        all.full + all.resumed == all.ops,
+    );
+    r.check("handshakes_in_the_window", t.ops > 0);
     Ok(r)
 }

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use crate::bench::proc::rss_bytes;
 use crate::bench::report::Report;
-use crate::bench::runner::{self, count_connect_error, with_timeout, Client, Worker};
+use crate::bench::runner::{self, count_connect_error, with_timeout, Cause, Client, Worker};
 use crate::bench::{http, Plan, Result};
 
 /// Connections each worker opens at once.
 const OPENERS: usize = 32;
 
 async fn open_one(w: &Worker) -> Option<Client> {
+    w.start_op();
     let (mut s, _) = match runner::connect(&w.plan).await {
         Ok(x) => x,
         Err(e) => {
@@ -34,8 +35,8 @@ async fn open_one(w: &Worker) -> Option<Client> {
             http::exchange(&mut s, &w.plan.request, &mut pending),
         )
         .await;
-        if r.is_err() {
-            w.counters().errors.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = r {
+            w.fail(Cause::Request, &e);
             return None;
         }
     }
@@ -64,6 +65,7 @@ async fn hold(w: Rc<Worker>, mut s: Client) {
     w.counters().open.fetch_sub(1, Ordering::Relaxed);
     if closed {
         w.counters().established_errors.fetch_add(1, Ordering::Relaxed);
+        w.explain(Cause::Established, &"the server closed an idle connection");
     }
 }
 
@@ -118,7 +120,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         |t, _| format!("{} open, {} errors", t.open, t.errors),
     );
     let end = running.shared.totals();
-    running.join()?;
+    let (_, acc) = running.finish()?;
 
     let mut r = Report::new(&plan);
     r.param("connections", n);
@@ -141,5 +143,13 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         eprintln!("bench: no --server-pid (or /proc unreadable): memory per connection not measured");
     }
     r.check("opened_all_connections", opened.open == n as u64);
+    // Every connection asked for opened or failed with a cause named; a
+    // server's close while idle is counted apart (closed_by_server_while_idle).
+    acc.report(
+        &mut r,
+        acc.totals.ops,
+        &[Cause::Connect, Cause::Handshake, Cause::Request],
+    );
+    r.check("asked_for_every_connection", acc.totals.started == n as u64);
     Ok(r)
 }

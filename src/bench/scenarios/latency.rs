@@ -14,16 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bench::report::Report;
-use crate::bench::runner::{self, count_connect_error, with_timeout, Worker};
+use crate::bench::runner::{self, count_connect_error, with_timeout, Cause, Worker};
 use crate::bench::{http, Plan, Result};
 
 /// Runs one kept-alive connection on a schedule of `interval` starting at
-/// `first`, until the clock ends. Errors on a working connection count in
-/// `established_errors`. A connection counts as working once its first
+/// `first`, until the clock ends. Errors on a working connection count as
+/// [`Cause::Established`]. A connection counts as working once its first
 /// response arrived: in TLS 1.3 the client finishes its handshake before the
 /// server has read the client's Finished, and a server may still close a
 /// handshake it has not seen complete (a reconfiguration does, by design);
-/// such a failure counts as a failed handshake.
+/// such a failure counts as [`Cause::Request`].
 pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration) {
     let plan = w.plan.clone();
     let c = w.counters();
@@ -32,6 +32,9 @@ pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration)
         let mut s = match runner::connect(&plan).await {
             Ok((s, _)) => s,
             Err(e) => {
+                // A failed connect is an operation too (a successful one is
+                // part of the requests that follow).
+                w.start_op();
                 count_connect_error(&w, &e);
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
@@ -44,6 +47,7 @@ pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration)
                 break 'reconnect;
             }
             runner::sleep_until(next).await;
+            w.start_op();
             let r = with_timeout(
                 plan.args.timeout,
                 "request",
@@ -59,14 +63,8 @@ pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration)
                     w.record("request", next, done - next);
                 }
                 Err(e) => {
-                    c.errors.fetch_add(1, Ordering::Relaxed);
-                    if working {
-                        tracing::debug!("established connection failed: {e}");
-                        c.established_errors.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        tracing::debug!("connection failed before its first response: {e}");
-                        c.handshake_errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    let cause = if working { Cause::Established } else { Cause::Request };
+                    w.fail(cause, &e);
                     next += interval;
                     continue 'reconnect;
                 }
@@ -101,7 +99,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let m = running.measure(&plan, |t, dt| {
         format!("{:9.0} requests/s  errors {}", t.ops as f64 / dt, t.errors)
     });
-    let hists = running.join()?;
+    let (hists, acc) = running.finish()?;
     let t = m.totals;
     let mut r = Report::new(&plan);
     r.param("rate_offered", rate);
@@ -112,6 +110,8 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     r.metric("errors", t.errors as f64, "");
     r.metric("established_errors", t.established_errors as f64, "");
     r.latency("request", hists.get("request"));
-    r.check("completed_some_requests", t.ops > 0);
+    // Every request sent got its response or failed with a cause named.
+    acc.report(&mut r, acc.totals.ops, &Cause::ALL);
+    r.check("requests_in_the_window", t.ops > 0);
     Ok(r)
 }

@@ -177,7 +177,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let wall = t0.elapsed().as_secs_f64();
     let cpu1 = crate::bench::proc::CpuSample::take(&plan.args.server_pid);
     let totals = running.shared.totals().since(&before);
-    let hists = running.join()?;
+    let (hists, acc) = running.finish()?;
     if let Some(msg) = &first_refusal {
         eprintln!("bench: a change was refused: {msg}");
     }
@@ -215,6 +215,8 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     r.check("changes_applied_without_refusal", refused == 0 && applied > 0);
     r.check("no_errors_on_established_connections", t.established_errors == 0);
     r.check("no_resumption_across_a_change", t.cross_change_resumed == 0);
+    // Every handshake and request started completed or failed with a cause named.
+    acc.report(&mut r, acc.totals.ops, &runner::Cause::ALL);
     Ok(r)
 }
 
