@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs and configures the servers compared in perf/run.sh, all with the
 # same certificate, TLS 1.3 only and X25519, one worker pinned to SERVER_CPU,
-# forwarding to built-in back ends (`shardtls backend`) pinned to LOAD_CPU:
+# forwarding to built-in back ends (`shardtls test-server`) pinned to LOAD_CPU:
 #
 #   front ports   shardtls   haproxy   nginx    -> back end
 #   +0            8443       8543      8643     -> 127.0.0.1:9000 http (128 B body)
@@ -156,10 +156,10 @@ start_all() {
     write_configs
     ulimit -n 400000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
     local b=()
-    taskset -c "$LOAD_CPU" "$SHARDTLS" backend --listen 127.0.0.1:9000 --mode http --response-size 128 & b+=($!)
-    taskset -c "$LOAD_CPU" "$SHARDTLS" backend --listen 127.0.0.1:9001 --mode sink & b+=($!)
-    taskset -c "$LOAD_CPU" "$SHARDTLS" backend --listen 127.0.0.1:9002 --mode echo & b+=($!)
-    taskset -c "$LOAD_CPU" "$SHARDTLS" backend --listen 127.0.0.1:9003 --mode http --response-size $((16 << 20)) & b+=($!)
+    taskset -c "$LOAD_CPU" "$SHARDTLS" test-server --listen 127.0.0.1:9000 --mode http --response-size 128 & b+=($!)
+    taskset -c "$LOAD_CPU" "$SHARDTLS" test-server --listen 127.0.0.1:9001 --mode sink & b+=($!)
+    taskset -c "$LOAD_CPU" "$SHARDTLS" test-server --listen 127.0.0.1:9002 --mode echo & b+=($!)
+    taskset -c "$LOAD_CPU" "$SHARDTLS" test-server --listen 127.0.0.1:9003 --mode http --response-size $((16 << 20)) & b+=($!)
     for p in 9000 9001 9002 9003; do wait_port $p; done
 
     haproxy -c -f "$WORK/haproxy.cfg" >/dev/null

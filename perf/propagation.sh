@@ -27,7 +27,7 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 "$BIN" bench --gen-cert "$WORK/certs" > /dev/null
 B=$(port); V=$(port)
-on "$LOAD_CPUS" "$BIN" backend --listen "127.0.0.1:$B" --mode http > /dev/null 2>&1 & pids+=($!)
+on "$LOAD_CPUS" "$BIN" test-server --listen "127.0.0.1:$B" --mode http > /dev/null 2>&1 & pids+=($!)
 cat > "$WORK/p.conf" <<CONF
 add ssl certKey site -cert certs/cert.pem -key certs/key.pem
 add service web 127.0.0.1 $B TCP

@@ -31,10 +31,10 @@ wait_port() {
 "$BIN" bench --gen-cert "$WORK/certs" > /dev/null
 HTTP=$(port); ECHO=$(port); SINK=$(port); BIG=$(port)
 VS_HTTP=$(port); VS_ECHO=$(port); VS_SINK=$(port); VS_BIG=$(port)
-"$BIN" backend --listen "127.0.0.1:$HTTP" --mode http --response-size 128 > "$WORK/b1.log" 2>&1 & pids+=($!)
-"$BIN" backend --listen "127.0.0.1:$ECHO" --mode echo > "$WORK/b2.log" 2>&1 & pids+=($!)
-"$BIN" backend --listen "127.0.0.1:$SINK" --mode sink > "$WORK/b3.log" 2>&1 & pids+=($!)
-"$BIN" backend --listen "127.0.0.1:$BIG" --mode http --response-size 1048576 > "$WORK/b4.log" 2>&1 & pids+=($!)
+"$BIN" test-server --listen "127.0.0.1:$HTTP" --mode http --response-size 128 > "$WORK/b1.log" 2>&1 & pids+=($!)
+"$BIN" test-server --listen "127.0.0.1:$ECHO" --mode echo > "$WORK/b2.log" 2>&1 & pids+=($!)
+"$BIN" test-server --listen "127.0.0.1:$SINK" --mode sink > "$WORK/b3.log" 2>&1 & pids+=($!)
+"$BIN" test-server --listen "127.0.0.1:$BIG" --mode http --response-size 1048576 > "$WORK/b4.log" 2>&1 & pids+=($!)
 
 cat > "$WORK/smoke.conf" <<CONF
 add ssl certKey site -cert certs/cert.pem -key certs/key.pem

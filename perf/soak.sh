@@ -45,11 +45,11 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 "$BIN" bench --gen-cert "$WORK/certs" > /dev/null
 cp "$WORK/certs/cert.pem" "$WORK/certs/cert-0.pem"; cp "$WORK/certs/key.pem" "$WORK/certs/key-0.pem"
 STABLE_B=$(port); CHURN_B=$(port); TLS_B=$(port); VS=$(port); VC=$(port); VT=$(port)
-"$BIN" backend --listen "127.0.0.1:$STABLE_B" --mode http > /dev/null 2>&1 & pids+=($!)
-"$BIN" backend --listen "127.0.0.1:$TLS_B" --mode http --tls-cert "$WORK/certs/cert.pem" \
+"$BIN" test-server --listen "127.0.0.1:$STABLE_B" --mode http > /dev/null 2>&1 & pids+=($!)
+"$BIN" test-server --listen "127.0.0.1:$TLS_B" --mode http --tls-cert "$WORK/certs/cert.pem" \
     --tls-key "$WORK/certs/key.pem" > /dev/null 2>&1 & pids+=($!)
 cp "$WORK/certs/ca.pem" "$WORK/certs/ca-0.pem"; cp "$WORK/certs/ca.pem" "$WORK/certs/ca-1.pem"
-start_churn() { "$BIN" backend --listen "127.0.0.1:$CHURN_B" --mode echo > /dev/null 2>&1 & CHURN_PID=$!; }
+start_churn() { "$BIN" test-server --listen "127.0.0.1:$CHURN_B" --mode echo > /dev/null 2>&1 & CHURN_PID=$!; }
 start_churn
 
 cat > "$WORK/soak.conf" <<CONF

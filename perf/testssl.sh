@@ -71,8 +71,8 @@ bind ssl vserver defaults -certkeyName site
 bind lb vserver defaults web
 CONF
 
-"$BIN" backend --listen "127.0.0.1:$B1" --mode http >/dev/null 2>&1 & PIDS+=($!)
-"$BIN" backend --listen "127.0.0.1:$B2" --mode http >/dev/null 2>&1 & PIDS+=($!)
+"$BIN" test-server --listen "127.0.0.1:$B1" --mode http >/dev/null 2>&1 & PIDS+=($!)
+"$BIN" test-server --listen "127.0.0.1:$B2" --mode http >/dev/null 2>&1 & PIDS+=($!)
 SHARDTLS_LOG=warn "$BIN" run -c "$WORK/shardtls.conf" --shards 1 --admin "$WORK/admin.sock" 2>"$WORK/proxy.log" & PIDS+=($!)
 for _ in $(seq 100); do [ -S "$WORK/admin.sock" ] && break; sleep 0.1; done
 sleep 0.5

@@ -101,8 +101,8 @@ bind ssl vserver echo -certkeyName rsa
 bind lb vserver echo echo
 CONF
 
-"$BIN" backend --listen "127.0.0.1:$B" --mode http >/dev/null 2>&1 & PIDS+=($!)
-"$BIN" backend --listen "127.0.0.1:$BE" --mode echo >/dev/null 2>&1 & PIDS+=($!)
+"$BIN" test-server --listen "127.0.0.1:$B" --mode http >/dev/null 2>&1 & PIDS+=($!)
+"$BIN" test-server --listen "127.0.0.1:$BE" --mode echo >/dev/null 2>&1 & PIDS+=($!)
 SHARDTLS_LOG=${SHARDTLS_LOG:-warn} "$BIN" run -c "$WORK/shardtls.conf" --shards 2 --admin "$WORK/admin.sock" \
     2>"$WORK/proxy.log" & PIDS+=($!)
 for _ in $(seq 100); do [ -S "$WORK/admin.sock" ] && break; sleep 0.1; done

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 
 use crate::control::{admin::client_request, RunOptions};
-use crate::origin::{self, OriginConfig, OriginMode};
 use crate::pki::Ca;
+use crate::test_server::{self, TestServerConfig, TestServerMode};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -130,9 +130,9 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
     let ca = Ca::new("shardtls demo CA")?;
     let (cert, key) = write_pair(dir, "site-1", &ca.issue(&[SNI], 1)?)?;
 
-    let backend = origin::spawn(OriginConfig {
+    let backend = test_server::spawn(TestServerConfig {
         listen: "127.0.0.1:0".parse()?,
-        mode: OriginMode::Http,
+        mode: TestServerMode::Http,
         response_size: 256,
         tls: None,
         threads: 1,

@@ -12,7 +12,7 @@
 //!   (below both `control` and `shard`: neither imports the other's types);
 //! - [`shard`] is the thin shell per core: accept, handshake, copy;
 //! - [`tls`] is the only module that touches rustls;
-//! - [`origin`] is the built-in back end for tests, demos and benchmarks;
+//! - [`test_server`] is the built-in test server (echo, sink, HTTP) for tests, demos and benchmarks;
 //! - [`bench`] is the load generator and benchmark CLI.
 
 pub mod bench;
@@ -20,9 +20,9 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod demo;
-pub mod origin;
 pub mod pki;
 pub mod rt;
 pub mod shard;
 pub mod snapshot;
+pub mod test_server;
 pub mod tls;

@@ -98,8 +98,10 @@ enum Cmd {
     },
     /// Load generator and benchmark scenarios.
     Bench(Box<shardtls::bench::BenchArgs>),
-    /// Built-in back end for tests and benchmarks.
-    Backend(shardtls::origin::OriginArgs),
+    /// Built-in test server (echo, sink or fixed HTTP response; plain or TLS)
+    /// to stand behind the proxy in tests, demos and benchmarks.
+    #[command(alias = "backend")]
+    TestServer(shardtls::test_server::TestServerArgs),
 }
 
 fn read_token(path: &Option<PathBuf>) -> Result<Option<String>, String> {
@@ -280,7 +282,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Demo { json } => shardtls::demo::main(json),
         Cmd::Bench(a) => shardtls::bench::main(*a),
-        Cmd::Backend(a) => shardtls::origin::main(a),
+        Cmd::TestServer(a) => shardtls::test_server::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

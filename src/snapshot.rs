@@ -37,7 +37,7 @@ pub struct VserverSpec {
 
 /// A service or serviceGroup as shards use it.
 #[derive(Debug)]
-pub struct PoolSpec {
+pub struct ServiceSpec {
     pub entity: EntityRef,
     pub enabled: bool,
     pub epoch: Epoch,
@@ -64,7 +64,7 @@ pub struct ChangeNotes {
 pub struct Snapshot {
     pub generation: u64,
     pub vservers: BTreeMap<Arc<str>, Arc<VserverSpec>>,
-    pub pools: BTreeMap<Arc<str>, Arc<PoolSpec>>,
+    pub services: BTreeMap<Arc<str>, Arc<ServiceSpec>>,
     pub notes: ChangeNotes,
 }
 
@@ -147,7 +147,7 @@ impl Snapshot {
             };
             vservers.insert(Arc::from(name.as_str()), Arc::new(spec));
         }
-        let mut pools = BTreeMap::new();
+        let mut services = BTreeMap::new();
         let mut add_pool = |name: &str,
                             kind: EntityKind,
                             enabled: bool,
@@ -162,7 +162,7 @@ impl Snapshot {
             let epoch = epoch_of(model, &entity);
             let prof = profile.as_ref().and_then(|p| model.profiles.get(p)).map(|p| &p.params);
             let eff = params.effective(prof);
-            let prev_spec = prev.and_then(|p| p.pools.get(name));
+            let prev_spec = prev.and_then(|p| p.services.get(name));
             let tls = match (proto, prev_spec) {
                 (BackendProto::Tcp, _) => None,
                 (BackendProto::SslTcp, Some(p)) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
@@ -177,9 +177,9 @@ impl Snapshot {
                 strict_session_cleanup: eff.strict_session_cleanup,
                 max_conns: None,
             };
-            pools.insert(
+            services.insert(
                 Arc::from(name),
-                Arc::new(PoolSpec {
+                Arc::new(ServiceSpec {
                     entity,
                     enabled,
                     epoch,
@@ -221,7 +221,7 @@ impl Snapshot {
         Ok(Snapshot {
             generation,
             vservers,
-            pools,
+            services,
             notes,
         })
     }

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardtls::control::admin::{client_request, MAX_CONNECTIONS};
+use shardtls::control::admin::{client_request, client_request_status, MAX_CONNECTIONS};
 
 /// Well within the admin API's 10 s request timeout.
 const PROMPTLY: Duration = Duration::from_secs(3);
@@ -229,4 +229,46 @@ fn a_shard_that_dies_stops_the_process_instead_of_leaving_a_dead_core() {
         "the log names the shard\n{}",
         p.log()
     );
+}
+
+#[test]
+fn mistakes_are_told_apart_from_faults_by_status() {
+    let proxy = proxy();
+    let status = |body: &str| {
+        client_request_status(&proxy.admin, "POST", "/cmd", body, None)
+            .unwrap()
+            .0
+    };
+    let before = client_request(&proxy.admin, "GET", "/config", "", None).unwrap().1;
+    // Not a command of the language: a mistake.
+    assert_eq!(status("frobnicate the proxy"), 400);
+    // An unknown flag: a mistake.
+    assert_eq!(status("add service echo3 127.0.0.1 9 TCP -noSuchFlag 1"), 400);
+    // An entity that already exists: a conflict with the running configuration.
+    assert_eq!(status("add service echo 127.0.0.1 9 TCP"), 409);
+    // Removing what is not there: a mistake, not a fault.
+    assert_eq!(status("rm service nosuch"), 400);
+    let after = client_request(&proxy.admin, "GET", "/config", "", None).unwrap().1;
+    assert_eq!(before, after, "a refused command changed the configuration");
+    // And a good one is 200.
+    assert_eq!(status("add service echo2 127.0.0.1 9 TCP"), 200);
+}
+
+#[test]
+fn ctl_exits_1_on_a_refusal_and_70_when_the_proxy_cannot_be_reached() {
+    let proxy = proxy();
+    let run = |admin: &str, line: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shardtls"))
+            .args(["ctl", "--admin", admin, line])
+            .output()
+            .unwrap()
+    };
+    let out = run(&proxy.admin, "add service echo 127.0.0.1 9 TCP");
+    assert_eq!(out.status.code(), Some(1), "refused: {out:?}");
+    let out = run(&proxy.admin, "show ns runningConfig");
+    assert_eq!(out.status.code(), Some(0), "query: {out:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("no-such.sock");
+    let out = run(nowhere.to_str().unwrap(), "show ns runningConfig");
+    assert_eq!(out.status.code(), Some(70), "unreachable: {out:?}");
 }

@@ -23,7 +23,7 @@ use common::*;
 use ring::aead;
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, ConnectionTrafficSecrets};
-use shardtls::origin::OriginMode;
+use shardtls::test_server::TestServerMode;
 
 /// The longest any probe may wait for the proxy's answer and EOF.
 const BOUND: Duration = Duration::from_secs(5);
@@ -37,13 +37,13 @@ struct Site {
     proxy: Proxy,
     port: u16,
     pki: Pki,
-    _be: shardtls::origin::OriginHandle,
+    _be: shardtls::test_server::TestServerHandle,
 }
 
 /// A vserver for www.test in front of an echo back end, with `extra` lines.
 fn site(extra: &str) -> Site {
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let (ck, _) = certkey(&pki, "site", &["www.test"]);
     let cfg = format!(

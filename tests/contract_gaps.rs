@@ -27,7 +27,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{HandshakeKind, SupportedProtocolVersion};
 use serde_json::Value;
 use shardtls::control::admin::client_request;
-use shardtls::origin::{OriginHandle, OriginMode};
+use shardtls::test_server::{TestServerHandle, TestServerMode};
 
 const SNI: &str = "site.test";
 /// Upper bound for anything the proxy should do "soon" (generous for CI).
@@ -216,14 +216,14 @@ struct Rig {
     proxy: Proxy,
     v1: SocketAddr,
     v2: SocketAddr,
-    _echo: OriginHandle,
+    _echo: TestServerHandle,
 }
 
 fn rig(extra: &str, shards: usize) -> Rig {
     let pki = Pki::new();
     let (site, _) = certkey(&pki, "site", &[SNI]);
     let (other, _) = certkey(&pki, "other", &[SNI]);
-    let echo = backend(OriginMode::Echo);
+    let echo = backend(TestServerMode::Echo);
     let (p1, p2) = (free_port(), free_port());
     let config = format!(
         "{site}{other}\

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardtls::origin::OriginMode;
+use shardtls::test_server::TestServerMode;
 
 const SHARDS: usize = 2;
 
@@ -175,7 +175,7 @@ fn tls13_and_tls12_clients_reach_echo_backend() {
 #[test]
 fn sni_selects_certificate() {
     let pki = Pki::new();
-    let origin = backend(OriginMode::Echo);
+    let origin = backend(TestServerMode::Echo);
     let port = free_port();
     let (ck_a, serial_a) = certkey(&pki, "site", &["a.test"]);
     let (ck_b, serial_b) = certkey(&pki, "other", &["b.test", "*.wild.test"]);
@@ -265,9 +265,9 @@ fn tls_backend_verified_and_wrong_certificates_refused() {
     std::fs::write(&foreign_cert, foreign.cert_pem).unwrap();
     std::fs::write(&foreign_key, foreign.key_pem).unwrap();
 
-    let good = tls_backend(OriginMode::Echo, server_config_from(&good_cert, &good_key));
-    let badname = tls_backend(OriginMode::Echo, server_config_from(&name_cert, &name_key));
-    let badca = tls_backend(OriginMode::Echo, server_config_from(&foreign_cert, &foreign_key));
+    let good = tls_backend(TestServerMode::Echo, server_config_from(&good_cert, &good_key));
+    let badname = tls_backend(TestServerMode::Echo, server_config_from(&name_cert, &name_key));
+    let badca = tls_backend(TestServerMode::Echo, server_config_from(&foreign_cert, &foreign_key));
     let (p1, p2, p3) = (free_port(), free_port(), free_port());
     let config = format!(
         "{ck}add ssl certKey ca -cert {}\n{}{}{}{}{}{}",
@@ -333,7 +333,7 @@ fn tls_backend_sessions_resume() {
     let (ck, _) = certkey(&pki, "site", &["site.test"]);
     let ca = pki.ca_file();
     let (bc, bk, _) = pki.issue("backend", &["backend.test"]);
-    let origin = tls_backend(OriginMode::Echo, server_config_from(&bc, &bk));
+    let origin = tls_backend(TestServerMode::Echo, server_config_from(&bc, &bk));
     let port = free_port();
     let config = format!(
         "{ck}add ssl certKey ca -cert {}\n{}{}",
@@ -377,7 +377,7 @@ fn tls_backend_sessions_resume() {
 fn dead_member_is_skipped() {
     let pki = Pki::new();
     let (ck, _) = certkey(&pki, "site", &["site.test"]);
-    let live = backend(OriginMode::Echo);
+    let live = backend(TestServerMode::Echo);
     let dead = free_port(); // nothing listens there
     let port = free_port();
     let config = format!(
@@ -417,8 +417,8 @@ fn half_close_returns_everything() {
     let (ck, _) = certkey(&pki, "site", &["site.test"]);
     let ca = pki.ca_file();
     let (bc, bk, _) = pki.issue("backend", &["backend.test"]);
-    let plain = backend(OriginMode::Echo);
-    let tls = tls_backend(OriginMode::Echo, server_config_from(&bc, &bk));
+    let plain = backend(TestServerMode::Echo);
+    let tls = tls_backend(TestServerMode::Echo, server_config_from(&bc, &bk));
     let (p1, p2) = (free_port(), free_port());
     let config = format!(
         "{ck}add ssl certKey ca -cert {}\nadd service web {} {} TCP\n{}{}{}",

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
-use shardtls::origin::{OriginHandle, OriginMode};
+use shardtls::test_server::{TestServerHandle, TestServerMode};
 
 const SNI: &str = "site.test";
 
@@ -21,7 +21,7 @@ struct Rig {
     proxy: Proxy,
     v1: SocketAddr,
     v2: SocketAddr,
-    _echo: OriginHandle,
+    _echo: TestServerHandle,
 }
 
 /// v1 serves certKey `site`, v2 serves certKey `other`; both echo; two shards.
@@ -33,7 +33,7 @@ fn rig_on(extra: &str, shards: usize) -> Rig {
     let pki = Pki::new();
     let (c1, k1, _) = pki.issue("site", &[SNI]);
     let (c2, k2, _) = pki.issue("other", &[SNI]);
-    let echo = backend(OriginMode::Echo);
+    let echo = backend(TestServerMode::Echo);
     let (p1, p2) = (free_port(), free_port());
     let config = format!(
         "add ssl certKey site -cert {} -key {}\n\
@@ -503,11 +503,11 @@ fn r12_without_drain_timeout_old_connections_stay() {
 }
 
 /// A vserver in front of an SSL_TCP service (verified, SNI backend.test).
-fn tls_rig() -> (Pki, Proxy, SocketAddr, OriginHandle) {
+fn tls_rig() -> (Pki, Proxy, SocketAddr, TestServerHandle) {
     let pki = Pki::new();
     let (c1, k1, _) = pki.issue("site", &[SNI]);
     let (bc, bk, _) = pki.issue("backend", &["backend.test"]);
-    let origin = tls_backend(OriginMode::Echo, server_config_from(&bc, &bk));
+    let origin = tls_backend(TestServerMode::Echo, server_config_from(&bc, &bk));
     let p1 = free_port();
     let config = format!(
         "add ssl certKey site -cert {} -key {}\n\

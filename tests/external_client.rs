@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shardtls::origin::{OriginHandle, OriginMode};
+use shardtls::test_server::{TestServerHandle, TestServerMode};
 
 struct Setup {
     pki: Pki,
-    _origin: OriginHandle,
+    _origin: TestServerHandle,
     proxy: Proxy,
     addr: SocketAddr,
 }
@@ -24,7 +24,7 @@ struct Setup {
 /// certificate for `other.test`, in front of an echo back end.
 fn setup() -> Setup {
     let pki = Pki::new();
-    let origin = backend(OriginMode::Echo);
+    let origin = backend(TestServerMode::Echo);
     let port = free_port();
     let (c1, k1, _) = pki.issue("site", &["site.test"]);
     let (c2, k2, _) = pki.issue("other", &["other.test"]);

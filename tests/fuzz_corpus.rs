@@ -57,6 +57,11 @@ fn config_line_corpus_replays_cleanly() {
 }
 
 #[test]
+fn config_grammar_corpus_replays_cleanly() {
+    replay("config_grammar", logic::config_grammar);
+}
+
+#[test]
 fn core_events_corpus_replays_cleanly() {
     replay("core_events", logic::core_events);
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use shardtls::origin::OriginMode;
+use shardtls::test_server::TestServerMode;
 
 const SHARDS: usize = 2;
 
@@ -200,7 +200,7 @@ fn slowloris_connections_are_closed_by_the_handshake_timeout_and_live_traffic_st
     const PARTIAL: usize = 500;
     const TRICKLE: usize = 3;
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let cfg = simple_config(&pki, port, be.local_addr(), "set ssl vserver v1 -handshakeTimeout 1\n");
     let proxy = Proxy::start(&cfg, SHARDS);
@@ -372,7 +372,7 @@ fn flood_above_max_clients_is_refused_early_and_established_connections_keep_wor
     const ESTABLISHED: usize = 5;
     const FLOOD: usize = 200;
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let (ck, _) = certkey(&pki, "site", &["www.test"]);
     let cfg = format!(
@@ -485,12 +485,12 @@ struct Served {
     proxy: Proxy,
     port: u16,
     pki: Pki,
-    _be: shardtls::origin::OriginHandle,
+    _be: shardtls::test_server::TestServerHandle,
 }
 
 fn serve_simple(extra: &str) -> Served {
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let cfg = simple_config(&pki, port, be.local_addr(), extra);
     let proxy = Proxy::start(&cfg, SHARDS);
@@ -599,7 +599,7 @@ fn trust_anything() -> Arc<rustls::ClientConfig> {
 #[test]
 fn unknown_sni_gets_the_default_certificate() {
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let (site, site_serial) = certkey(&pki, "site", &["www.test"]);
     let (other, other_serial) = certkey(&pki, "other", &["other.test"]);
@@ -666,7 +666,7 @@ fn try_echo(port: u16, cfg: Arc<rustls::ClientConfig>) -> Result<(Client, String
 #[test]
 fn client_certificate_that_fails_verification_is_rejected_with_a_log_line() {
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let (site, _) = certkey(&pki, "site", &["www.test"]);
     let cfg = format!(
@@ -889,7 +889,7 @@ fn tls_back_end_with_a_wrong_certificate_ends_the_client_with_a_log_line() {
     // The back end's certificate comes from a CA the proxy does not trust.
     let stranger = Pki::new();
     let (bc, bk, _) = stranger.issue("backend", &["api.internal"]);
-    let be = tls_backend(OriginMode::Echo, server_config_from(&bc, &bk));
+    let be = tls_backend(TestServerMode::Echo, server_config_from(&bc, &bk));
     let targets = format!(
         "add ssl certKey backend-ca -cert {}\n\
          add service api 127.0.0.1 {} SSL_TCP\n\
@@ -913,7 +913,7 @@ fn tls_back_end_with_a_wrong_certificate_ends_the_client_with_a_log_line() {
 
     // The same back end with a name it does not have is refused too, naming why.
     let (gc, gk, _) = pki.issue("backend2", &["other.internal"]);
-    let be2 = tls_backend(OriginMode::Echo, server_config_from(&gc, &gk));
+    let be2 = tls_backend(TestServerMode::Echo, server_config_from(&gc, &gk));
     proxy
         .ctl(&format!("add service api2 127.0.0.1 {} SSL_TCP\nset ssl service api2 -serverAuth ENABLED -commonName api.internal\nbind ssl service api2 -certkeyName backend-ca -CA\nunbind lb vserver v1 api\nbind lb vserver v1 api2", be2.local_addr().port()))
         .expect("switch to the misnamed back end");
@@ -966,7 +966,7 @@ fn whole_service_group_down_closes_new_connections_quickly_with_a_log_line() {
 fn dead_group_member_is_skipped_and_the_others_keep_serving() {
     let pki = Pki::new();
     let port = free_port();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let dead = free_port();
     let targets = format!(
         "add serviceGroup web TCP\nbind serviceGroup web 127.0.0.1 {dead}\nbind serviceGroup web 127.0.0.1 {}\n",
@@ -1026,9 +1026,9 @@ fn down_member_is_probed_and_back_in_service_without_client_traffic() {
     assert!(t0.elapsed() < Duration::from_secs(1), "refusal took {:?}", t0.elapsed());
 
     // The member comes back; the probe finds it with no client traffic.
-    let be = shardtls::origin::spawn(shardtls::origin::OriginConfig {
+    let be = shardtls::test_server::spawn(shardtls::test_server::TestServerConfig {
         listen: lo(dead),
-        mode: OriginMode::Echo,
+        mode: TestServerMode::Echo,
         response_size: 64,
         tls: None,
         threads: 1,
@@ -1056,7 +1056,7 @@ fn tls_member_with_a_wrong_certificate_stays_down_while_probed() {
     let port = free_port();
     let stranger = Pki::new();
     let (bc, bk, _) = stranger.issue("backend", &["api.internal"]);
-    let be = tls_backend(OriginMode::Echo, server_config_from(&bc, &bk));
+    let be = tls_backend(TestServerMode::Echo, server_config_from(&bc, &bk));
     let member = be.local_addr().to_string();
     let targets = format!(
         "add ssl certKey backend-ca -cert {}\n\

@@ -8,13 +8,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use shardtls::origin::OriginMode;
+use shardtls::test_server::TestServerMode;
 
 /// A vserver v1 (certificate for www.test) on a free port in front of an
 /// echo back end: (pki, back end, port, config).
-fn echo_site() -> (Pki, shardtls::origin::OriginHandle, u16, String) {
+fn echo_site() -> (Pki, shardtls::test_server::TestServerHandle, u16, String) {
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let (ck, _) = certkey(&pki, "site", &["www.test"]);
     let config = format!(

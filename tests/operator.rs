@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shardtls::control::admin::client_request;
-use shardtls::origin::OriginMode;
+use shardtls::test_server::TestServerMode;
 
 const SHARDS: usize = 2;
 
@@ -54,12 +54,12 @@ struct Site {
     config: String,
     cert: PathBuf,
     key: PathBuf,
-    _be: shardtls::origin::OriginHandle,
+    _be: shardtls::test_server::TestServerHandle,
 }
 
 fn site() -> Site {
     let pki = Pki::new();
-    let be = backend(OriginMode::Echo);
+    let be = backend(TestServerMode::Echo);
     let port = free_port();
     let (cert, key, _) = pki.issue("site", &["www.test"]);
     let config = format!(

@@ -1,7 +1,7 @@
 //! Load generator and benchmark CLI (`shardtls bench SCENARIO`).
 //!
 //! # What it does
-//! Drives any TLS endpoint (shardtls, HAProxy, nginx, or `shardtls backend`
+//! Drives any TLS endpoint (shardtls, HAProxy, nginx, or `shardtls test-server`
 //! with a certificate) from one glommio executor per worker thread, each
 //! pinned to its own CPU with `core_affinity`. Scenarios, one small file each
 //! under `scenarios/`:
@@ -246,7 +246,7 @@ impl Plan {
 /// target is unreachable or an invariant broke.
 pub fn main(args: BenchArgs) -> Result<()> {
     if let Some(dir) = &args.gen_cert {
-        let pki = crate::origin::pki::TestPki::generate(&["localhost", "127.0.0.1"])?;
+        let pki = crate::test_server::pki::TestPki::generate(&["localhost", "127.0.0.1"])?;
         pki.write_to(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         eprintln!(
             "wrote {}/{{ca,cert,key}}.pem (ECDSA P-256, localhost, 127.0.0.1)",

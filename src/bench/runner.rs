@@ -31,7 +31,7 @@ use hdrhistogram::Histogram;
 
 use super::proc::CpuSample;
 use super::{Plan, Result};
-use crate::origin::stream::TlsStream;
+use crate::test_server::stream::TlsStream;
 
 /// io_uring memory locked per worker (the memlock limit is 8 MiB).
 const IO_MEMORY: usize = 512 * 1024;

@@ -1,4 +1,4 @@
-//! Every scenario, briefly, against the built-in back end as a TLS server.
+//! Every scenario, briefly, against the built-in test server as a TLS server.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -6,8 +6,8 @@ use std::sync::Arc;
 use clap::Parser;
 
 use super::*;
-use crate::origin::pki::TestPki;
-use crate::origin::{self, OriginConfig, OriginHandle, OriginMode};
+use crate::test_server::pki::TestPki;
+use crate::test_server::{self, TestServerConfig, TestServerHandle, TestServerMode};
 
 #[derive(Parser)]
 struct Cli {
@@ -15,8 +15,8 @@ struct Cli {
     args: BenchArgs,
 }
 
-fn backend(pki: &TestPki, mode: OriginMode, size: usize) -> OriginHandle {
-    origin::spawn(OriginConfig {
+fn backend(pki: &TestPki, mode: TestServerMode, size: usize) -> TestServerHandle {
+    test_server::spawn(TestServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         mode,
         response_size: size,
@@ -26,7 +26,7 @@ fn backend(pki: &TestPki, mode: OriginMode, size: usize) -> OriginHandle {
     .unwrap()
 }
 
-fn plan(scenario: &str, target: &OriginHandle, ca: &std::path::Path, extra: &[&str]) -> Arc<Plan> {
+fn plan(scenario: &str, target: &TestServerHandle, ca: &std::path::Path, extra: &[&str]) -> Arc<Plan> {
     let target = target.local_addr().to_string();
     let ca = ca.to_str().unwrap();
     let mut argv = vec![
@@ -83,7 +83,7 @@ fn every_scenario_against_the_builtin_backend() {
     let ca = dir.path().join("ca.pem");
     let pid = std::process::id().to_string();
 
-    let http = backend(&pki, OriginMode::Http, 100);
+    let http = backend(&pki, TestServerMode::Http, 100);
     let r = scenarios::handshake::run(plan("handshake", &http, &ca, &["--request", "--server-pid", &pid])).unwrap();
     assert!(r.failures.is_empty(), "{}", r.table());
     assert!(metric(&r, "handshakes") > 0.0 && metric(&r, "resumed") == 0.0);
@@ -106,21 +106,21 @@ fn every_scenario_against_the_builtin_backend() {
     assert_eq!(metric(&r, "connections_open"), 50.0);
     assert!(r.to_json()["metrics"]["server_bytes_per_connection"].is_object());
 
-    let sink = backend(&pki, OriginMode::Sink, 0);
+    let sink = backend(&pki, TestServerMode::Sink, 0);
     let r = scenarios::bulk::run(plan("bulk", &sink, &ca, &["--direction", "up", "--connections", "2"])).unwrap();
     assert!(
         r.failures.is_empty() && metric(&r, "up_gbytes_per_s") > 0.0,
         "{}",
         r.table()
     );
-    let echo = backend(&pki, OriginMode::Echo, 0);
+    let echo = backend(&pki, TestServerMode::Echo, 0);
     let r = scenarios::bulk::run(plan("bulk", &echo, &ca, &["--direction", "both", "--connections", "2"])).unwrap();
     assert!(
         metric(&r, "down_gbytes_per_s") > 0.0 && metric(&r, "up_gbytes_per_s") > 0.0,
         "{}",
         r.table()
     );
-    let big = backend(&pki, OriginMode::Http, 1 << 20);
+    let big = backend(&pki, TestServerMode::Http, 1 << 20);
     let r = scenarios::bulk::run(plan("bulk", &big, &ca, &["--direction", "down", "--connections", "2"])).unwrap();
     assert!(metric(&r, "down_gbytes_per_s") > 0.0, "{}", r.table());
 
@@ -241,7 +241,7 @@ fn failed_requests_are_counted_under_their_cause_and_explained() {
     let pki = TestPki::generate(&["localhost", "127.0.0.1"]).unwrap();
     pki.write_to(dir.path()).unwrap();
     let ca = dir.path().join("ca.pem");
-    let echo = backend(&pki, OriginMode::Echo, 0);
+    let echo = backend(&pki, TestServerMode::Echo, 0);
     let r = scenarios::handshake::run(plan(
         "handshake",
         &echo,

@@ -387,7 +387,7 @@ fn histogram_families(shards: &[ShardReport]) -> Vec<Family> {
             h.merge(&v.handshake);
             l.merge(&v.lifetime);
         }
-        for p in &r.pools {
+        for p in &r.services {
             by_pool
                 .entry(&p.name)
                 .or_insert_with(|| HistogramSnapshot::empty(p.connect.bounds))

@@ -16,10 +16,10 @@ use futures_lite::future::or;
 use futures_lite::AsyncReadExt;
 use tracing::{debug, info};
 
+use super::backends::{self, Backend};
 use super::logs::{self, Cause};
 use super::proxy::{Proxy, ProxyEnd};
 use super::signal::ConnSignal;
-use super::upstream::{self, Backend};
 use super::{Shard, ShardVserver};
 use crate::core::{CloseKind, CloseReason, ConnId};
 use crate::tls::stream::{Leg, PeerEnd};
@@ -256,7 +256,7 @@ pub(crate) async fn serve_client(
 
     vs.metrics.handshake.observe(handshake_started.elapsed());
     debug!(shard = shard.id, peer = %c.peer, epoch, resumed, "handshake complete");
-    let mut backend = match Box::pin(upstream::connect(shard, &vs, &signal)).await {
+    let mut backend = match Box::pin(backends::connect(shard, &vs, &signal)).await {
         Ok(b) => b,
         Err(e) => {
             if logs::allow(Cause::NoBackend, Instant::now()) {

@@ -10,11 +10,11 @@
 //!
 //! It does not parse configuration or decide epochs; the control plane does.
 
+mod backends;
 mod conn;
 mod logs;
 mod proxy;
 mod signal;
-mod upstream;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -27,7 +27,7 @@ use crate::rt::{spawn_local, Receiver, Sender, Task};
 use tracing::{info, warn};
 
 use crate::core::{CloseReason, ConnId, Histogram, HistogramSnapshot, ShardCore, ShardStats};
-use crate::snapshot::{PoolSpec, Snapshot, VserverSpec};
+use crate::snapshot::{ServiceSpec, Snapshot, VserverSpec};
 use crate::tls::{ShardClientConfig, ShardServerConfig};
 pub use signal::ConnSignal;
 
@@ -70,10 +70,10 @@ pub(crate) struct ShardVserver {
 }
 
 /// A service or serviceGroup as this shard uses it.
-pub(crate) struct ShardPool {
-    pub spec: Arc<PoolSpec>,
+pub(crate) struct ShardService {
+    pub spec: Arc<ServiceSpec>,
     pub tls: Option<ShardClientConfig>,
-    /// Kept while the pool stays in the configuration.
+    /// Kept while the service stays in the configuration.
     pub metrics: Rc<PoolMetrics>,
 }
 
@@ -128,7 +128,7 @@ pub struct ShardReport {
     /// Per vserver, sorted by name.
     pub vservers: Vec<VserverLatency>,
     /// Per service or serviceGroup, sorted by name.
-    pub pools: Vec<PoolLatency>,
+    pub services: Vec<ServiceLatency>,
 }
 
 /// A vserver's latency histograms on one shard.
@@ -141,7 +141,7 @@ pub struct VserverLatency {
 
 /// A service's or serviceGroup's latency histograms on one shard.
 #[derive(Debug)]
-pub struct PoolLatency {
+pub struct ServiceLatency {
     pub name: String,
     pub connect: HistogramSnapshot,
 }
@@ -187,10 +187,10 @@ pub struct Shard {
     signals: RefCell<HashMap<ConnId, Rc<ConnSignal>>>,
     vservers: RefCell<HashMap<Arc<str>, Rc<ShardVserver>>>,
     listeners: RefCell<HashMap<Arc<str>, Listening>>,
-    pools: RefCell<HashMap<Arc<str>, Rc<ShardPool>>>,
+    services: RefCell<HashMap<Arc<str>, Rc<ShardService>>>,
     pub(crate) counters: ShellCounters,
-    /// Health of back-end members, by address (see `upstream`).
-    health: RefCell<HashMap<std::net::SocketAddr, upstream::MemberHealth>>,
+    /// Health of back-end members, by address (see `backends`).
+    health: RefCell<HashMap<std::net::SocketAddr, backends::MemberHealth>>,
     /// Client connections open on this shard.
     live: Cell<usize>,
     /// Most client connections this shard keeps open (from `RLIMIT_NOFILE`,
@@ -208,7 +208,7 @@ impl Shard {
             signals: RefCell::new(HashMap::new()),
             vservers: RefCell::new(HashMap::new()),
             listeners: RefCell::new(HashMap::new()),
-            pools: RefCell::new(HashMap::new()),
+            services: RefCell::new(HashMap::new()),
             counters: ShellCounters::default(),
             health: RefCell::new(HashMap::new()),
             live: Cell::new(0),
@@ -249,8 +249,8 @@ impl Shard {
         self.draining.get()
     }
 
-    pub(crate) fn pool(&self, name: &str) -> Option<Rc<ShardPool>> {
-        self.pools.borrow().get(name).cloned()
+    pub(crate) fn service(&self, name: &str) -> Option<Rc<ShardService>> {
+        self.services.borrow().get(name).cloned()
     }
 
     /// Bring the core's view of one entity in line with its spec: open the
@@ -291,10 +291,10 @@ impl Shard {
         let mut draining = 0;
         let mut errors = Vec::new();
 
-        // Back ends first, so a vserver never picks a pool this shard lacks.
-        let mut pools = HashMap::new();
-        for (name, spec) in &snap.pools {
-            let old = self.pool(name);
+        // Back ends first, so a vserver never picks a service this shard lacks.
+        let mut services = HashMap::new();
+        for (name, spec) in &snap.services {
+            let old = self.service(name);
             let tls = keep_or_build(
                 &spec.tls,
                 old.as_ref().and_then(|o| o.tls.as_ref()),
@@ -306,9 +306,9 @@ impl Shard {
             killed += k;
             draining += d;
             let metrics = old.as_ref().map(|o| o.metrics.clone()).unwrap_or_default();
-            pools.insert(
+            services.insert(
                 name.clone(),
-                Rc::new(ShardPool {
+                Rc::new(ShardService {
                     spec: spec.clone(),
                     tls,
                     metrics,
@@ -316,14 +316,14 @@ impl Shard {
             );
         }
         let gone: Vec<_> = self
-            .pools
+            .services
             .borrow()
             .iter()
-            .filter(|(n, _)| !snap.pools.contains_key(*n))
+            .filter(|(n, _)| !snap.services.contains_key(*n))
             .map(|(_, p)| p.spec.entity.clone())
             .collect();
         self.close_removed(gone);
-        *self.pools.borrow_mut() = pools;
+        *self.services.borrow_mut() = services;
 
         let mut vservers = HashMap::new();
         for (name, spec) in &snap.vservers {
@@ -430,16 +430,16 @@ impl Shard {
             })
             .collect();
         vservers.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut pools: Vec<PoolLatency> = self
-            .pools
+        let mut services: Vec<ServiceLatency> = self
+            .services
             .borrow()
             .iter()
-            .map(|(name, p)| PoolLatency {
+            .map(|(name, p)| ServiceLatency {
                 name: name.to_string(),
                 connect: p.metrics.connect.snapshot(),
             })
             .collect();
-        pools.sort_by(|a, b| a.name.cmp(&b.name));
+        services.sort_by(|a, b| a.name.cmp(&b.name));
         ShardReport {
             shard: self.id,
             live_client_connections: self.live.get(),
@@ -452,7 +452,7 @@ impl Shard {
             bytes_backend_to_client: c.bytes_down.get(),
             core: self.core.borrow().stats(),
             vservers,
-            pools,
+            services,
         }
     }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use shardtls::control::admin::client_request;
-use shardtls::origin::{self, OriginConfig, OriginHandle, OriginMode};
 use shardtls::pki::Ca;
+use shardtls::test_server::{self, TestServerConfig, TestServerHandle, TestServerMode};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -208,9 +208,9 @@ pub fn certkey(pki: &Pki, name: &str, names: &[&str]) -> (String, String) {
 }
 
 /// Start a built-in back end on loopback.
-pub fn backend(mode: OriginMode) -> OriginHandle {
+pub fn backend(mode: TestServerMode) -> TestServerHandle {
     raise_limits();
-    origin::spawn(OriginConfig {
+    test_server::spawn(TestServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         mode,
         response_size: 64,
@@ -221,8 +221,8 @@ pub fn backend(mode: OriginMode) -> OriginHandle {
 }
 
 /// Start a built-in TLS back end with `server` config.
-pub fn tls_backend(mode: OriginMode, server: Arc<rustls::ServerConfig>) -> OriginHandle {
-    origin::spawn(OriginConfig {
+pub fn tls_backend(mode: TestServerMode, server: Arc<rustls::ServerConfig>) -> TestServerHandle {
+    test_server::spawn(TestServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         mode,
         response_size: 64,
@@ -234,7 +234,7 @@ pub fn tls_backend(mode: OriginMode, server: Arc<rustls::ServerConfig>) -> Origi
 
 /// A server config for a TLS back end from issued files.
 pub fn server_config_from(cert: &Path, key: &Path) -> Arc<rustls::ServerConfig> {
-    origin::load_server_config(cert, key).unwrap()
+    test_server::load_server_config(cert, key).unwrap()
 }
 
 /// The proxy binary running with a config file.
@@ -522,14 +522,14 @@ pub fn half_handshake(addr: SocketAddr, sni: &str, cfg: &Arc<rustls::ClientConfi
 /// plain echo service `web`.
 pub struct EchoSetup {
     pub pki: Pki,
-    pub _origin: OriginHandle,
+    pub _origin: TestServerHandle,
     pub proxy: Proxy,
     pub addr: SocketAddr,
 }
 
 pub fn echo_setup(shards: usize, vserver_extra: &str) -> EchoSetup {
     let pki = Pki::new();
-    let origin = backend(OriginMode::Echo);
+    let origin = backend(TestServerMode::Echo);
     let port = free_port();
     let (ck, _) = certkey(&pki, "site", &["site.test"]);
     let config = format!(

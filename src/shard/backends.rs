@@ -5,14 +5,14 @@
 //! handshake is skipped and the next one tried (failover). A TLS back end
 //! always gets a fresh rustls client connection that may resume a session
 //! saved for that same server (R9). The back-end connection is registered
-//! with the shard core under the pool's entity, so epoch changes and
+//! with the shard core under the service's entity, so epoch changes and
 //! `disable` reach it (R2, R4, R7).
 //!
 //! Health is kept per shard. A member whose connect or TLS handshake fails
 //! `-healthRetries` times in a row (default 3) is marked down: live traffic
 //! skips it, and a probe task of this shard tries it every `-healthInterval`
-//! seconds (default 5) — a TCP connect for a TCP pool, a full TLS handshake
-//! (certificate verified) for an SSL_TCP pool — and marks it up on the first
+//! seconds (default 5) — a TCP connect for a TCP service, a full TLS handshake
+//! (certificate verified) for an SSL_TCP service — and marks it up on the first
 //! success. When every member is down, new connections are refused at once
 //! instead of queueing. A probe stops when its member leaves the
 //! configuration or the shard drains.
@@ -27,7 +27,7 @@ use rustls::pki_types::ServerName;
 use tracing::{debug, info, warn};
 
 use super::signal::ConnSignal;
-use super::{Shard, ShardPool, ShardVserver};
+use super::{Shard, ShardService, ShardVserver};
 use crate::core::{CloseKind, ConnId};
 use crate::tls::stream::Leg;
 
@@ -35,7 +35,7 @@ use crate::tls::stream::Leg;
 pub(crate) struct Backend {
     pub leg: Leg<TcpStream>,
     pub id: ConnId,
-    pub pool: Rc<ShardPool>,
+    pub service: Rc<ShardService>,
     pub server_name: Option<ServerName<'static>>,
     pub addr: SocketAddr,
 }
@@ -47,7 +47,7 @@ impl Backend {
         shard.unregister(self.id);
         let out = shard.core.borrow_mut().on_close(self.id, kind, Instant::now());
         if out.drop_session {
-            if let (Some(tls), Some(name)) = (&self.pool.tls, &self.server_name) {
+            if let (Some(tls), Some(name)) = (&self.service.tls, &self.server_name) {
                 tls.sessions.forget_server(name);
             }
         }
@@ -81,10 +81,10 @@ impl Shard {
         v
     }
 
-    /// Count a failure of `addr` in `pool`; the one that reaches the pool's
+    /// Count a failure of `addr` in `service`; the one that reaches the service's
     /// `-healthRetries` marks the member down and starts its probe.
-    fn member_failed(self: &Rc<Self>, pool: &ShardPool, addr: SocketAddr, why: &str) {
-        let policy = pool.spec.health;
+    fn member_failed(self: &Rc<Self>, service: &ShardService, addr: SocketAddr, why: &str) {
+        let policy = service.spec.health;
         {
             let mut health = self.health.borrow_mut();
             let h = health.entry(addr).or_default();
@@ -101,7 +101,7 @@ impl Shard {
                 policy.probe_interval.as_secs()
             );
         }
-        crate::rt::spawn_local(probe_until_up(self.clone(), pool.spec.entity.name.clone(), addr)).detach();
+        crate::rt::spawn_local(probe_until_up(self.clone(), service.spec.entity.name.clone(), addr)).detach();
     }
 
     fn member_ok(&self, addr: SocketAddr, how: &str) {
@@ -113,37 +113,37 @@ impl Shard {
         }
     }
 
-    /// The pool a probe of `addr` should use: `preferred` while it still
-    /// has the member, else any pool that has it.
-    fn pool_with_member(&self, preferred: &str, addr: SocketAddr) -> Option<Rc<ShardPool>> {
-        let pools = self.pools.borrow();
-        if let Some(p) = pools.get(preferred).filter(|p| p.spec.members.contains(&addr)) {
+    /// The service a probe of `addr` should use: `preferred` while it still
+    /// has the member, else any service that has it.
+    fn service_with_member(&self, preferred: &str, addr: SocketAddr) -> Option<Rc<ShardService>> {
+        let services = self.services.borrow();
+        if let Some(p) = services.get(preferred).filter(|p| p.spec.members.contains(&addr)) {
             return Some(p.clone());
         }
-        pools.values().find(|p| p.spec.members.contains(&addr)).cloned()
+        services.values().find(|p| p.spec.members.contains(&addr)).cloned()
     }
 }
 
 /// Probe a down member every `-healthInterval` until it answers, it leaves
 /// the configuration, or the shard drains.
-async fn probe_until_up(shard: Rc<Shard>, pool_name: Arc<str>, addr: SocketAddr) {
+async fn probe_until_up(shard: Rc<Shard>, service_name: Arc<str>, addr: SocketAddr) {
     loop {
-        let Some(pool) = shard.pool_with_member(&pool_name, addr) else {
+        let Some(service) = shard.service_with_member(&service_name, addr) else {
             shard.health.borrow_mut().remove(&addr);
             debug!(shard = shard.id, member = %addr, "member left the configuration; probe stopped");
             return;
         };
-        let interval = pool.spec.health.probe_interval;
-        drop(pool);
+        let interval = service.spec.health.probe_interval;
+        drop(service);
         crate::rt::sleep(interval).await;
         if shard.is_draining() || shard.member_up(addr) {
             return;
         }
-        let Some(pool) = shard.pool_with_member(&pool_name, addr) else {
+        let Some(service) = shard.service_with_member(&service_name, addr) else {
             continue;
         };
         shard.counters.health_probes.set(shard.counters.health_probes.get() + 1);
-        match probe(&pool, addr).await {
+        match probe(&service, addr).await {
             Ok(()) => {
                 shard.member_ok(addr, "health probe passed");
                 return;
@@ -154,12 +154,12 @@ async fn probe_until_up(shard: Rc<Shard>, pool_name: Arc<str>, addr: SocketAddr)
 }
 
 /// One probe: a TCP connect, plus a verified TLS handshake and close_notify
-/// for an SSL_TCP pool.
-async fn probe(pool: &ShardPool, addr: SocketAddr) -> Result<(), String> {
-    let stream = TcpStream::connect_timeout(addr, pool.spec.connect_timeout)
+/// for an SSL_TCP service.
+async fn probe(service: &ShardService, addr: SocketAddr) -> Result<(), String> {
+    let stream = TcpStream::connect_timeout(addr, service.spec.connect_timeout)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let (Some(tls), Some(spec)) = (&pool.tls, pool.spec.tls.as_ref()) else {
+    let (Some(tls), Some(spec)) = (&service.tls, service.spec.tls.as_ref()) else {
         return Ok(());
     };
     let mut leg = Leg::client(stream, tls.config.clone(), spec.server_name(addr)).map_err(|e| e.to_string())?;
@@ -167,19 +167,19 @@ async fn probe(pool: &ShardPool, addr: SocketAddr) -> Result<(), String> {
         std::future::poll_fn(|cx| leg.poll_handshake(cx)).await?;
         std::future::poll_fn(|cx| leg.poll_shutdown(cx)).await
     };
-    match crate::rt::timeout(pool.spec.policy.handshake_timeout, handshake).await {
+    match crate::rt::timeout(service.spec.policy.handshake_timeout, handshake).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
         Err(e) => Err(format!("TLS handshake: {e}")),
     }
 }
 
-/// Members of the vserver's enabled pools, and how many of them are down.
-fn candidates(shard: &Shard, vs: &ShardVserver) -> (Vec<(Rc<ShardPool>, SocketAddr)>, usize) {
+/// Members of the vserver's enabled services, and how many of them are down.
+fn candidates(shard: &Shard, vs: &ShardVserver) -> (Vec<(Rc<ShardService>, SocketAddr)>, usize) {
     let mut out = Vec::new();
     let mut down = 0;
     for t in &vs.spec.targets {
-        if let Some(p) = shard.pool(t) {
+        if let Some(p) = shard.service(t) {
             if p.spec.enabled {
                 for m in &p.spec.members {
                     if shard.member_up(*m) {
@@ -219,34 +219,34 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
         if signal.fired().is_some() {
             return Err("connection closed by the shard while connecting".into());
         }
-        let (pool, addr) = &members[(start + i) % members.len()];
+        let (service, addr) = &members[(start + i) % members.len()];
         let attempt_started = Instant::now();
-        let mut attempt = try_member(shard, pool, *addr, signal).await;
+        let mut attempt = try_member(shard, service, *addr, signal).await;
         if let Err(MemberError::EpochChanged(_)) = &attempt {
-            // The pool changed during this connect (R2 on the back-end
+            // The service changed during this connect (R2 on the back-end
             // side): not the member's fault. Once more, under the new epoch.
-            if let Some(fresh) = shard.pool(&pool.spec.entity.name) {
+            if let Some(fresh) = shard.service(&service.spec.entity.name) {
                 debug!(shard = shard.id, member = %addr, "back-end epoch changed while connecting; retrying once");
                 attempt = try_member(shard, &fresh, *addr, signal).await;
             }
         }
         match attempt {
             Err(MemberError::EpochChanged(e)) | Err(MemberError::Closed(e)) => {
-                return Err(format!("{} member {addr}: {e}", pool.spec.entity));
+                return Err(format!("{} member {addr}: {e}", service.spec.entity));
             }
             Ok(b) => {
-                b.pool.metrics.connect.observe(attempt_started.elapsed());
+                b.service.metrics.connect.observe(attempt_started.elapsed());
                 shard.member_ok(*addr, "connected");
                 return Ok(b);
             }
             Err(MemberError::Failed(e)) => {
-                shard.member_failed(pool, *addr, &e);
+                shard.member_failed(service, *addr, &e);
                 shard
                     .counters
                     .backend_failures
                     .set(shard.counters.backend_failures.get() + 1);
                 debug!(shard = shard.id, member = %addr, "back end failed: {e}");
-                last_err = format!("{} member {addr}: {e}", pool.spec.entity);
+                last_err = format!("{} member {addr}: {e}", service.spec.entity);
             }
         }
     }
@@ -257,7 +257,7 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
 enum MemberError {
     /// The member failed (refused, timed out, bad TLS): counts toward down.
     Failed(String),
-    /// The pool's epoch changed while connecting: retried, never counted.
+    /// The service's epoch changed while connecting: retried, never counted.
     EpochChanged(String),
     /// The client connection was closed by the shard meanwhile.
     Closed(String),
@@ -265,7 +265,7 @@ enum MemberError {
 
 impl MemberError {
     /// How an attempt that ended with `kind` counts: a kill is the client's
-    /// (its signal fired) or the pool's epoch change; anything else is the
+    /// (its signal fired) or the service's epoch change; anything else is the
     /// member's failure.
     fn of(kind: CloseKind, client: &ConnSignal, msg: String) -> Self {
         match kind {
@@ -278,14 +278,14 @@ impl MemberError {
 
 async fn try_member(
     shard: &Rc<Shard>,
-    pool: &Rc<ShardPool>,
+    service: &Rc<ShardService>,
     addr: SocketAddr,
     signal: &Rc<ConnSignal>,
 ) -> Result<Backend, MemberError> {
     let id = shard
         .core
         .borrow_mut()
-        .on_accept(&pool.spec.entity, Instant::now())
+        .on_accept(&service.spec.entity, Instant::now())
         .map_err(|_| MemberError::Failed("back end not accepting connections".to_string()))?;
     // Until it is established the back-end connection has a signal of its
     // own: a back-end epoch change kills this attempt, not the client
@@ -298,7 +298,7 @@ async fn try_member(
         shard.core.borrow_mut().on_close(id, kind, Instant::now());
         MemberError::of(kind, signal, msg)
     };
-    let stream = match TcpStream::connect_timeout(addr, pool.spec.connect_timeout).await {
+    let stream = match TcpStream::connect_timeout(addr, service.spec.connect_timeout).await {
         Ok(s) => s,
         Err(e) => return Err(fail(CloseKind::BackendFailed, format!("connect: {e}"))),
     };
@@ -308,12 +308,14 @@ async fn try_member(
             "back-end epoch changed while connecting".into(),
         ));
     }
-    // No byte sent yet: the connection handshakes under the pool's epoch
+    // No byte sent yet: the connection handshakes under the service's epoch
     // as it is now (R2), which may be newer than when the connect began.
-    let current = shard.pool(&pool.spec.entity.name).unwrap_or_else(|| pool.clone());
-    let pool = &current;
+    let current = shard
+        .service(&service.spec.entity.name)
+        .unwrap_or_else(|| service.clone());
+    let service = &current;
     let _ = stream.set_nodelay(true);
-    let Some(tls) = pool.tls.clone() else {
+    let Some(tls) = service.tls.clone() else {
         shard.core.borrow_mut().on_handshake_start(id, Instant::now());
         if shard
             .core
@@ -330,12 +332,12 @@ async fn try_member(
         return Ok(Backend {
             leg: Leg::plain(stream),
             id,
-            pool: pool.clone(),
+            service: service.clone(),
             server_name: None,
             addr,
         });
     };
-    let spec = pool.spec.tls.as_ref().expect("tls config implies tls spec");
+    let spec = service.spec.tls.as_ref().expect("tls config implies tls spec");
     let name = spec.server_name(addr);
     let mut leg = match Leg::client(stream, tls.config.clone(), name.clone()) {
         Ok(l) => l,
@@ -363,7 +365,7 @@ async fn try_member(
             },
         ),
     );
-    let timed = match crate::rt::timeout(pool.spec.policy.handshake_timeout, handshake).await {
+    let timed = match crate::rt::timeout(service.spec.policy.handshake_timeout, handshake).await {
         Ok(r) => r,
         Err(e) => Err((CloseKind::Timeout, e.to_string())),
     };
@@ -392,7 +394,7 @@ async fn try_member(
     Ok(Backend {
         leg,
         id,
-        pool: pool.clone(),
+        service: service.clone(),
         server_name: Some(name),
         addr,
     })

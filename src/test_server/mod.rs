@@ -1,5 +1,6 @@
-//! Built-in back end (`shardtls backend`): echo, sink and fixed HTTP/1.1
-//! response, over plain TCP or TLS, for tests, demos and benchmarks.
+//! Built-in test server (`shardtls test-server`): echo, sink and fixed HTTP/1.1
+//! response, over plain TCP or TLS, to stand behind the proxy in tests, demos
+//! and benchmarks. The proxy's own back-end side is `shard::backends`.
 //!
 //! # What it does
 //! - `echo`: writes back what it reads; after the client's end of stream
@@ -71,7 +72,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the back end does with each connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OriginMode {
+pub enum TestServerMode {
     /// Write back what is read; honour half-close.
     Echo,
     /// Read and discard.
@@ -80,25 +81,25 @@ pub enum OriginMode {
     Http,
 }
 
-impl fmt::Display for OriginMode {
+impl fmt::Display for TestServerMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            OriginMode::Echo => "echo",
-            OriginMode::Sink => "sink",
-            OriginMode::Http => "http",
+            TestServerMode::Echo => "echo",
+            TestServerMode::Sink => "sink",
+            TestServerMode::Http => "http",
         })
     }
 }
 
-/// Arguments of `shardtls backend`.
+/// Arguments of `shardtls test-server`.
 #[derive(clap::Args, Debug)]
-pub struct OriginArgs {
+pub struct TestServerArgs {
     /// Address to listen on, e.g. 127.0.0.1:9000.
     #[arg(long)]
     pub listen: SocketAddr,
     /// What to do with each connection.
-    #[arg(long, value_enum, default_value_t = OriginMode::Echo)]
-    pub mode: OriginMode,
+    #[arg(long, value_enum, default_value_t = TestServerMode::Echo)]
+    pub mode: TestServerMode,
     /// Body size of the fixed HTTP response (http mode), in bytes.
     #[arg(long, default_value_t = 128)]
     pub response_size: usize,
@@ -115,10 +116,10 @@ pub struct OriginArgs {
 
 /// Configuration of a back end started with [`spawn`].
 #[derive(Clone)]
-pub struct OriginConfig {
-    /// Address to bind; port 0 picks a free port (see [`OriginHandle::local_addr`]).
+pub struct TestServerConfig {
+    /// Address to bind; port 0 picks a free port (see [`TestServerHandle::local_addr`]).
     pub listen: SocketAddr,
-    pub mode: OriginMode,
+    pub mode: TestServerMode,
     /// Body size of the fixed HTTP response.
     pub response_size: usize,
     /// Terminate TLS with this configuration; plain TCP when `None`.
@@ -127,9 +128,9 @@ pub struct OriginConfig {
     pub threads: usize,
 }
 
-impl fmt::Debug for OriginConfig {
+impl fmt::Debug for TestServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OriginConfig")
+        f.debug_struct("TestServerConfig")
             .field("listen", &self.listen)
             .field("mode", &self.mode)
             .field("response_size", &self.response_size)
@@ -163,21 +164,21 @@ impl Shared {
 }
 
 /// A running back end. Dropping it stops it.
-pub struct OriginHandle {
+pub struct TestServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
 }
 
-impl fmt::Debug for OriginHandle {
+impl fmt::Debug for TestServerHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OriginHandle")
+        f.debug_struct("TestServerHandle")
             .field("local_addr", &self.local_addr)
             .finish()
     }
 }
 
-impl OriginHandle {
+impl TestServerHandle {
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -229,7 +230,7 @@ impl OriginHandle {
     }
 }
 
-impl Drop for OriginHandle {
+impl Drop for TestServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
@@ -286,7 +287,7 @@ pub fn load_server_config(
 
 /// Starts the back end. Returns once every thread is listening, so the
 /// address (port 0 included) can be connected to right away.
-pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
+pub fn spawn(cfg: TestServerConfig) -> io::Result<TestServerHandle> {
     let threads = cfg.threads.max(1);
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -294,7 +295,7 @@ pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
         counters: (0..threads).map(|_| CachePadded::new(Counters::default())).collect(),
     });
     let body = Arc::new(ResponseBody::new(cfg.response_size));
-    let mut handle = OriginHandle {
+    let mut handle = TestServerHandle {
         local_addr: cfg.listen,
         shared: shared.clone(),
         threads: Vec::new(),
@@ -347,8 +348,8 @@ pub fn spawn(cfg: OriginConfig) -> io::Result<OriginHandle> {
     Ok(handle)
 }
 
-/// `shardtls backend`: runs until SIGINT or SIGTERM, then prints its counters.
-pub fn main(args: OriginArgs) -> Result<(), Box<dyn std::error::Error>> {
+/// `shardtls test-server`: runs until SIGINT or SIGTERM, then prints its counters.
+pub fn main(args: TestServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => Some(load_server_config(c, k)?),
         (None, None) => None,
@@ -358,7 +359,7 @@ pub fn main(args: OriginArgs) -> Result<(), Box<dyn std::error::Error>> {
         return Err("--threads must be at least 1".into());
     }
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-    let mut handle = spawn(OriginConfig {
+    let mut handle = spawn(TestServerConfig {
         listen: args.listen,
         mode: args.mode,
         response_size: args.response_size,
@@ -423,7 +424,7 @@ struct Server {
     shared: Arc<Shared>,
     idx: usize,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mode: OriginMode,
+    mode: TestServerMode,
     body: Arc<ResponseBody>,
     /// Connection tasks waiting for the stop flag.
     stop_wakers: RefCell<slab::Slab<Waker>>,
@@ -571,9 +572,9 @@ async fn serve(sock: TcpStream, srv: &Server) -> io::Result<()> {
         }
     };
     match srv.mode {
-        OriginMode::Echo => echo(&mut conn, srv.counters()).await,
-        OriginMode::Sink => sink(&mut conn, srv.counters()).await,
-        OriginMode::Http => http(&mut conn, srv.counters(), &srv.body).await,
+        TestServerMode::Echo => echo(&mut conn, srv.counters()).await,
+        TestServerMode::Sink => sink(&mut conn, srv.counters()).await,
+        TestServerMode::Http => http(&mut conn, srv.counters(), &srv.body).await,
     }
 }
 

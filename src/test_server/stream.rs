@@ -1,6 +1,6 @@
 //! rustls over a glommio `TcpStream`, as plain async methods.
 //!
-//! Shared by the built-in back end (server side) and the load generator
+//! Shared by the built-in test server (server side) and the load generator
 //! (client side). It is deliberately small: one task owns the stream and calls
 //! `read`, `write_all` and `shutdown` in turn; there is no `AsyncRead` /
 //! `AsyncWrite` implementation and no concurrent reading and writing from two

@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::pki::TestPki;
 use super::*;
 
-fn start(mode: OriginMode, tls: Option<Arc<rustls::ServerConfig>>, threads: usize) -> OriginHandle {
-    spawn(OriginConfig {
+fn start(mode: TestServerMode, tls: Option<Arc<rustls::ServerConfig>>, threads: usize) -> TestServerHandle {
+    spawn(TestServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         mode,
         response_size: 1000,
@@ -19,14 +19,14 @@ fn start(mode: OriginMode, tls: Option<Arc<rustls::ServerConfig>>, threads: usiz
     .expect("backend starts")
 }
 
-fn connect(h: &OriginHandle) -> TcpStream {
+fn connect(h: &TestServerHandle) -> TcpStream {
     let s = TcpStream::connect(h.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
 
 fn tls_connect(
-    h: &OriginHandle,
+    h: &TestServerHandle,
     cfg: &Arc<rustls::ClientConfig>,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     let conn = rustls::ClientConnection::new(cfg.clone(), "localhost".try_into().unwrap()).unwrap();
@@ -60,7 +60,7 @@ fn wait_for(mut f: impl FnMut() -> bool) {
 
 #[test]
 fn echo_plain_honours_half_close() {
-    let h = start(OriginMode::Echo, None, 2);
+    let h = start(TestServerMode::Echo, None, 2);
     let mut s = connect(&h);
     let data = payload(1 << 20);
     let mut w = s.try_clone().unwrap();
@@ -79,7 +79,7 @@ fn echo_plain_honours_half_close() {
 #[test]
 fn echo_tls_honours_close_notify() {
     let pki = TestPki::generate(&["localhost"]).unwrap();
-    let h = start(OriginMode::Echo, Some(pki.server_config().unwrap()), 1);
+    let h = start(TestServerMode::Echo, Some(pki.server_config().unwrap()), 1);
     let mut s = tls_connect(&h, &pki.client_config().unwrap());
     let data = payload(100_000);
     s.write_all(&data).unwrap();
@@ -91,7 +91,7 @@ fn echo_tls_honours_close_notify() {
 
 #[test]
 fn sink_counts_bytes_plain_and_tls() {
-    let h = start(OriginMode::Sink, None, 1);
+    let h = start(TestServerMode::Sink, None, 1);
     let mut s = connect(&h);
     s.write_all(&payload(300_000)).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
@@ -99,7 +99,7 @@ fn sink_counts_bytes_plain_and_tls() {
     assert_eq!(h.bytes(), 300_000);
 
     let pki = TestPki::generate(&["localhost"]).unwrap();
-    let h = start(OriginMode::Sink, Some(pki.server_config().unwrap()), 1);
+    let h = start(TestServerMode::Sink, Some(pki.server_config().unwrap()), 1);
     let mut s = tls_connect(&h, &pki.client_config().unwrap());
     s.write_all(&payload(200_000)).unwrap();
     s.conn.send_close_notify();
@@ -140,7 +140,7 @@ fn read_response<R: Read>(r: &mut R, pending: &mut Vec<u8>) -> usize {
 
 #[test]
 fn http_plain_keep_alive_pipelining_and_close() {
-    let h = start(OriginMode::Http, None, 1);
+    let h = start(TestServerMode::Http, None, 1);
     let mut s = connect(&h);
     let mut pending = Vec::new();
     // Two pipelined requests, one with a body split across writes.
@@ -161,7 +161,7 @@ fn http_plain_keep_alive_pipelining_and_close() {
 
 #[test]
 fn http_bad_request_is_refused() {
-    let h = start(OriginMode::Http, None, 1);
+    let h = start(TestServerMode::Http, None, 1);
     let mut s = connect(&h);
     s.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
     let mut out = Vec::new();
@@ -172,9 +172,9 @@ fn http_bad_request_is_refused() {
 #[test]
 fn http_tls_large_response_and_resumption() {
     let pki = TestPki::generate(&["localhost"]).unwrap();
-    let h = spawn(OriginConfig {
+    let h = spawn(TestServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        mode: OriginMode::Http,
+        mode: TestServerMode::Http,
         response_size: 3 * 1024 * 1024 + 7,
         tls: Some(pki.server_config().unwrap()),
         threads: 2,
@@ -202,7 +202,7 @@ fn http_tls_large_response_and_resumption() {
 
 #[test]
 fn stop_closes_listener_and_connections() {
-    let mut h = start(OriginMode::Echo, None, 3);
+    let mut h = start(TestServerMode::Echo, None, 3);
     let addr = h.local_addr();
     assert_ne!(addr.port(), 0);
     let mut idle = connect(&h);
