@@ -332,7 +332,11 @@ fn sighup_with_a_broken_file_keeps_the_running_config_and_a_good_file_applies() 
         proxy.log()
     );
     assert!(get(&proxy, "/config").contains("-sessTimeout 120"));
-    assert!(proxy.log().contains("configuration reloaded"));
+    assert!(
+        wait_for(Duration::from_secs(5), || proxy.log().contains("configuration reloaded")),
+        "{}",
+        proxy.log()
+    );
     let mut c = Client::connect(lo(port2), "www.test", s.pki.client_config()).expect("the new vserver serves");
     assert_eq!(c.echo(b"v2").unwrap(), b"v2");
     all_echo(&mut clients, "SIGHUP with a good file");
