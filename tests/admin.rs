@@ -272,3 +272,23 @@ fn ctl_exits_1_on_a_refusal_and_70_when_the_proxy_cannot_be_reached() {
     let out = run(nowhere.to_str().unwrap(), "show ns runningConfig");
     assert_eq!(out.status.code(), Some(70), "unreachable: {out:?}");
 }
+
+#[test]
+fn a_bad_admin_address_is_the_operators_mistake_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("ns.conf");
+    std::fs::write(&conf, format!("add service echo 127.0.0.1 {} TCP\n", free_port())).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    for admin in ["nonsense", taken.as_str()] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_shardtls"))
+            .args(["run", "-c", conf.to_str().unwrap(), "--shards", "1", "--admin", admin])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "--admin {admin}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("admin"),
+            "--admin {admin}: the error names the admin address: {out:?}"
+        );
+    }
+}

@@ -57,7 +57,9 @@ fn a_low_ulimit_caps_connections_and_the_listener_survives() {
     }
     // The log writer is asynchronous: the line shows up shortly.
     assert!(
-        wait_for(Duration::from_secs(5), || proxy.log().contains("the most this shard keeps")),
+        wait_for(Duration::from_secs(5), || proxy
+            .log()
+            .contains("the most this shard keeps")),
         "no warning about the limit\n{}",
         proxy.log()
     );

@@ -333,7 +333,9 @@ fn sighup_with_a_broken_file_keeps_the_running_config_and_a_good_file_applies() 
     );
     assert!(get(&proxy, "/config").contains("-sessTimeout 120"));
     assert!(
-        wait_for(Duration::from_secs(5), || proxy.log().contains("configuration reloaded")),
+        wait_for(Duration::from_secs(5), || proxy
+            .log()
+            .contains("configuration reloaded")),
         "{}",
         proxy.log()
     );

@@ -486,8 +486,9 @@ pub(crate) async fn serve(mut ctl: Control, listener: AdminListener, signals: Si
             if path.exists() {
                 let _ = std::fs::remove_file(&path);
             }
-            let l = RingListener::bind_unix(&path)
-                .map_err(|e| ControlError::Startup(format!("admin API cannot listen on {}: {e}", path.display())))?;
+            let l = RingListener::bind_unix(&path).map_err(|e| {
+                ControlError::AdminListen(format!("admin API cannot listen on {}: {e}", path.display()))
+            })?;
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
                 .map_err(|e| ControlError::Startup(format!("cannot restrict {}: {e}", path.display())))?;

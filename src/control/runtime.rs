@@ -55,7 +55,11 @@ pub enum ControlError {
     /// The configuration file could not be written.
     #[error("cannot save to {path}: {source}")]
     Save { path: String, source: std::io::Error },
-    /// The process could not start (signals, threads, the admin listener).
+    /// The admin API cannot listen where `--admin` says (not an address,
+    /// already taken, no permission): the operator's to fix, like a bad file.
+    #[error("{0}")]
+    AdminListen(String),
+    /// The process could not start (signals, threads).
     #[error("{0}")]
     Startup(String),
 }
@@ -420,7 +424,7 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
     let n = opts.shards.unwrap_or(cpus.len()).max(1);
     let signals =
         Signals::install().map_err(|e| ControlError::Startup(format!("cannot install signal handlers: {e}")))?;
-    let admin = super::admin::AdminListener::bind(&opts.admin).map_err(ControlError::Startup)?;
+    let admin = super::admin::AdminListener::bind(&opts.admin).map_err(ControlError::AdminListen)?;
 
     let max_live = crate::shard::client_connection_limit(n);
     info!(

@@ -139,7 +139,8 @@ pub(crate) async fn serve_client(
     };
 
     // Wait for the first byte: only then is the connection bound to an epoch (R2).
-    // Heap, not the future's own state: it is dropped once fed to rustls.
+    // Heap, not the future's own state: it is dropped once fed to rustls,
+    // so an established connection does not keep it.
     let mut first = vec![0u8; 1536];
     let hs_timeout = vs.spec.policy.handshake_timeout;
     // Short-lived steps are boxed so the connection's future stays as small
@@ -200,11 +201,14 @@ pub(crate) async fn serve_client(
         if logs::allow(Cause::HandshakeFailed, Instant::now()) {
             info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
         }
-        // The alert, then FIN: the peer never waits on a silent socket.
-        Box::pin(close_gracefully(&mut leg)).await;
+        // Accounted for at once (the close kind does not depend on the
+        // close); then the alert and FIN: the peer never waits on a silent socket.
         c.finish(classify(&e), Some(&leg));
+        Box::pin(close_gracefully(&mut leg)).await;
         return;
     }
+    // The ClientHello's first bytes are in rustls now.
+    drop(first);
 
     // Handshake, interruptible by the shard (R2 kill, handshake timeout, R7).
     let hs = Box::pin(or(
@@ -218,8 +222,8 @@ pub(crate) async fn serve_client(
             if logs::allow(Cause::HandshakeFailed, Instant::now()) {
                 info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
             }
-            Box::pin(close_gracefully(&mut leg)).await;
             c.finish(classify(&e), Some(&leg));
+            Box::pin(close_gracefully(&mut leg)).await;
             return;
         }
         Err(Err(reason)) => {
@@ -229,9 +233,10 @@ pub(crate) async fn serve_client(
                 CloseKind::Killed
             };
             debug!(shard = shard.id, peer = %c.peer, "handshake ended by the shard: {reason:?}");
-            // close_notify (plain or under the handshake keys) and FIN.
-            Box::pin(close_gracefully(&mut leg)).await;
+            // Accounted for at once, so the epoch drains without waiting on
+            // the peer; then close_notify (plain or under the handshake keys) and FIN.
             c.finish(kind, Some(&leg));
+            Box::pin(close_gracefully(&mut leg)).await;
             return;
         }
     }
@@ -249,8 +254,8 @@ pub(crate) async fn serve_client(
         .is_err()
     {
         // Its epoch retired between the first byte and now: R2.
-        Box::pin(close_gracefully(&mut leg)).await;
         c.finish(CloseKind::Killed, Some(&leg));
+        Box::pin(close_gracefully(&mut leg)).await;
         return;
     }
 
