@@ -12,6 +12,10 @@
 //! the table out of arbitrary choices (for property tests and fuzzing). A
 //! flag can therefore not be read without being written, or the reverse.
 //! Keywords and flag names are case-insensitive; names are kept as written.
+//! A flag given twice on a line combines by its value type
+//! ([`ValueType::repeat`]: a list appends, another value is the last one).
+//! When a command has several specs (an alias ordering), the error shown is
+//! that of the spec that read furthest.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -253,17 +257,23 @@ fn match_command(words: &[String]) -> Result<Command, String> {
         pos += 1;
         depth += 1;
     }
-    // Specs of the same words (a canonical form and its aliases): the first that reads wins.
-    let mut first_err = None;
+    // Specs of the same words (a canonical form and its aliases): the first
+    // that reads wins. When none does, the error is that of the spec that
+    // read furthest (the first of those): the one whose arguments all read
+    // says what is wrong after them, not that an argument is out of order.
+    let mut best: Option<(usize, String)> = None;
     for spec in candidates {
-        match parse_rest(spec, &words[pos..]) {
+        let mut read = 0;
+        match parse_rest(spec, &words[pos..], &mut read) {
             Ok(cmd) => return Ok(cmd),
             Err(e) => {
-                first_err.get_or_insert(e);
+                if best.as_ref().is_none_or(|(furthest, _)| read > *furthest) {
+                    best = Some((read, e));
+                }
             }
         }
     }
-    Err(first_err.unwrap_or_else(|| format!("unknown command '{}'", words.join(" "))))
+    Err(best.map_or_else(|| format!("unknown command '{}'", words.join(" ")), |(_, e)| e))
 }
 
 /// The object some other verb knows `words` to start with (for "cannot disable ssl certKey").
@@ -282,10 +292,14 @@ fn quoted_list(items: &[String]) -> String {
     }
 }
 
-fn parse_rest(spec: &CommandSpec, words: &[String]) -> Result<Command, String> {
+/// Read `words` (what follows the object) as `spec`. `read` ends as the
+/// number of words read without error: how far the line matched `spec`
+/// (all of them when only the whole line is wrong).
+fn parse_rest(spec: &CommandSpec, words: &[String], read: &mut usize) -> Result<Command, String> {
     let mut fields = Fields::new();
     let mut i = 0;
     for a in &spec.args {
+        *read = i;
         match words.get(i) {
             None if a.optional => fields.args.push(None),
             None => return Err(format!("missing {}", a.what)),
@@ -300,6 +314,7 @@ fn parse_rest(spec: &CommandSpec, words: &[String]) -> Result<Command, String> {
         fields.context = format!("{} {w}", fields.context);
     }
     while let Some(word) = words.get(i) {
+        *read = i;
         i += 1;
         if spec.flags.is_empty() {
             return Err(format!("unexpected extra word '{word}'"));
@@ -325,11 +340,15 @@ fn parse_rest(spec: &CommandSpec, words: &[String]) -> Result<Command, String> {
                 ty.parse(w, word)?
             }
         };
-        if fields.flags.iter().any(|(n, _)| *n == flag.name) {
-            return Err(format!("{}: {word} given twice", fields.context));
+        // Given again: its value type says how the two combine.
+        if let Some((_, slot)) = fields.flags.iter_mut().find(|(n, _)| *n == flag.name) {
+            let earlier = std::mem::replace(slot, Value::Bool(false));
+            *slot = flag.value.repeat(earlier, value, word)?;
+        } else {
+            fields.flags.push((flag.name, value));
         }
-        fields.flags.push((flag.name, value));
     }
+    *read = words.len();
     for (flag, required) in &spec.flags {
         if *required && !fields.flags.iter().any(|(n, _)| *n == flag.name) {
             return Err(format!(

@@ -321,6 +321,9 @@ pub enum CipherRef {
     Suite(CipherSuiteName),
 }
 
+/// The highest `-cipherPriority` the language accepts (the lowest is 1).
+pub const MAX_CIPHER_PRIORITY: u32 = 1000;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CipherBinding {
     pub cipher: CipherRef,

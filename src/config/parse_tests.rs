@@ -81,11 +81,46 @@ mod cases {
         );
         assert!(err("add ssl certKey web").contains("missing -cert"));
         assert!(err("add ssl certKey web -cert").contains("missing value for -cert"));
-        assert!(err("add ssl certKey web -cert a -cert b").contains("given twice"));
         assert!(err("add ssl certKey web -cert a -inform PEM").contains("unknown flag '-inform'"));
         assert!(err("add ssl certKey -cert a").contains("missing name"));
         assert!(err("link ssl certKey web").contains("missing CA certKey name"));
         assert!(err("unlink ssl certKey a b").contains("unexpected extra word 'b'"));
+    }
+
+    /// A flag given twice: a list appends, any other value is the last one
+    /// given (as configurations written for the ADC rely on).
+    #[test]
+    fn repeated_flags_append_lists_and_otherwise_take_the_last() {
+        assert_eq!(
+            p("set ssl cipher G -cipherName TLS1.3-AES256-GCM-SHA384 -cipherName TLS1.3-AES128-GCM-SHA256"),
+            Command::SetCipherGroup {
+                name: "G".into(),
+                suites: vec![
+                    CipherSuiteName::Tls13Aes256GcmSha384,
+                    CipherSuiteName::Tls13Aes128GcmSha256
+                ]
+            }
+        );
+        let e = err("set ssl cipher G -cipherName TLS1.3-AES128-GCM-SHA256 -cipherName TLS1.3-AES128-GCM-SHA256");
+        assert!(e.contains("listed twice"), "{e}");
+        assert_eq!(
+            p("set ssl vserver v -tls12 ENABLED -tls12 DISABLED"),
+            p("set ssl vserver v -tls12 DISABLED")
+        );
+        assert_eq!(
+            p("add ssl certKey web -cert a -cert b"),
+            p("add ssl certKey web -cert b")
+        );
+        assert_eq!(
+            p("bind ssl serviceGroup g -certkeyName ca -CA -CA"),
+            p("bind ssl serviceGroup g -certkeyName ca -CA")
+        );
+        assert_eq!(
+            p("add ssl profile fe -alpnProtocols h2 -alpnProtocols http/1.1"),
+            p("add ssl profile fe -alpnProtocols h2,http/1.1")
+        );
+        // The repeated value is still checked.
+        assert!(err("set ssl vserver v -tls12 ENABLED -tls12 maybe").contains("expected ENABLED or DISABLED"));
     }
 
     #[test]
@@ -352,6 +387,13 @@ mod cases {
         assert!(err("add service s1 192.168.1.5 80 UDP").contains("bad protocol 'UDP'"));
         assert!(err("add service s1 192.168.1.5 80").contains("missing protocol"));
         assert!(err("add service s1 host.test 80 TCP").contains("bad IP address 'host.test'"));
+        // In the ADC's order the arguments read: the error is the flag's, not the port's.
+        let e = err("add service s 10.0.0.1 SSL_TCP 443 -healthRetry 3");
+        assert!(e.contains("unknown flag '-healthRetry'"), "{e}");
+        let e = err("add service s 10.0.0.1 TCP 99999");
+        assert!(e.contains("bad port '99999': out of range"), "{e}");
+        let e = err("add service s 10.0.0.1 443 SSL_TCP -healthRetry 3");
+        assert!(e.contains("unknown flag '-healthRetry'"), "{e}");
         let c = p("set ssl service s1 -serverAuth ENABLED -commonName b.test");
         assert!(matches!(&c, Command::SetSsl { entity, .. } if entity.kind == EntityKind::Service));
         round_trip(&c);

@@ -194,6 +194,29 @@ impl ValueType {
         })
     }
 
+    /// The value of a flag of this type given twice on one line (`earlier`,
+    /// then `later`): a list appends (`-cipherName A -cipherName B` reads
+    /// as `A,B`; a cipher suite still appears once), any other value is
+    /// the later one. `what` names the flag for errors.
+    pub fn repeat(self, earlier: Value, later: Value, what: &str) -> Result<Value, String> {
+        Ok(match (earlier, later) {
+            (Value::Suites(mut list), Value::Suites(more)) => {
+                for s in more {
+                    if list.contains(&s) {
+                        return Err(format!("{what}: {} listed twice", s.adc_name()));
+                    }
+                    list.push(s);
+                }
+                Value::Suites(list)
+            }
+            (Value::List(mut list), Value::List(more)) => {
+                list.extend(more);
+                Value::List(list)
+            }
+            (_, later) => later,
+        })
+    }
+
     /// The word that reads back as `v`; `None` for a bare flag (no value word).
     pub fn print(self, v: &Value) -> Option<String> {
         Some(match (self, v) {

@@ -36,11 +36,20 @@ impl Model {
         let priority = match bind {
             SslBind::Cipher { priority: None, .. } => {
                 let (_, _, b) = self.ssl_parts_mut(entity)?;
-                b.ciphers
+                let after = b
+                    .ciphers
                     .iter()
                     .map(|c| c.priority)
                     .max()
-                    .map_or(1, |m| m.saturating_add(1))
+                    .map_or(1, |m| m.saturating_add(1));
+                if after > MAX_CIPHER_PRIORITY {
+                    // Saved, it would read back as out of range.
+                    return Err(Invalid(format!(
+                        "cannot bind {} to {entity} after the others: priority {MAX_CIPHER_PRIORITY} is the last and is taken; give -cipherPriority N (1..={MAX_CIPHER_PRIORITY})",
+                        describe_bind(bind)
+                    )));
+                }
+                after
             }
             SslBind::Cipher { priority: Some(p), .. } => *p,
             _ => 0,
@@ -149,6 +158,34 @@ mod tests {
         );
         let pr: Vec<u32> = m.vservers["v1"].bindings.ciphers.iter().map(|c| c.priority).collect();
         assert_eq!(pr, [1, 7, 8]);
+    }
+
+    #[test]
+    fn a_cipher_after_the_last_priority_is_refused() {
+        let (fx, mut m) = setup();
+        ok(&mut m, &fx, "bind ssl vserver v1 -cipherName grp -cipherPriority 1000");
+        refused(
+            &mut m,
+            &fx,
+            "bind ssl vserver v1 -cipherName TLS1.3-AES256-GCM-SHA384",
+            "give -cipherPriority",
+        );
+        let e = m
+            .apply(
+                &cmd("bind ssl vserver v1 -cipherName TLS1.3-AES256-GCM-SHA384"),
+                &fx.files(),
+            )
+            .expect_err("refused");
+        assert!(matches!(e, super::CommandError::Invalid(_)), "{e:?}");
+        // With a priority it binds, and what is saved loads back.
+        ok(
+            &mut m,
+            &fx,
+            "bind ssl vserver v1 -cipherName TLS1.3-AES256-GCM-SHA384 -cipherPriority 1000",
+        );
+        let saved = m.to_commands();
+        let loaded = fx.model(&saved);
+        assert_eq!(loaded.to_commands(), saved);
     }
 
     #[test]

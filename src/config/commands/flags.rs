@@ -1,7 +1,7 @@
 //! Every flag of the language with its value type, range, default and epoch scope.
 
 use super::super::grammar::{FlagSpec, Scope};
-use super::super::model::SslParams;
+use super::super::model::{SslParams, MAX_CIPHER_PRIORITY};
 use super::super::values::{FromValue, Value, ValueType};
 
 const fn flag(
@@ -96,7 +96,7 @@ pub(super) static CIPHER_REF: FlagSpec = flag(
 );
 pub(super) static CIPHER_PRIORITY: FlagSpec = flag(
     "-cipherPriority",
-    num(1, 1000),
+    num(1, MAX_CIPHER_PRIORITY),
     Both,
     Some("after the last"),
     "lower comes first",
