@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shardtls::control::admin::CtlError;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -200,35 +201,17 @@ fn ctl(admin: &str, token: Option<String>, args: CtlArgs) -> Result<(), Box<dyn 
     print!("{reply}");
     match status {
         200 => Ok(()),
-        400..=499 => Err(CtlError::Refused(status).into()),
-        _ => Err(CtlError::ProxyFault(status).into()),
+        _ => Err(CtlError::from_status(status).into()),
     }
-}
-
-/// Why `ctl` failed, and so its exit status.
-#[derive(Debug, thiserror::Error)]
-enum CtlError {
-    /// The proxy refused a mistake (bad command, unknown entity, conflict): exit 1.
-    #[error("command refused (HTTP {0})")]
-    Refused(u16),
-    /// The proxy failed (a shard did not apply the change): exit 70.
-    #[error("the proxy failed (HTTP {0})")]
-    ProxyFault(u16),
-    /// No admin API answered: exit 70.
-    #[error("{0}")]
-    Unreachable(String),
 }
 
 /// Exit status for `e`: 1 for the user's mistake, 70 for a fault.
 fn exit_code(e: &(dyn std::error::Error + 'static)) -> u8 {
-    use shardtls::control::runtime::{ControlError, EXIT_INTERNAL};
+    use shardtls::control::runtime::ControlError;
     if let Some(c) = e.downcast_ref::<ControlError>() {
         return c.exit_code();
     }
-    match e.downcast_ref::<CtlError>() {
-        Some(CtlError::ProxyFault(_) | CtlError::Unreachable(_)) => EXIT_INTERNAL,
-        _ => 1,
-    }
+    e.downcast_ref::<CtlError>().map_or(1, CtlError::exit_code)
 }
 
 fn main() -> ExitCode {

@@ -197,3 +197,111 @@ fn show_stats_watch_appends_a_block_per_interval_and_ctrl_c_ends_it() {
         }
     }
 }
+
+/// `shardtls ctl show stats --watch ARGS...` against the admin API at `admin`.
+fn spawn_watch(admin: &std::path::Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args(["ctl", "show", "stats", "--watch"])
+        .args(args)
+        .env("SHARDTLS_ADMIN", admin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` for up to a minute (killing it after that), with its
+/// exit code and standard error.
+fn finish(mut child: std::process::Child) -> (Option<i32>, String) {
+    let ended = wait_for(std::time::Duration::from_secs(60), || {
+        child.try_wait().is_ok_and(|s| s.is_some())
+    });
+    if !ended {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(ended, "still running after a minute; stderr: {stderr}");
+    (out.status.code(), stderr)
+}
+
+/// An admin socket in `dir` that answers each connection, after reading
+/// its request, with `reply` and closes it; with None, it accepts, never
+/// answers, and sends the connection on the returned channel (kept open).
+fn fake_admin(
+    dir: &tempfile::TempDir,
+    reply: Option<&'static str>,
+) -> (
+    std::path::PathBuf,
+    std::sync::mpsc::Receiver<std::os::unix::net::UnixStream>,
+) {
+    use std::io::Read;
+    let path = dir.path().join("admin.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().map_while(Result::ok) {
+            if let Some(reply) = reply {
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head);
+                let _ = s.write_all(reply.as_bytes());
+            } else if tx.send(s).is_err() {
+                return;
+            }
+        }
+    });
+    (path, rx)
+}
+
+#[test]
+fn show_stats_watch_exits_70_when_no_admin_api_listens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = finish(spawn_watch(&dir.path().join("absent.sock"), &[]));
+    assert_eq!(code, Some(70), "{stderr}");
+    assert!(stderr.contains("cannot reach admin socket"), "{stderr}");
+}
+
+#[test]
+fn show_stats_watch_exits_like_ctl_on_a_refusal_or_a_fault() {
+    for (reply, want) in [
+        ("HTTP/1.1 409 Conflict\r\nContent-Length: 4\r\n\r\nbusy", 1),
+        ("HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno", 1),
+        (
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 6\r\n\r\nfailed",
+            70,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, _accepted) = fake_admin(&dir, Some(reply));
+        let (code, stderr) = finish(spawn_watch(&admin, &[]));
+        assert_eq!(code, Some(want), "{reply:?}: {stderr}");
+    }
+}
+
+#[test]
+fn show_stats_watch_gives_up_on_an_admin_api_that_never_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, _accepted) = fake_admin(&dir, None);
+    let (code, stderr) = finish(spawn_watch(&admin, &["--interval", "0.1"]));
+    assert_eq!(code, Some(70), "{stderr}");
+    assert!(stderr.contains("did not answer within"), "{stderr}");
+}
+
+#[test]
+fn a_second_ctrl_c_ends_show_stats_watch_while_a_request_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admin, accepted) = fake_admin(&dir, None);
+    // A long interval: the request would wait 10 s before giving up.
+    let child = spawn_watch(&admin, &["--interval", "5"]);
+    // Connected, so the signal handlers are in place (they come first).
+    let conn = accepted.recv_timeout(std::time::Duration::from_secs(30));
+    let pid = child.id() as i32;
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let (code, stderr) = finish(child);
+    assert!(conn.is_ok(), "ctl never connected: {stderr}");
+    // 130 (128 + SIGINT) from the second Ctrl-C, not 0 from the first
+    // after the request timed out.
+    assert_eq!(code, Some(130), "{stderr}");
+}

@@ -151,9 +151,35 @@ pub struct Shared {
     pub ready: AtomicU64,
     /// The first error message of each failure cause.
     pub first_errors: Mutex<BTreeMap<&'static str, String>>,
+    /// Per cause (indexed by [`Cause::index`]): its message is taken, so
+    /// later failures skip `first_errors` and its lock altogether.
+    pub explained: [AtomicBool; Cause::ALL.len()],
 }
 
 impl Shared {
+    pub fn new(workers: usize) -> Self {
+        Shared {
+            counters: (0..workers).map(|_| CachePadded::new(Counters::default())).collect(),
+            release: AtomicBool::new(false),
+            ready: AtomicU64::new(0),
+            first_errors: Mutex::new(BTreeMap::new()),
+            explained: Default::default(),
+        }
+    }
+
+    /// Keeps `why` as the explanation of `cause` unless one is kept already.
+    /// The lock is taken once per cause: under a refusing server every
+    /// worker fails at once, and all but the first only count.
+    pub fn explain(&self, cause: Cause, why: &dyn std::fmt::Display) {
+        let taken = &self.explained[cause.index()];
+        if taken.load(Ordering::Relaxed) || taken.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(mut first) = self.first_errors.lock() {
+            first.entry(cause.name()).or_insert_with(|| why.to_string());
+        }
+    }
+
     pub fn totals(&self) -> Totals {
         let mut t = Totals::default();
         for c in &self.counters {
@@ -257,9 +283,7 @@ impl Worker {
     /// Keeps `why` as the explanation of `cause` unless one is kept already.
     pub fn explain(&self, cause: Cause, why: &dyn std::fmt::Display) {
         tracing::debug!("{} failed: {why}", cause.name());
-        if let Ok(mut first) = self.shared.first_errors.lock() {
-            first.entry(cause.name()).or_insert_with(|| why.to_string());
-        }
+        self.shared.explain(cause, why);
     }
 }
 
@@ -279,6 +303,11 @@ pub enum Cause {
 
 impl Cause {
     pub const ALL: [Cause; 4] = [Cause::Connect, Cause::Handshake, Cause::Request, Cause::Established];
+
+    /// Position in [`Cause::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -356,12 +385,7 @@ where
     Fut: Future<Output = ()> + 'static,
 {
     let n = plan.cpus.len();
-    let shared = Arc::new(Shared {
-        counters: (0..n).map(|_| CachePadded::new(Counters::default())).collect(),
-        release: AtomicBool::new(false),
-        ready: AtomicU64::new(0),
-        first_errors: Mutex::new(BTreeMap::new()),
-    });
+    let shared = Arc::new(Shared::new(n));
     let clock = Clock::new(plan.args.warmup, plan.args.duration);
     let mut handles = Vec::with_capacity(n);
     for (id, &cpu) in plan.cpus.iter().enumerate() {

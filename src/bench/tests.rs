@@ -322,3 +322,30 @@ fn accounts_balance_only_when_every_operation_ends_once_with_a_cause() {
     };
     assert!(!unexplained.explained());
 }
+
+#[test]
+fn a_cause_already_explained_never_takes_the_lock_again() {
+    use runner::{Cause, Shared};
+    assert!(Cause::ALL.iter().enumerate().all(|(i, c)| c.index() == i));
+    let shared = Arc::new(Shared::new(2));
+    shared.explain(Cause::Connect, &"connection refused");
+    // With the lock held here, a second connect failure must still return:
+    // it checks the flag, not the map.
+    let held = shared.first_errors.lock().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            shared.explain(Cause::Connect, &"reset by peer");
+            done_tx.send(()).unwrap();
+        })
+    };
+    let returned = done_rx.recv_timeout(std::time::Duration::from_secs(30));
+    drop(held);
+    worker.join().unwrap();
+    assert!(returned.is_ok(), "explain waited for the lock of an explained cause");
+    shared.explain(Cause::Request, &"timed out");
+    let first = shared.first_errors.lock().unwrap();
+    assert_eq!(first.get("connect").map(String::as_str), Some("connection refused"));
+    assert_eq!(first.get("request").map(String::as_str), Some("timed out"));
+}

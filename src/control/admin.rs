@@ -556,6 +556,10 @@ pub fn client_request(
     client_request_status(admin, method, path, body, token).map(|(status, body)| (status == 200, body))
 }
 
+/// How long [`client_request`] and [`client_request_status`] wait for the
+/// admin API: connecting, sending and the whole reply.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// As [`client_request`], with the HTTP status: 400 and 409 refuse a
 /// mistake (nothing changed), 500 reports a fault of the proxy.
 pub fn client_request_status(
@@ -565,6 +569,21 @@ pub fn client_request_status(
     body: &str,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
+    client_request_within(admin, method, path, body, token, CLIENT_TIMEOUT)
+}
+
+/// As [`client_request_status`], giving up once `limit` has passed since
+/// the call: connecting, sending and reading the whole reply count alike,
+/// so a proxy that accepts and never answers costs at most `limit`.
+pub fn client_request_within(
+    admin: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+    limit: Duration,
+) -> Result<(u16, String), String> {
+    let deadline = Instant::now() + limit;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
@@ -572,24 +591,140 @@ pub fn client_request_status(
         "{method} {path} HTTP/1.1\r\nHost: shardtls\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    let mut resp = Vec::new();
-    if admin.contains('/') {
-        let mut s = std::os::unix::net::UnixStream::connect(admin)
-            .map_err(|e| format!("cannot reach admin socket {admin}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+    let stream = if admin.contains('/') {
+        connect_unix(admin, limit).map_err(|e| format!("cannot reach admin socket {admin}: {e}"))?
     } else {
-        let mut s =
-            std::net::TcpStream::connect(admin).map_err(|e| format!("cannot reach admin API at {admin}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).ok();
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
-    }
+        connect_tcp(admin, limit).map_err(|e| format!("cannot reach admin API at {admin}: {e}"))?
+    };
+    let resp = exchange(stream, req.as_bytes(), deadline).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            format!(
+                "the admin API at {admin} did not answer within {:.1} s",
+                limit.as_secs_f64()
+            )
+        }
+        _ => format!("talking to the admin API at {admin}: {e}"),
+    })?;
     let text = String::from_utf8_lossy(&resp);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or("malformed reply from the admin API")?;
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((status, body.to_string()))
+}
+
+fn connect_unix(path: &str, limit: Duration) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None)?;
+    s.connect_timeout(&socket2::SockAddr::unix(path)?, limit)?;
+    Ok(s)
+}
+
+fn connect_tcp(addr: &str, limit: Duration) -> std::io::Result<socket2::Socket> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address");
+    for a in addr.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&a, limit) {
+            Ok(s) => return Ok(s.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Sends `req` and reads the reply to its end, all before `deadline`.
+fn exchange(mut s: socket2::Socket, req: &[u8], deadline: Instant) -> std::io::Result<Vec<u8>> {
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or(std::io::Error::from(std::io::ErrorKind::TimedOut))
+    };
+    s.set_write_timeout(Some(left()?))?;
+    s.write_all(req)?;
+    let mut resp = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        s.set_read_timeout(Some(left()?))?;
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(resp),
+            Ok(n) => resp.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Why `shardtls ctl` failed, and so its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    /// The proxy refused a mistake (bad command, unknown entity, conflict,
+    /// wrong token): exit 1.
+    #[error("command refused (HTTP {0})")]
+    Refused(u16),
+    /// The proxy failed (a shard did not apply the change): exit 70.
+    #[error("the proxy failed (HTTP {0})")]
+    ProxyFault(u16),
+    /// No admin API answered, or not in time: exit 70.
+    #[error("{0}")]
+    Unreachable(String),
+    /// An answer that makes no sense, or a failure on this side: exit 70.
+    #[error("{0}")]
+    Fault(String),
+}
+
+impl CtlError {
+    /// The error for an answer with HTTP status `status` (not 200).
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            400..=499 => CtlError::Refused(status),
+            _ => CtlError::ProxyFault(status),
+        }
+    }
+
+    /// 1 for the user's mistake, 70 for a fault.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Refused(_) => 1,
+            _ => super::runtime::EXIT_INTERNAL,
+        }
+    }
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn a_request_to_a_silent_admin_api_gives_up_at_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // Accepts, reads nothing, answers nothing, until the test ends.
+        let silent = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let admin = path.to_str().unwrap();
+        let err = client_request_within(admin, "GET", "/stats", "", None, Duration::from_millis(300)).unwrap_err();
+        assert!(err.contains("did not answer within 0.3 s"), "{err}");
+        drop(silent.join());
+    }
+
+    #[test]
+    fn a_request_with_a_limit_reads_the_whole_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = s.read(&mut head);
+            s.write_all(b"HTTP/1.1 409 Conflict\r\nContent-Length: 4\r\n\r\nbusy")
+                .unwrap();
+        });
+        let admin = path.to_str().unwrap();
+        let reply = client_request_within(admin, "GET", "/stats", "", None, Duration::from_secs(30));
+        server.join().unwrap();
+        assert_eq!(reply, Ok((409, "busy".to_string())));
+        assert_eq!(CtlError::from_status(409).exit_code(), 1);
+        assert_eq!(CtlError::from_status(500).exit_code(), 70);
+        assert_eq!(CtlError::from_status(503).exit_code(), 70);
+    }
 }

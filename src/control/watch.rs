@@ -9,7 +9,12 @@
 //! closed at the drain deadline. On a terminal each sample replaces the last
 //! (clear screen, then the table); otherwise each sample is appended as a
 //! block followed by a blank line, for pipes and logs. Ctrl-C or SIGTERM
-//! ends it with status 0; so does a reader that goes away.
+//! ends it with status 0 once the request under way is answered or times
+//! out ([`request_timeout`]: a few seconds); a second one ends it at once
+//! (status 130 for SIGINT, 143 for SIGTERM). A reader that goes away ends it
+//! with 0 too. It fails as plain `ctl` does: 70 when the admin API cannot be
+//! reached, does not answer in time or answers 500, 1 when it refuses the
+//! request (400, 401, 409).
 //!
 //! What it does not do: change anything, or keep more than the previous
 //! sample. Drained epochs are left out (`show stats` has them).
@@ -21,13 +26,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::admin::client_request;
+use super::admin::{client_request_within, CtlError};
 
 /// Default time between two samples.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Shortest interval accepted (the admin API serializes requests).
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How long one sample may take before `--watch` gives up (exit 70): twice
+/// the interval, from 3 to 10 seconds. Short, so that a proxy that stopped
+/// answering shows at once and Ctrl-C never waits long.
+pub fn request_timeout(interval: Duration) -> Duration {
+    (interval * 2).clamp(Duration::from_secs(3), Duration::from_secs(10))
+}
 
 /// First line of every block.
 pub const HEADER: &str = "shardtls stats";
@@ -220,21 +232,31 @@ const CLEAR: &str = "\x1b[H\x1b[2J";
 /// Fetch `/stats` every `interval` and print it as a table until Ctrl-C or
 /// SIGTERM; a terminal gets each table in place, anything else a block per
 /// sample.
-pub fn run(admin: &str, token: Option<&str>, interval: Duration) -> Result<(), String> {
+pub fn run(admin: &str, token: Option<&str>, interval: Duration) -> Result<(), CtlError> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("cannot watch signals: {e}"))?;
+        // In this order: the second signal finds `stop` set and exits.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, stop.clone())
+            .and_then(|_| signal_hook::flag::register(sig, stop.clone()))
+            .map_err(|e| CtlError::Fault(format!("cannot watch signals: {e}")))?;
     }
     let tty = std::io::stdout().is_terminal();
+    let limit = request_timeout(interval);
     let mut prev: Option<Value> = None;
     while !stop.load(Ordering::Relaxed) {
         let next = Instant::now() + interval;
-        let (ok, body) = client_request(admin, "GET", "/stats", "", token)?;
-        if !ok {
-            return Err(format!("the admin API refused: {}", body.trim()));
+        let (status, body) = match client_request_within(admin, "GET", "/stats", "", token, limit) {
+            Ok(reply) => reply,
+            // Asked to stop while waiting: the failure is moot.
+            Err(_) if stop.load(Ordering::Relaxed) => return Ok(()),
+            Err(e) => return Err(CtlError::Unreachable(e)),
+        };
+        if status != 200 {
+            print!("{body}");
+            return Err(CtlError::from_status(status));
         }
-        let cur: Value =
-            serde_json::from_str(&body).map_err(|e| format!("the admin API sent statistics that are not JSON: {e}"))?;
+        let cur: Value = serde_json::from_str(&body)
+            .map_err(|e| CtlError::Fault(format!("the admin API sent statistics that are not JSON: {e}")))?;
         let block = render(prev.as_ref(), &cur);
         let mut out = std::io::stdout().lock();
         let written = if tty {
@@ -354,6 +376,14 @@ mod tests {
 
     fn words(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn a_sample_waits_a_few_seconds_at_most() {
+        assert_eq!(request_timeout(DEFAULT_INTERVAL), Duration::from_secs(3));
+        assert_eq!(request_timeout(MIN_INTERVAL), Duration::from_secs(3));
+        assert_eq!(request_timeout(Duration::from_secs(4)), Duration::from_secs(8));
+        assert_eq!(request_timeout(Duration::from_secs(3600)), Duration::from_secs(10));
     }
 
     #[test]
