@@ -17,7 +17,8 @@
 #   on ports 8743-8746 with the same configuration)
 #   ROUNDS (default 3), WRK_SECONDS (default 8), LOAD_CPU (default 1),
 #   CONNECTIONS (kept-alive, default 16), HS_CONNECTIONS (default 32),
-#   PEERS_RUNNING=1 when perf/peers.sh start already ran.
+#   PEERS_RUNNING=1 when perf/peers.sh start already ran,
+#   KINDS (default "keepalive handshake").
 # Writes perf/results/wrk.json (every run) and perf/results/wrk.md (medians).
 set -euo pipefail
 
@@ -144,7 +145,7 @@ PY
 }
 
 for round in $(seq 1 "$ROUNDS"); do
-    for kind in keepalive handshake; do
+    for kind in ${KINDS:-keepalive handshake}; do
         for s in "${SERVERS[@]}"; do
             one_run "$s" "$kind" "$round"
         done
