@@ -31,6 +31,8 @@ mod parse_tests;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod table_tests;
+#[cfg(test)]
 mod testutil;
 
 pub use apply::{BatchError, Change, ChangeKind, CommandError, DirFileSource, FileSource, DEFAULT_CLIENT_TIMEOUT};
