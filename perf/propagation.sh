@@ -21,10 +21,8 @@ SERVER_CPUS=${SERVER_CPUS:-}
 LOAD_CPUS=${LOAD_CPUS:-}
 on() { local cpus=$1; shift; if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
 [ -x "$BIN" ] || cargo build --release --quiet
-WORK=$(mktemp -d)
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
 "$BIN" bench --gen-cert "$WORK/certs" > /dev/null
 B=$(port); V=$(port)
 on "$LOAD_CPUS" "$BIN" test-server --listen "127.0.0.1:$B" --mode http > /dev/null 2>&1 & pids+=($!)

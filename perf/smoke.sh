@@ -9,24 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/debug/shardtls}
 [ -x "$BIN" ] || cargo build --quiet
-WORK=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 did not open" >&2
-    return 1
-}
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
 
 "$BIN" bench --gen-cert "$WORK/certs" > /dev/null
 HTTP=$(port); ECHO=$(port); SINK=$(port); BIG=$(port)

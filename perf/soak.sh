@@ -30,16 +30,9 @@ SOAK_SECS=${SOAK_SECS:-3600}
 KILL_EVERY=${KILL_EVERY:-60}
 IDLE=${IDLE:-500}
 [ -x "$BIN" ] || cargo build --release --quiet
-WORK=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "${CHURN_PID:-}" ] && kill "$CHURN_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    if [ -n "${KEEP:-}" ]; then echo "work folder kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
+extra_cleanup() { [ -n "${CHURN_PID:-}" ] && kill "$CHURN_PID" 2>/dev/null || true; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 "$BIN" bench --gen-cert "$WORK/certs" > /dev/null

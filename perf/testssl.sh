@@ -20,16 +20,8 @@ TESTSSL=$(command -v testssl || command -v testssl.sh || true)
 [ -x "$BIN" ] || { echo "no $BIN: run cargo build first" >&2; exit 2; }
 [ -n "$TESTSSL" ] || { echo "testssl.sh is not installed (apt-get install testssl.sh)" >&2; exit 2; }
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=perf/lib.sh
+. "$ROOT/perf/lib.sh"
 
 # A root, an intermediate and a site certificate (ECDSA P-256).
 C="$WORK/certs"; mkdir -p "$C"
@@ -46,7 +38,7 @@ printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n
 openssl x509 -req -in "$C/site.csr" -CA "$C/intermediate.pem" -CAkey "$C/intermediate.key" -CAcreateserial \
     -days 365 -extfile "$C/site.ext" -out "$C/site.pem" 2>/dev/null
 
-B1=$(free_port); B2=$(free_port); P1=$(free_port); P2=$(free_port)
+B1=$(port); B2=$(port); P1=$(port); P2=$(port)
 cat > "$WORK/shardtls.conf" <<CONF
 add ssl certKey site -cert certs/site.pem -key certs/site.key
 add ssl certKey intermediate -cert certs/intermediate.pem
@@ -71,9 +63,9 @@ bind ssl vserver defaults -certkeyName site
 bind lb vserver defaults web
 CONF
 
-"$BIN" test-server --listen "127.0.0.1:$B1" --mode http >/dev/null 2>&1 & PIDS+=($!)
-"$BIN" test-server --listen "127.0.0.1:$B2" --mode http >/dev/null 2>&1 & PIDS+=($!)
-SHARDTLS_LOG=warn "$BIN" run -c "$WORK/shardtls.conf" --shards 1 --admin "$WORK/admin.sock" 2>"$WORK/proxy.log" & PIDS+=($!)
+"$BIN" test-server --listen "127.0.0.1:$B1" --mode http >/dev/null 2>&1 & pids+=($!)
+"$BIN" test-server --listen "127.0.0.1:$B2" --mode http >/dev/null 2>&1 & pids+=($!)
+SHARDTLS_LOG=warn "$BIN" run -c "$WORK/shardtls.conf" --shards 1 --admin "$WORK/admin.sock" 2>"$WORK/proxy.log" & pids+=($!)
 for _ in $(seq 100); do [ -S "$WORK/admin.sock" ] && break; sleep 0.1; done
 sleep 0.5
 

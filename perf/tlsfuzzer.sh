@@ -64,16 +64,8 @@ else
     ECDSA_SCRIPTS=${ECDSA_SCRIPTS:-$ECDSA_SCRIPTS_DEFAULT}; ECHO_SCRIPTS=${ECHO_SCRIPTS:-$ECHO_SCRIPTS_DEFAULT}
 fi
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=perf/lib.sh
+. "$ROOT/perf/lib.sh"
 
 C="$WORK/certs"; mkdir -p "$C"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$C/rsa.key" -out "$C/rsa.pem" -days 30 \
@@ -82,7 +74,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyou
     -days 30 -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 chmod 600 "$C"/*.key
 
-B=$(free_port); BE=$(free_port); PR=$(free_port); PE=$(free_port); PX=$(free_port)
+B=$(port); BE=$(port); PR=$(port); PE=$(port); PX=$(port)
 cat > "$WORK/shardtls.conf" <<CONF
 add ssl certKey rsa -cert certs/rsa.pem -key certs/rsa.key
 add ssl certKey ec -cert certs/ec.pem -key certs/ec.key
@@ -101,10 +93,10 @@ bind ssl vserver echo -certkeyName rsa
 bind lb vserver echo echo
 CONF
 
-"$BIN" test-server --listen "127.0.0.1:$B" --mode http >/dev/null 2>&1 & PIDS+=($!)
-"$BIN" test-server --listen "127.0.0.1:$BE" --mode echo >/dev/null 2>&1 & PIDS+=($!)
+"$BIN" test-server --listen "127.0.0.1:$B" --mode http >/dev/null 2>&1 & pids+=($!)
+"$BIN" test-server --listen "127.0.0.1:$BE" --mode echo >/dev/null 2>&1 & pids+=($!)
 SHARDTLS_LOG=${SHARDTLS_LOG:-warn} "$BIN" run -c "$WORK/shardtls.conf" --shards 2 --admin "$WORK/admin.sock" \
-    2>"$WORK/proxy.log" & PIDS+=($!)
+    2>"$WORK/proxy.log" & pids+=($!)
 for _ in $(seq 100); do [ -S "$WORK/admin.sock" ] && break; sleep 0.1; done
 sleep 0.5
 
