@@ -130,9 +130,7 @@ impl Model {
             certkey.key_path = key;
             certkey.material = Arc::new(material);
         }
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump(users);
-        Ok(change)
+        Ok(self.ssl_change(users))
     }
 
     /// `link ssl certKey`.
@@ -161,9 +159,7 @@ impl Model {
             certkey.linked_to = Some(ca.to_string());
         }
         let users = self.certkey_users(name);
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump(users);
-        Ok(change)
+        Ok(self.ssl_change(users))
     }
 
     /// `unlink ssl certKey`.
@@ -175,9 +171,7 @@ impl Model {
         if let Some(certkey) = self.certkeys.get_mut(name) {
             certkey.linked_to = None;
         }
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump(users);
-        Ok(change)
+        Ok(self.ssl_change(users))
     }
 }
 

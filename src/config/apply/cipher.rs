@@ -71,9 +71,7 @@ impl Model {
 
     fn cipher_group_changed(&mut self, name: &str) -> Result<Change, CommandError> {
         let users = self.cipher_group_users(name);
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump(users);
-        Ok(change)
+        Ok(self.ssl_change(users))
     }
 }
 

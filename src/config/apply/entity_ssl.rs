@@ -3,7 +3,7 @@
 //!
 //! Epoch effect: every change opens an epoch on that entity only, on its side.
 
-use super::{describe_bind, take_first, Change, ChangeKind::*, CommandError, CommandError::*};
+use super::{describe_bind, take_first, Change, CommandError, CommandError::*};
 use crate::config::command::SslBind;
 use crate::config::model::*;
 
@@ -25,9 +25,7 @@ impl Model {
         if profile.is_some() {
             prof.clone_from(profile);
         }
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump([entity.clone()]);
-        Ok(change)
+        Ok(self.ssl_change([entity.clone()]))
     }
 
     /// `bind ssl ENTITY X ...`; a cipher without a priority goes after the others.
@@ -67,9 +65,7 @@ impl Model {
             }),
             SslBind::Curve(c) => b.curves.push(*c),
         }
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump([entity.clone()]);
-        Ok(change)
+        Ok(self.ssl_change([entity.clone()]))
     }
 
     /// `unbind ssl ENTITY X ...`.
@@ -83,9 +79,7 @@ impl Model {
         if !removed {
             return Err(Unknown(format!("{} is not bound to {entity}", describe_bind(bind))));
         }
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump([entity.clone()]);
-        Ok(change)
+        Ok(self.ssl_change([entity.clone()]))
     }
 
     fn check_bind(&self, entity: &EntityRef, bind: &SslBind) -> Result<(), CommandError> {

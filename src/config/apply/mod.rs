@@ -236,6 +236,13 @@ impl Model {
             .collect()
     }
 
+    /// An SSL-side change of `entities`: each gets a new epoch.
+    fn ssl_change(&mut self, entities: impl IntoIterator<Item = EntityRef>) -> Change {
+        let mut change = Change::new(ChangeKind::Ssl);
+        change.bumped = self.bump(entities);
+        change
+    }
+
     fn bump(&mut self, entities: impl IntoIterator<Item = EntityRef>) -> Vec<EntityRef> {
         let mut out = Vec::new();
         for e in entities {

@@ -30,9 +30,7 @@ impl Model {
             .ok_or_else(|| Unknown(format!("unknown ssl profile {name}")))?;
         p.params.overlay(params);
         let users = self.profile_users(name);
-        let mut change = Change::new(Ssl);
-        change.bumped = self.bump(users);
-        Ok(change)
+        Ok(self.ssl_change(users))
     }
 }
 
