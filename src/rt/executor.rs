@@ -87,7 +87,7 @@ impl Inner {
 
     pub(crate) fn stats(&self) -> LoopStats {
         let mut s = self.stats.get();
-        s.recv_no_buffers = self.driver.recv_no_buffers.get();
+        self.driver.fill_stats(&mut s);
         s
     }
 
@@ -193,6 +193,7 @@ impl Inner {
             return;
         }
         self.driver.flush_writes();
+        self.driver.return_private_receives();
         let busy = !self.ready.borrow().is_empty();
         let deadline = if busy { None } else { self.timers.next_deadline() };
         let now = self.now.get();

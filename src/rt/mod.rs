@@ -186,6 +186,14 @@ pub struct LoopStats {
     pub polls: u64,
     /// Receives that found the provided-buffer ring empty.
     pub recv_no_buffers: u64,
+    /// Receive buffers of sockets' own (the pool was dry when they were
+    /// posted) not freed yet; they go once the pool refills.
+    pub recv_private_buffers: u64,
+    /// Socket and listener descriptors the runtime owns now.
+    pub open_fds: u64,
+    /// Sockets closed with a reset at their linger deadline because the
+    /// peer did not take what was written.
+    pub closed_unflushed: u64,
 }
 
 #[cfg(test)]

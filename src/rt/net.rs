@@ -12,7 +12,10 @@
 //! with the wait. Backpressure starts at [`ring::SEND_LIMIT`] buffered bytes.
 //! `poll_flush` waits until the kernel took everything; `poll_close` flushes,
 //! then shuts the write side down. A dropped stream finishes sending what it
-//! was given, then closes.
+//! was given, then closes; within its linger deadline ([`Stream::set_linger`],
+//! else `ring::DEFAULT_LINGER`), past which the send is cancelled and the
+//! socket reset, so a peer that never reads cannot hold a descriptor.
+//! [`Stream::release`] drops a stream and tells how that close went.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,6 +31,8 @@ use io_uring::{opcode, types};
 use super::executor::with_current;
 use super::ring::{Listen, ListenState, OneShot, Sock, SockState, SEND_LIMIT};
 
+pub use super::ring::Released;
+
 /// A connected stream socket driven by the ring.
 pub struct Stream {
     sock: Rc<Sock>,
@@ -37,6 +42,13 @@ pub type TcpStream = Stream;
 pub type UnixStream = Stream;
 
 impl Stream {
+    /// A stream over `fd`, which the current runtime (if any) now owns.
+    fn adopt(fd: RawFd) -> Self {
+        super::executor::try_with_current(|rt| rt.driver.fd_opened());
+        Stream::new(fd)
+    }
+
+    /// A stream over `fd`, already counted as the runtime's (accepted).
     fn new(fd: RawFd) -> Self {
         Stream {
             sock: Rc::new(Sock {
@@ -62,7 +74,7 @@ impl Stream {
             Type::STREAM.nonblocking().cloexec(),
             Some(Protocol::TCP),
         )?;
-        let stream = Stream::new(sock.into_raw_fd());
+        let stream = Stream::adopt(sock.into_raw_fd());
         let target = Box::new(SockAddr::from(addr));
         let sqe = opcode::Connect::new(types::Fd(stream.sock.fd), target.as_ptr(), target.len()).build();
         let res = Completion::submit(sqe, Some(target)).await;
@@ -102,12 +114,39 @@ impl Stream {
     pub fn buffered_read(&self) -> usize {
         self.sock.st.borrow().rx_bytes
     }
+
+    /// How long this stream, once dropped, may take to send what was
+    /// written to it before it is reset (at least 1 ms, at most 49 days).
+    pub fn set_linger(&self, limit: Duration) {
+        let ms = u32::try_from(limit.as_millis()).unwrap_or(u32::MAX).max(1);
+        self.sock.st.borrow_mut().linger_ms = ms;
+    }
+
+    /// Drop the stream and wait until its descriptor is closed: what was
+    /// written is still sent, within the linger deadline.
+    pub fn release(self) -> impl std::future::Future<Output = Released> {
+        let sock = self.sock.clone();
+        drop(self);
+        std::future::poll_fn(move |cx| {
+            let mut st = sock.st.borrow_mut();
+            if st.closed {
+                return Poll::Ready(if st.reset { Released::Reset } else { Released::Flushed });
+            }
+            st.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    #[cfg(test)]
+    pub(super) fn sock(&self) -> &Rc<Sock> {
+        &self.sock
+    }
 }
 
 impl FromRawFd for Stream {
     /// Takes ownership of a connected stream socket.
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
-        Stream::new(fd)
+        Stream::adopt(fd)
     }
 }
 
@@ -279,6 +318,7 @@ pub type TcpListener = Listener;
 impl FromRawFd for Listener {
     /// Takes ownership of a bound, listening socket.
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        super::executor::try_with_current(|rt| rt.driver.fd_opened());
         Listener {
             l: Rc::new(Listen {
                 fd,

@@ -41,6 +41,13 @@ const POOL_LOW_WATER: u16 = RECV_BUFFERS / 4;
 pub(crate) const SEND_LIMIT: usize = 64 * 1024;
 /// Send buffers kept for reuse.
 const SPARE_SEND_BUFFERS: usize = 64;
+/// How long a released socket may take to send what its handle wrote,
+/// unless the handle set its own ([`super::net::Stream::set_linger`]): past it the send is
+/// cancelled and the socket reset, so a peer that never reads cannot pin a
+/// descriptor.
+pub(crate) const DEFAULT_LINGER: Duration = Duration::from_secs(10);
+/// Receives into sockets' own buffers moved back to the pool per loop turn.
+const PRIVATE_RECVS_RETURNED_PER_TURN: usize = 64;
 
 /// A received buffer not yet read out: where its bytes are, its length,
 /// and how much was read already.
@@ -57,6 +64,17 @@ pub(crate) enum RxBuf {
     Own(Box<[u8]>),
 }
 
+/// Whether a released socket delivered what its handle wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// Everything written was handed to the kernel (or the socket had
+    /// failed already), then the descriptor was closed.
+    Flushed,
+    /// The linger deadline passed first: the send was cancelled and the
+    /// socket closed with a reset.
+    Reset,
+}
+
 /// One socket's state, shared by its handle and its operations in flight.
 pub(crate) struct Sock {
     pub fd: RawFd,
@@ -71,6 +89,10 @@ pub(crate) struct SockState {
     pub rx_err: Option<i32>,
     /// Key of the receive in flight.
     pub recv_op: Option<usize>,
+    /// The receive in flight fills the socket's own buffer (the pool was dry).
+    pub recv_private: bool,
+    /// In the driver's list of sockets receiving into their own buffer.
+    pub private_listed: bool,
     pub reader: Option<Waker>,
     /// Written, not yet handed to the kernel.
     pub tx_next: Vec<u8>,
@@ -79,6 +101,7 @@ pub(crate) struct SockState {
     pub tx_off: usize,
     pub send_op: Option<usize>,
     pub tx_err: Option<i32>,
+    /// The task waiting to write; once released, the one waiting for the close.
     pub writer: Option<Waker>,
     /// In the driver's list of sockets to send for.
     pub dirty: bool,
@@ -87,7 +110,13 @@ pub(crate) struct SockState {
     /// The handle is gone: finish sending what it wrote, then close.
     pub dropped: bool,
     pub closed: bool,
-    /// Operations in flight.
+    /// Closed at the linger deadline with bytes unsent.
+    pub reset: bool,
+    /// Milliseconds a released socket may take to send (0: [`DEFAULT_LINGER`]).
+    pub linger_ms: u32,
+    /// Key of the linger deadline in flight.
+    pub linger_op: Option<usize>,
+    /// Operations in flight (the linger deadline aside).
     pub ops: u32,
 }
 
@@ -124,6 +153,12 @@ enum Op {
     /// A receive into a pool buffer (`None`) or into the socket's own.
     Recv(Rc<Sock>, Option<Box<[u8]>>),
     Send(Rc<Sock>),
+    /// The deadline of a released socket's last sends (the kernel reads
+    /// the time when the entry is submitted).
+    Linger {
+        sock: Rc<Sock>,
+        _limit: Box<types::Timespec>,
+    },
     Accept(Rc<Listen>),
     OneShot(Rc<OneShot>),
     EventFd,
@@ -233,6 +268,15 @@ pub(crate) struct Driver {
     eventfd_value: Box<UnsafeCell<u64>>,
     eventfd_waiters: RefCell<Vec<Waker>>,
     pub(crate) recv_no_buffers: Cell<u64>,
+    /// Sockets whose receive in flight fills a buffer of their own, to move
+    /// back to the pool once it refills.
+    private_recvs: RefCell<VecDeque<Rc<Sock>>>,
+    /// Receive buffers of sockets' own, allocated and not freed yet.
+    recv_private_buffers: Cell<u64>,
+    /// Descriptors of sockets and listeners this ring owns.
+    open_fds: Cell<u64>,
+    /// Sockets reset at their linger deadline with bytes unsent.
+    closed_unflushed: Cell<u64>,
     shut: Cell<bool>,
     /// Completion batching when idle: wait up to this long for
     /// [`BATCH_COMPLETIONS`] completions before taking fewer (0: wake on the first).
@@ -300,6 +344,10 @@ impl Driver {
             eventfd_value: Box::new(UnsafeCell::new(0)),
             eventfd_waiters: RefCell::new(Vec::new()),
             recv_no_buffers: Cell::new(0),
+            private_recvs: RefCell::new(VecDeque::new()),
+            recv_private_buffers: Cell::new(0),
+            open_fds: Cell::new(0),
+            closed_unflushed: Cell::new(0),
             shut: Cell::new(false),
             batch_wait_us: Cell::new(0),
         };
@@ -377,7 +425,9 @@ impl Driver {
     /// Post a receive for `sock` unless one is in flight: into a pool
     /// buffer the kernel picks when data arrives (so a waiting socket holds
     /// none), or into a buffer of its own when the pool is empty, so a pool
-    /// held by stalled peers never stops another connection.
+    /// held by stalled peers never stops another connection. A socket
+    /// receiving into its own buffer is listed, and moved back to the pool
+    /// once the pool refills ([`Self::return_private_receives`]).
     pub(crate) fn arm_recv(&self, sock: &Rc<Sock>) {
         {
             let st = sock.st.borrow();
@@ -385,7 +435,10 @@ impl Driver {
                 return;
             }
         }
-        let own = (self.buffers.free.get() == 0).then(|| vec![0u8; RECV_BUFFER_SIZE].into_boxed_slice());
+        let own = (self.buffers.free.get() == 0).then(|| {
+            self.recv_private_buffers.set(self.recv_private_buffers.get() + 1);
+            vec![0u8; RECV_BUFFER_SIZE].into_boxed_slice()
+        });
         let sqe = match &own {
             None => opcode::Recv::new(types::Fd(sock.fd), std::ptr::null_mut(), RECV_BUFFER_SIZE as u32)
                 .buf_group(BUFFER_GROUP)
@@ -393,13 +446,47 @@ impl Driver {
                 .flags(squeue::Flags::BUFFER_SELECT),
             Some(b) => opcode::Recv::new(types::Fd(sock.fd), b.as_ptr() as *mut u8, b.len() as u32).build(),
         };
+        let private = own.is_some();
         let key = self.ops.borrow_mut().insert(Op::Recv(sock.clone(), own));
-        {
+        let list = {
             let mut st = sock.st.borrow_mut();
             st.recv_op = Some(key);
+            st.recv_private = private;
             st.ops += 1;
+            let list = private && !st.private_listed;
+            st.private_listed |= list;
+            list
+        };
+        if list {
+            self.private_recvs.borrow_mut().push_back(sock.clone());
         }
         self.push(sqe.user_data(key as u64));
+    }
+
+    /// Once the pool has refilled above its low-water mark, cancel the
+    /// receives that fill sockets' own buffers (at most
+    /// [`PRIVATE_RECVS_RETURNED_PER_TURN`] per call); each is posted again
+    /// from the pool when its cancellation completes, so a waiting socket
+    /// holds no receive buffer again. Called once per loop turn.
+    pub(crate) fn return_private_receives(&self) {
+        if self.buffers.free.get() <= POOL_LOW_WATER || self.private_recvs.borrow().is_empty() {
+            return;
+        }
+        let mut cancelled = 0;
+        while cancelled < PRIVATE_RECVS_RETURNED_PER_TURN {
+            let Some(sock) = self.private_recvs.borrow_mut().pop_front() else {
+                break;
+            };
+            let key = {
+                let mut st = sock.st.borrow_mut();
+                st.private_listed = false;
+                st.recv_op.filter(|_| st.recv_private && !st.dropped)
+            };
+            if let Some(k) = key {
+                self.cancel(k);
+                cancelled += 1;
+            }
+        }
     }
 
     /// The received bytes of a chunk.
@@ -407,10 +494,12 @@ impl Driver {
         self.buffers.bytes(c)
     }
 
-    /// Give a read-out chunk's buffer back to the pool.
+    /// Give a read-out chunk's buffer back to the pool (or free the
+    /// socket's own).
     pub(crate) fn recycle(&self, c: RxChunk) {
-        if let RxBuf::Pool(bid) = c.buf {
-            self.buffers.push(bid);
+        match c.buf {
+            RxBuf::Pool(bid) => self.buffers.push(bid),
+            RxBuf::Own(_) => self.recv_private_buffers.set(self.recv_private_buffers.get() - 1),
         }
     }
 
@@ -489,9 +578,11 @@ impl Driver {
     }
 
     /// The handle of `sock` is gone: stop receiving, finish sending what was
-    /// written (unless the socket failed), then close.
+    /// written (unless the socket failed), then close. Sending is bounded by
+    /// the socket's linger deadline: past it the send is cancelled and the
+    /// socket reset ([`Self::on_linger`]).
     pub(crate) fn release(&self, sock: &Rc<Sock>) {
-        let (recv, send_cancel) = {
+        let (recv, send_cancel, linger) = {
             let mut st = sock.st.borrow_mut();
             st.dropped = true;
             st.reader = None;
@@ -502,12 +593,68 @@ impl Driver {
                 self.recycle(c);
             }
             let failed = st.tx_err.is_some();
-            (st.recv_op, if failed { st.send_op } else { None })
+            let unsent = !failed && st.tx_buffered() > 0 && st.linger_op.is_none();
+            (
+                st.recv_op,
+                if failed { st.send_op } else { None },
+                unsent.then_some(st.linger_ms),
+            )
         };
         if let Some(k) = recv {
             self.cancel(k);
         }
         if let Some(k) = send_cancel {
+            self.cancel(k);
+        }
+        if let Some(ms) = linger {
+            let limit = if ms == 0 {
+                DEFAULT_LINGER
+            } else {
+                Duration::from_millis(ms.into())
+            };
+            let ts = Box::new(types::Timespec::from(limit));
+            let sqe = opcode::Timeout::new(&*ts).build();
+            let key = self.ops.borrow_mut().insert(Op::Linger {
+                sock: sock.clone(),
+                _limit: ts,
+            });
+            sock.st.borrow_mut().linger_op = Some(key);
+            self.push(sqe.user_data(key as u64));
+        }
+        self.maybe_close(sock);
+    }
+
+    /// A released socket's linger deadline passed (or was cancelled by its
+    /// close): if it is still sending, the peer did not take what was
+    /// written in time; cancel the send and close with a reset (SO_LINGER 0),
+    /// so the descriptor and the kernel's send queue go at once.
+    fn on_linger(&self, sock: &Rc<Sock>, res: i32) {
+        let send = {
+            let mut st = sock.st.borrow_mut();
+            st.linger_op = None;
+            if res == -libc::ECANCELED || st.closed || st.tx_err.is_some() {
+                return;
+            }
+            st.tx_err = Some(libc::ETIMEDOUT);
+            st.reset = true;
+            st.send_op
+        };
+        let lin = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid option value and its length for our own, still open socket.
+        unsafe {
+            libc::setsockopt(
+                sock.fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                &lin as *const libc::linger as *const libc::c_void,
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        self.closed_unflushed.set(self.closed_unflushed.get() + 1);
+        if let Some(k) = send {
             self.cancel(k);
         }
         self.maybe_close(sock);
@@ -525,13 +672,39 @@ impl Driver {
         }
         st.closed = true;
         let bufs = (std::mem::take(&mut st.tx_next), std::mem::take(&mut st.tx_inflight));
+        let linger = st.linger_op.take();
+        let waiter = st.writer.take();
         drop(st);
         for b in [bufs.0, bufs.1] {
             if b.capacity() > 0 {
                 self.spare(b);
             }
         }
+        if let Some(k) = linger {
+            self.cancel(k);
+        }
         self.push(opcode::Close::new(types::Fd(sock.fd)).build().user_data(IGNORED));
+        self.fd_closed();
+        if let Some(w) = waiter {
+            w.wake();
+        }
+    }
+
+    /// A socket or listener descriptor now belongs to this ring.
+    pub(crate) fn fd_opened(&self) {
+        self.open_fds.set(self.open_fds.get() + 1);
+    }
+
+    fn fd_closed(&self) {
+        self.open_fds.set(self.open_fds.get().saturating_sub(1));
+    }
+
+    /// The driver's part of the loop counters.
+    pub(crate) fn fill_stats(&self, s: &mut super::LoopStats) {
+        s.recv_no_buffers = self.recv_no_buffers.get();
+        s.recv_private_buffers = self.recv_private_buffers.get();
+        s.open_fds = self.open_fds.get();
+        s.closed_unflushed = self.closed_unflushed.get();
     }
 
     // Listeners.
@@ -563,6 +736,7 @@ impl Driver {
         for r in queued.into_iter().flatten() {
             // SAFETY: an accepted descriptor nobody took.
             unsafe { libc::close(r) };
+            self.fd_closed();
         }
         // Stop listening now, whatever the ring does next: the accept in
         // flight holds the socket open until its cancellation completes,
@@ -583,6 +757,8 @@ impl Driver {
             // Synchronous: the address must be free when the caller goes on.
             // SAFETY: the listener's own descriptor, closed once.
             unsafe { libc::close(l.fd) };
+            drop(st);
+            self.fd_closed();
         }
     }
 
@@ -685,6 +861,7 @@ impl Driver {
         match op {
             Op::Recv(sock, own) => self.on_recv(&sock, res, flags, own),
             Op::Send(sock) => self.on_send(&sock, res),
+            Op::Linger { sock, .. } => self.on_linger(&sock, res),
             Op::Accept(l) => self.on_accept(&l, res, more),
             Op::OneShot(os) => {
                 os.result.set(Some(res));
@@ -709,8 +886,21 @@ impl Driver {
     fn on_recv(&self, sock: &Rc<Sock>, res: i32, flags: u32, own: Option<Box<[u8]>>) {
         let mut st = sock.st.borrow_mut();
         st.recv_op = None;
+        st.recv_private = false;
         st.ops -= 1;
         let mut again = false;
+        if res <= 0 {
+            match &own {
+                Some(_) => self.recv_private_buffers.set(self.recv_private_buffers.get() - 1),
+                // A pool buffer named with no data in it goes straight back.
+                None => {
+                    if let Some(bid) = cqueue::buffer_select(flags) {
+                        self.buffers.free.set(self.buffers.free.get() - 1);
+                        self.buffers.push(bid);
+                    }
+                }
+            }
+        }
         if res > 0 {
             let buf = match own {
                 Some(b) => RxBuf::Own(b),
@@ -740,7 +930,15 @@ impl Driver {
             // (into a buffer of its own if it is still empty).
             self.recv_no_buffers.set(self.recv_no_buffers.get() + 1);
             again = !st.dropped;
-        } else if res != -libc::ECANCELED {
+        } else if res == -libc::EAGAIN || res == -libc::EINTR {
+            // Transient: nothing is wrong with the socket; receive again.
+            again = !st.dropped;
+        } else if res == -libc::ECANCELED {
+            // A receive into the socket's own buffer cancelled because the
+            // pool refilled: post it again, from the pool. (A released
+            // socket's receive is cancelled too, and stays so.)
+            again = own.is_some() && !st.dropped;
+        } else {
             st.rx_err = Some(-res);
         }
         let waker = st.reader.take();
@@ -794,6 +992,7 @@ impl Driver {
                 unsafe { libc::close(res) };
             } else {
                 st.queue.push_back(Ok(res));
+                self.fd_opened();
             }
         } else if res != -libc::ECANCELED {
             st.queue.push_back(Err(-res));
@@ -816,5 +1015,45 @@ impl Driver {
         let _ = self.ring.borrow_mut().submit();
         self.shut.set(true);
         std::mem::forget(std::mem::take(&mut *self.ops.borrow_mut()));
+    }
+}
+
+/// Hooks for the runtime's tests: completions the kernel would deliver in
+/// rare cases, and what the pool holds.
+#[cfg(test)]
+impl Driver {
+    /// Complete a pool receive of `sock` that was never submitted, as if the
+    /// kernel had ended it with `res` and `flags` (the socket has no receive
+    /// in flight).
+    pub(super) fn complete_unsubmitted_recv(&self, sock: &Rc<Sock>, res: i32, flags: u32) {
+        let key = self.ops.borrow_mut().insert(Op::Recv(sock.clone(), None));
+        {
+            let mut st = sock.st.borrow_mut();
+            assert!(st.recv_op.is_none(), "a receive is in flight");
+            st.recv_op = Some(key);
+            st.ops += 1;
+        }
+        self.complete(key, res, flags);
+    }
+
+    /// Take the first received chunk of `sock` back unread, as if the
+    /// kernel still held its pool buffer and no completion had named it;
+    /// returns that buffer's id.
+    pub(super) fn unsee_first_chunk(&self, sock: &Rc<Sock>) -> u16 {
+        let mut st = sock.st.borrow_mut();
+        let c = st.rx.pop_front().expect("a received chunk");
+        st.rx_bytes -= (c.len - c.off) as usize;
+        match c.buf {
+            RxBuf::Pool(bid) => {
+                self.buffers.free.set(self.buffers.free.get() + 1);
+                bid
+            }
+            RxBuf::Own(_) => panic!("a pool chunk"),
+        }
+    }
+
+    /// Buffers handed to the kernel's ring since it was set up.
+    pub(super) fn pool_pushes(&self) -> u16 {
+        self.buffers.tail.get()
     }
 }

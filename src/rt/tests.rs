@@ -251,3 +251,119 @@ fn a_dropped_listener_stops_listening_even_when_the_runtime_ends_at_once() {
     let refused = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500));
     assert!(refused.is_err(), "the listener still accepts after it was dropped");
 }
+
+/// A connected pair on loopback: (client, server).
+async fn pair() -> (Stream, Stream) {
+    let (l, addr) = listener();
+    let c = Stream::connect(addr).await.unwrap();
+    let s = l.accept().await.unwrap();
+    (c, s)
+}
+
+#[test]
+fn a_transient_receive_error_is_retried_not_kept() {
+    run(async {
+        for err in [libc::EAGAIN, libc::EINTR, libc::ENOBUFS] {
+            let (mut c, mut s) = pair().await;
+            executor::with_current(|rt| rt.driver.complete_unsubmitted_recv(s.sock(), -err, 0));
+            c.write_all(b"hi").await.unwrap();
+            let mut buf = [0u8; 8];
+            let n = timeout(Duration::from_secs(2), s.read(&mut buf))
+                .await
+                .expect("read in time")
+                .unwrap_or_else(|e| panic!("errno {err} kept as the socket's error: {e}"));
+            assert_eq!(&buf[..n], b"hi", "errno {err}");
+        }
+    });
+}
+
+#[test]
+fn a_pool_buffer_named_with_no_data_goes_back_to_the_pool() {
+    // IORING_CQE_F_BUFFER and IORING_CQE_BUFFER_SHIFT (linux/io_uring.h).
+    const CQE_F_BUFFER: u32 = 1;
+    const CQE_BUFFER_SHIFT: u32 = 16;
+    run(async {
+        for (res, what) in [(0, "EOF"), (-libc::ECONNRESET, "error")] {
+            let (mut c, s) = pair().await;
+            c.write_all(b"x").await.unwrap();
+            c.close().await.unwrap();
+            // The byte lands in a pool buffer, then EOF; nothing stays in flight.
+            executor::with_current(|rt| rt.driver.arm_recv(s.sock()));
+            let t0 = Instant::now();
+            while !(s.sock().st.borrow().rx_eof && s.buffered_read() == 1) {
+                assert!(t0.elapsed() < Duration::from_secs(2), "the byte and EOF arrive");
+                sleep(Duration::from_millis(1)).await;
+            }
+            // As if the kernel had named that buffer with `res` instead.
+            let (bid, before) =
+                executor::with_current(|rt| (rt.driver.unsee_first_chunk(s.sock()), rt.driver.pool_pushes()));
+            s.sock().st.borrow_mut().rx_eof = false;
+            let flags = CQE_F_BUFFER | (u32::from(bid) << CQE_BUFFER_SHIFT);
+            executor::with_current(|rt| rt.driver.complete_unsubmitted_recv(s.sock(), res, flags));
+            let after = executor::with_current(|rt| rt.driver.pool_pushes());
+            assert_eq!(
+                after,
+                before.wrapping_add(1),
+                "{what}: buffer {bid} given back to the pool"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_refilled_pool_takes_back_the_sockets_waiting_on_their_own_buffers() {
+    run(async {
+        let (l, addr) = listener();
+        // Stalled peers: each sends 40 KiB and is read one byte, until the
+        // pool is dry and they hold buffers of their own.
+        let blob = vec![7u8; 40 * 1024];
+        let mut stalled = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..120 {
+            let mut c = Stream::connect(addr).await.unwrap();
+            c.write_all(&blob).await.unwrap();
+            c.flush().await.unwrap();
+            let mut s = l.accept().await.unwrap();
+            let mut one = [0u8; 1];
+            assert_eq!(s.read(&mut one).await.unwrap(), 1);
+            clients.push(c);
+            stalled.push(s);
+        }
+        // Keep-alive connections waiting for their next request, posted
+        // while the pool is dry.
+        let mut waiting = Vec::new();
+        let mut waiting_clients = Vec::new();
+        for _ in 0..40 {
+            let c = Stream::connect(addr).await.unwrap();
+            let mut s = l.accept().await.unwrap();
+            waiting.push(spawn_local(async move {
+                let mut b = [0u8; 8];
+                s.read(&mut b).await.unwrap()
+            }));
+            waiting_clients.push(c);
+        }
+        sleep(Duration::from_millis(20)).await;
+        let private = || loop_stats().unwrap().recv_private_buffers;
+        assert!(private() >= 40, "the pool was dry: {} private buffers", private());
+        // The stalled peers are read out: their buffers refill the pool.
+        for s in stalled.iter_mut() {
+            let mut got = 1;
+            let mut b = vec![0u8; 16 * 1024];
+            while got < blob.len() {
+                got += s.read(&mut b).await.unwrap();
+            }
+        }
+        let t0 = Instant::now();
+        while private() > 0 && t0.elapsed() < Duration::from_secs(5) {
+            sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(private(), 0, "waiting sockets still hold buffers of their own");
+        // And the waiting sockets are still served, from the pool.
+        for c in waiting_clients.iter_mut() {
+            c.write_all(b"ok").await.unwrap();
+        }
+        for w in waiting {
+            assert_eq!(timeout(Duration::from_secs(2), w).await, Ok(2));
+        }
+    });
+}
