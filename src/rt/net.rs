@@ -271,7 +271,7 @@ impl AsyncWrite for Stream {
 
 /// A single-shot operation awaited by one task; cancelled if dropped early.
 struct Completion {
-    key: usize,
+    key: u64,
     os: Rc<OneShot>,
     done: bool,
 }

@@ -1,11 +1,21 @@
 //! The io_uring driver of one runtime thread.
 //!
-//! Owns the ring, the table of operations in flight (the `user_data` of an
-//! entry is its key in that table), the provided-buffer ring that receives
-//! fill, and the list of sockets with writes to send this turn.
-//! An operation's table entry keeps what the kernel may still touch (the
-//! socket state with its send buffer, a connect's address) alive until the
-//! operation's last completion, whatever happened to the handle meanwhile.
+//! Owns the ring, the table of operations in flight, the provided-buffer
+//! ring that receives fill, and the list of sockets with writes to send this
+//! turn. An operation's table entry keeps what the kernel may still touch
+//! (the socket state with its send buffer, a connect's address) alive until
+//! the operation's last completion, whatever happened to the handle meanwhile.
+//!
+//! The `user_data` of an entry is its slot in that table (low 32 bits) and
+//! the slot's generation (high 32 bits), so a completion or a cancel that
+//! outlived its operation never reaches the operation that reused the slot.
+//!
+//! A submission that finds the queue full hands the queued entries to the
+//! kernel; if the kernel refuses them too (`EBUSY` while completions wait to
+//! be reaped, `ENOMEM`, `EAGAIN`), the entry waits, in order, in a backlog the
+//! next loop turn submits after it reaped completions. Nothing is dropped and
+//! nothing panics. Completions the kernel could not even hold in its
+//! overflow list (`EBADR`) are lost for good: that stops the runtime.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell, UnsafeCell};
@@ -22,7 +32,8 @@ use slab::Slab;
 
 use super::RingMode;
 
-/// `user_data` of entries whose completion nobody waits for (cancels, closes).
+/// `user_data` of entries whose completion nobody waits for (cancels, closes);
+/// never an operation's (no table has 2^32 - 1 slots).
 const IGNORED: u64 = u64::MAX;
 /// The provided-buffer group every receive uses.
 const BUFFER_GROUP: u16 = 0;
@@ -87,8 +98,8 @@ pub(crate) struct SockState {
     pub rx_bytes: usize,
     pub rx_eof: bool,
     pub rx_err: Option<i32>,
-    /// Key of the receive in flight.
-    pub recv_op: Option<usize>,
+    /// The receive in flight (its `user_data`).
+    pub recv_op: Option<u64>,
     /// The receive in flight fills the socket's own buffer (the pool was dry).
     pub recv_private: bool,
     /// In the driver's list of sockets receiving into their own buffer.
@@ -99,7 +110,7 @@ pub(crate) struct SockState {
     /// Handed to the kernel (from `tx_off` on).
     pub tx_inflight: Vec<u8>,
     pub tx_off: usize,
-    pub send_op: Option<usize>,
+    pub send_op: Option<u64>,
     pub tx_err: Option<i32>,
     /// The task waiting to write; once released, the one waiting for the close.
     pub writer: Option<Waker>,
@@ -114,8 +125,8 @@ pub(crate) struct SockState {
     pub reset: bool,
     /// Milliseconds a released socket may take to send (0: [`DEFAULT_LINGER`]).
     pub linger_ms: u32,
-    /// Key of the linger deadline in flight.
-    pub linger_op: Option<usize>,
+    /// The linger deadline in flight (its `user_data`).
+    pub linger_op: Option<u64>,
     /// Operations in flight (the linger deadline aside).
     pub ops: u32,
 }
@@ -135,7 +146,7 @@ pub(crate) struct Listen {
 #[derive(Default)]
 pub(crate) struct ListenState {
     pub queue: VecDeque<Result<RawFd, i32>>,
-    pub op: Option<usize>,
+    pub op: Option<u64>,
     pub waiter: Option<Waker>,
     pub dropped: bool,
     pub closed: bool,
@@ -147,6 +158,53 @@ pub(crate) struct OneShot {
     pub result: Cell<Option<i32>>,
     pub waker: RefCell<Option<Waker>>,
     pub payload: RefCell<Option<Box<dyn Any>>>,
+}
+
+/// The operations in flight, by `user_data`: slot key and generation.
+struct OpTable {
+    slots: Slab<(u32, Op)>,
+    next_generation: u32,
+}
+
+impl OpTable {
+    fn with_capacity(n: usize) -> Self {
+        OpTable {
+            slots: Slab::with_capacity(n),
+            next_generation: 0,
+        }
+    }
+
+    /// Add `op`; returns the `user_data` its entries carry.
+    fn insert(&mut self, op: Op) -> u64 {
+        let generation = self.next_generation;
+        self.next_generation = generation.wrapping_add(1);
+        let key = self.slots.insert((generation, op));
+        assert!(key < u32::MAX as usize, "operation table full");
+        ((generation as u64) << 32) | key as u64
+    }
+
+    fn slot(user_data: u64) -> (usize, u32) {
+        (user_data as u32 as usize, (user_data >> 32) as u32)
+    }
+
+    /// The operation `user_data` names, if it is still in flight.
+    fn get(&self, user_data: u64) -> Option<&Op> {
+        let (key, generation) = Self::slot(user_data);
+        match self.slots.get(key) {
+            Some((g, op)) if *g == generation => Some(op),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, user_data: u64) -> Option<Op> {
+        self.get(user_data)?;
+        Some(self.slots.remove(Self::slot(user_data).0).1)
+    }
+
+    /// Leak every operation: the kernel may still write into what they hold.
+    fn forget_all(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.slots));
+    }
 }
 
 enum Op {
@@ -258,7 +316,9 @@ impl BufferRing {
 pub(crate) struct Driver {
     ring: RefCell<IoUring>,
     pub(crate) mode: RingMode,
-    ops: RefCell<Slab<Op>>,
+    ops: RefCell<OpTable>,
+    /// Entries the kernel did not take yet (see the module docs), in order.
+    backlog: RefCell<VecDeque<squeue::Entry>>,
     buffers: BufferRing,
     dirty: RefCell<Vec<Rc<Sock>>>,
     spare_send: RefCell<Vec<Vec<u8>>>,
@@ -335,7 +395,8 @@ impl Driver {
         let d = Driver {
             ring: RefCell::new(ring),
             mode,
-            ops: RefCell::new(Slab::with_capacity(4096)),
+            ops: RefCell::new(OpTable::with_capacity(4096)),
+            backlog: RefCell::new(VecDeque::new()),
             buffers,
             dirty: RefCell::new(Vec::new()),
             spare_send: RefCell::new(Vec::new()),
@@ -378,8 +439,10 @@ impl Driver {
         }
     }
 
-    fn cancel(&self, key: usize) {
-        self.push(opcode::AsyncCancel::new(key as u64).build().user_data(IGNORED));
+    /// Cancel the operation `op` (its exact `user_data`: a cancel that
+    /// arrives late finds nothing, whatever reused the slot).
+    fn cancel(&self, op: u64) {
+        self.push(opcode::AsyncCancel::new(op).build().user_data(IGNORED));
     }
 
     fn arm_eventfd(&self) {
@@ -390,7 +453,7 @@ impl Driver {
             8,
         )
         .build()
-        .user_data(key as u64);
+        .user_data(key);
         self.push(sqe);
     }
 
@@ -460,7 +523,7 @@ impl Driver {
         if list {
             self.private_recvs.borrow_mut().push_back(sock.clone());
         }
-        self.push(sqe.user_data(key as u64));
+        self.push(sqe.user_data(key));
     }
 
     /// Once the pool has refilled above its low-water mark, cancel the
@@ -573,7 +636,7 @@ impl Driver {
             opcode::Send::new(types::Fd(sock.fd), ptr, len)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
-                .user_data(key as u64),
+                .user_data(key),
         );
     }
 
@@ -619,7 +682,7 @@ impl Driver {
                 _limit: ts,
             });
             sock.st.borrow_mut().linger_op = Some(key);
-            self.push(sqe.user_data(key as u64));
+            self.push(sqe.user_data(key));
         }
         self.maybe_close(sock);
     }
@@ -722,7 +785,7 @@ impl Driver {
             opcode::AcceptMulti::new(types::Fd(l.fd))
                 .flags(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)
                 .build()
-                .user_data(key as u64),
+                .user_data(key),
         );
     }
 
@@ -765,17 +828,17 @@ impl Driver {
     // Single-shot operations.
 
     /// Submit `sqe` (built with any `user_data`); `payload` lives until it completes.
-    pub(crate) fn submit_oneshot(&self, sqe: squeue::Entry, payload: Option<Box<dyn Any>>) -> (usize, Rc<OneShot>) {
+    pub(crate) fn submit_oneshot(&self, sqe: squeue::Entry, payload: Option<Box<dyn Any>>) -> (u64, Rc<OneShot>) {
         let os = Rc::new(OneShot::default());
         *os.payload.borrow_mut() = payload;
         let key = self.ops.borrow_mut().insert(Op::OneShot(os.clone()));
-        self.push(sqe.user_data(key as u64));
+        self.push(sqe.user_data(key));
         (key, os)
     }
 
     /// The waiter of a single-shot operation is gone before it completed.
-    pub(crate) fn abandon(&self, key: usize) {
-        self.cancel(key);
+    pub(crate) fn abandon(&self, op: u64) {
+        self.cancel(op);
     }
 
     // The loop.
@@ -834,7 +897,7 @@ impl Driver {
         let n = batch.len();
         for &(ud, res, flags) in &batch {
             if ud != IGNORED {
-                self.complete(ud as usize, res, flags);
+                self.complete(ud, res, flags);
             }
         }
         batch.clear();
@@ -842,20 +905,22 @@ impl Driver {
         n
     }
 
-    fn complete(&self, key: usize, res: i32, flags: u32) {
+    /// Deliver one completion to the operation `user_data` names; one whose
+    /// operation is gone (an older generation of the slot) is dropped.
+    fn complete(&self, user_data: u64, res: i32, flags: u32) {
         let more = cqueue::more(flags);
         let op = {
             let mut ops = self.ops.borrow_mut();
-            if !ops.contains(key) {
-                return;
-            }
             if more {
-                match &ops[key] {
-                    Op::Accept(l) => Op::Accept(l.clone()),
+                match ops.get(user_data) {
+                    Some(Op::Accept(l)) => Op::Accept(l.clone()),
                     _ => return,
                 }
             } else {
-                ops.remove(key)
+                match ops.remove(user_data) {
+                    Some(op) => op,
+                    None => return,
+                }
             }
         };
         match op {
@@ -1014,7 +1079,8 @@ impl Driver {
     pub(crate) fn shutdown(&self) {
         let _ = self.ring.borrow_mut().submit();
         self.shut.set(true);
-        std::mem::forget(std::mem::take(&mut *self.ops.borrow_mut()));
+        self.ops.borrow_mut().forget_all();
+        self.backlog.borrow_mut().clear();
     }
 }
 
