@@ -58,6 +58,8 @@ use self::stream::TlsStream;
 use crate::rt;
 use crate::rt::net::{TcpListener, TcpStream};
 
+/// Submission queue entries of each thread's ring (as a shard's).
+const RING_ENTRIES: u32 = 1024;
 /// Backlog of each listener (capped by net.core.somaxconn): the benchmarks
 /// open connections in bursts of thousands.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -327,35 +329,53 @@ pub fn spawn(cfg: TestServerConfig) -> io::Result<TestServerHandle> {
         let tls = cfg.tls.clone();
         let body = body.clone();
         let mode = cfg.mode;
-        let join = rt::Builder::new(&format!("backend-{idx}"))
-            .spawn(move || async move {
-                let listener = match bind_listener(addr) {
-                    Ok((l, local)) => {
-                        shared2.alive.fetch_add(1, Ordering::SeqCst);
-                        let _ = tx.send(Ok(local));
-                        l
-                    }
+        let join = std::thread::Builder::new()
+            .name(format!("backend-{idx}"))
+            .spawn(move || {
+                // Set up here rather than with `rt::Builder`, so a failure is
+                // this call's error, not the end of the process.
+                let runtime = match rt::Runtime::new(RING_ENTRIES) {
+                    Ok(r) => r,
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
+                            " (see tuning.md: memlock)"
+                        } else {
+                            ""
+                        };
+                        let why = format!("backend thread {idx}: cannot start its runtime: {e}{hint}");
+                        let _ = tx.send(Err(io::Error::new(e.kind(), why)));
                         return;
                     }
                 };
-                let srv = Rc::new(Server {
-                    shared: shared2.clone(),
-                    idx,
-                    tls,
-                    mode,
-                    body,
-                    stop_wakers: RefCell::new(slab::Slab::new()),
-                });
-                accept_loop(listener, srv).await;
-                shared2.alive.fetch_sub(1, Ordering::SeqCst);
-            })
-            .map_err(|e| io::Error::other(format!("cannot start a runtime thread: {e}")))?;
+                runtime.block_on(async move {
+                    let listener = match bind_listener(addr) {
+                        Ok((l, local)) => {
+                            shared2.alive.fetch_add(1, Ordering::SeqCst);
+                            let _ = tx.send(Ok(local));
+                            l
+                        }
+                        Err(e) => {
+                            let why = format!("cannot listen on {addr}: {e}");
+                            let _ = tx.send(Err(io::Error::new(e.kind(), why)));
+                            return;
+                        }
+                    };
+                    let srv = Rc::new(Server {
+                        shared: shared2.clone(),
+                        idx,
+                        tls,
+                        mode,
+                        body,
+                        stop_wakers: RefCell::new(slab::Slab::new()),
+                    });
+                    accept_loop(listener, srv).await;
+                    shared2.alive.fetch_sub(1, Ordering::SeqCst);
+                })
+            })?;
         handle.threads.push(join);
         match rx.recv() {
             Ok(Ok(a)) => handle.local_addr = a,
-            Ok(Err(e)) => return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::other("back-end thread exited before listening")),
         }
     }
