@@ -230,6 +230,47 @@ fn run_binary(args: &[&str], within: Duration) -> (Option<i32>, String) {
     (None, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
+/// A test server whose threads cannot set up their io_uring (here: no
+/// descriptor left for the ring) says why and exits with status 1, instead
+/// of aborting without a word.
+#[test]
+fn test_server_that_cannot_set_up_its_ring_says_why_and_exits_non_zero() {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardtls"));
+    cmd.args(["test-server", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Standard streams and the signal pipe fit under 5 descriptors; the
+    // first ring does not.
+    // SAFETY: setrlimit is async-signal-safe; it runs in the child only.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 5,
+                rlim_max: 5,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{:?}: {stderr}", out.status);
+    assert!(
+        stderr.contains("cannot start") && stderr.contains("open files"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn broken_config_at_start_up_names_the_line_and_exits_non_zero() {
     let s = site();

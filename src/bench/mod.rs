@@ -2,7 +2,7 @@
 //!
 //! # What it does
 //! Drives any TLS endpoint (shardtls, HAProxy, nginx, or `shardtls test-server`
-//! with a certificate) from one glommio executor per worker thread, each
+//! with a certificate) from one runtime thread (`crate::rt`) per worker, each
 //! pinned to its own CPU with `core_affinity`. Scenarios, one small file each
 //! under `scenarios/`:
 //! - `handshake`: a new connection per operation, full handshakes;

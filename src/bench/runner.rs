@@ -1,7 +1,7 @@
 //! The worker and statistics core shared by every scenario.
 //!
-//! One glommio executor per worker thread, pinned with `core_affinity`; each
-//! runs the scenario's future. Workers count into their own cache-padded
+//! One runtime (`crate::rt`) per worker thread, pinned with `core_affinity`;
+//! each runs the scenario's future. Workers count into their own cache-padded
 //! atomic counters (read by the progress line and the report) and record
 //! latencies into their own hdrhistograms, one per metric, merged at the end.
 //! The measured window is `[warmup, warmup + duration)`: counters are
@@ -25,16 +25,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
-use glommio::net::TcpStream;
-use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 
 use super::proc::CpuSample;
 use super::{Plan, Result};
+use crate::rt::net::TcpStream;
+use crate::rt::Runtime;
 use crate::test_server::stream::TlsStream;
 
-/// io_uring memory locked per worker (the memlock limit is 8 MiB).
-const IO_MEMORY: usize = 512 * 1024;
+/// Submission queue entries of each worker's ring (as a shard's).
+const RING_ENTRIES: u32 = 1024;
 
 /// The counters every scenario may use; each worker has its own.
 #[derive(Default, Debug)]
@@ -378,7 +378,7 @@ pub struct Running {
     handles: Vec<std::thread::JoinHandle<std::result::Result<Hists, String>>>,
 }
 
-/// Starts one pinned executor per CPU of the plan, each running `scenario`.
+/// Starts one pinned runtime thread per CPU of the plan, each running `scenario`.
 pub fn start<F, Fut>(plan: &Arc<Plan>, scenario: F) -> Result<Running>
 where
     F: Fn(Rc<Worker>) -> Fut + Send + Sync + Clone + 'static,
@@ -398,11 +398,7 @@ where
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                     eprintln!("bench: worker {id} could not be pinned to CPU {cpu}; running unpinned");
                 }
-                let ex = LocalExecutorBuilder::new(Placement::Unbound)
-                    .io_memory(IO_MEMORY)
-                    .name(&format!("bench-{id}"))
-                    .make()
-                    .map_err(|e| format!("worker {id}: cannot start executor: {e}"))?;
+                let rt = Runtime::new(RING_ENTRIES).map_err(|e| format!("worker {id}: cannot start runtime: {e}"))?;
                 let w = Rc::new(Worker {
                     id,
                     plan,
@@ -411,7 +407,7 @@ where
                     hists: RefCell::new(Hists::new()),
                 });
                 let w2 = w.clone();
-                ex.run(async move { scenario(w2).await });
+                rt.block_on(async move { scenario(w2).await });
                 Ok(w.hists.take())
             })
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
@@ -525,22 +521,19 @@ impl Measured {
 
 /// Runs `fut`, failing with `TimedOut` after `d`.
 pub async fn with_timeout<T>(d: Duration, what: &str, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    let what = what.to_string();
-    futures_lite::future::or(fut, async move {
-        glommio::timer::sleep(d).await;
-        Err(io::Error::new(
+    match crate::rt::timeout(d, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("{what} timed out after {d:?}"),
-        ))
-    })
-    .await
+        )),
+    }
 }
 
 /// Sleeps until `t` (returns at once when it has passed).
 pub async fn sleep_until(t: Instant) {
-    let now = Instant::now();
-    if t > now {
-        glommio::timer::sleep(t - now).await;
+    if t > Instant::now() {
+        crate::rt::Sleep::until(t).await;
     }
 }
 
@@ -566,11 +559,9 @@ pub type Client = TlsStream<rustls::ClientConnection>;
 /// tag of the session offered for resumption, if any.
 pub async fn connect(plan: &Plan) -> std::result::Result<(Client, Option<u64>), ConnectError> {
     let t = plan.args.timeout;
-    let sock = with_timeout(t, "connect", async {
-        TcpStream::connect(plan.target).await.map_err(io::Error::from)
-    })
-    .await
-    .map_err(ConnectError::Connect)?;
+    let sock = with_timeout(t, "connect", TcpStream::connect(plan.target))
+        .await
+        .map_err(ConnectError::Connect)?;
     let _ = sock.set_nodelay(true);
     super::tlsconf::reset_offered();
     let conn = rustls::ClientConnection::new(plan.client.clone(), plan.server_name.clone())
@@ -596,11 +587,8 @@ pub fn count_connect_error(w: &Worker, e: &ConnectError) {
 pub fn preflight(plan: &Arc<Plan>) -> Result<()> {
     let plan2 = plan.clone();
     let r = std::thread::spawn(move || -> std::result::Result<(), String> {
-        let ex = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(IO_MEMORY)
-            .make()
-            .map_err(|e| format!("cannot start executor: {e}"))?;
-        ex.run(async move {
+        let rt = Runtime::new(RING_ENTRIES).map_err(|e| format!("cannot start runtime: {e}"))?;
+        rt.block_on(async move {
             let (mut s, _) = connect(&plan2).await.map_err(|e| e.to_string())?;
             let _ = with_timeout(plan2.args.timeout, "close", s.close_gracefully()).await;
             Ok(())

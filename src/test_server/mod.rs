@@ -19,16 +19,15 @@
 //! any proxy in between.
 //!
 //! # How it runs, and why
-//! One glommio executor per thread (`threads`), each with its own
+//! One runtime thread (`crate::rt`) per `threads`, each with its own
 //! `SO_REUSEPORT` listener on the same address, so the kernel spreads
 //! connections across threads and nothing on the connection path is shared
 //! except per-thread, cache-padded counters. This is the same shape as the
 //! proxy, so a back end with as many threads as the proxy has shards never
 //! bottlenecks it, and it copes with the tens of thousands of short or idle
 //! connections the benchmarks open (a thread per connection would not).
-//! Executors are unbound by default, so `taskset` on the process decides where
-//! they run. Each executor locks `io_memory` = 512 KiB, which fits the 8 MiB
-//! memlock limit the project runs under with room for the proxy.
+//! Threads are unbound, so `taskset` on the process decides where they run.
+//! Each thread's ring is set up like a shard's (`tuning.md`, "Locked memory").
 //!
 //! # What it does not do
 //! No routing, no request bodies other than `Content-Length`, no HTTP/2, no
@@ -41,7 +40,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -52,15 +51,18 @@ use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
-use glommio::{LocalExecutorBuilder, Placement};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use self::stream::TlsStream;
+use crate::rt;
+use crate::rt::net::{TcpListener, TcpStream};
 
-/// io_uring memory locked per executor.
-const IO_MEMORY: usize = 512 * 1024;
+/// Submission queue entries of each thread's ring (as a shard's).
+const RING_ENTRIES: u32 = 1024;
+/// Backlog of each listener (capped by net.core.somaxconn): the benchmarks
+/// open connections in bursts of thousands.
+const LISTEN_BACKLOG: i32 = 4096;
 /// Largest HTTP request head accepted.
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// Responses up to this size are kept fully built in memory.
@@ -109,7 +111,7 @@ pub struct TestServerArgs {
     /// Private key (PEM) for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Number of executor threads, each with its own SO_REUSEPORT listener.
+    /// Number of threads, each with its own SO_REUSEPORT listener.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
 }
@@ -124,7 +126,7 @@ pub struct TestServerConfig {
     pub response_size: usize,
     /// Terminate TLS with this configuration; plain TCP when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Executor threads (at least 1).
+    /// Threads (at least 1).
     pub threads: usize,
 }
 
@@ -167,7 +169,7 @@ impl Shared {
 pub struct TestServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
-    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl fmt::Debug for TestServerHandle {
@@ -234,6 +236,24 @@ impl Drop for TestServerHandle {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A `SO_REUSEPORT` listener on `addr`, and the address it got.
+fn bind_listener(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    sock.set_reuse_port(true)?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    let local = sock
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("not an IP socket"))?;
+    // SAFETY: a bound, listening TCP socket whose ownership moves here.
+    Ok((unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) }, local))
 }
 
 /// The address to connect to in order to reach a listener bound to `addr`.
@@ -309,22 +329,37 @@ pub fn spawn(cfg: TestServerConfig) -> io::Result<TestServerHandle> {
         let tls = cfg.tls.clone();
         let body = body.clone();
         let mode = cfg.mode;
-        let join = LocalExecutorBuilder::new(Placement::Unbound)
-            .name(&format!("backend-{idx}"))
-            .io_memory(IO_MEMORY)
-            .spawn(move || async move {
-                let listener = match TcpListener::bind(addr) {
-                    Ok(l) => l,
+        let join = std::thread::Builder::new()
+            .name(format!("backend-{idx}"))
+            .spawn(move || {
+                // Set up here rather than with `rt::Builder`, so a failure is
+                // this call's error, not the end of the process.
+                let runtime = match rt::Runtime::new(RING_ENTRIES) {
+                    Ok(r) => r,
                     Err(e) => {
-                        let _ = tx.send(Err(io::Error::from(e)));
+                        let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
+                            " (see tuning.md: memlock)"
+                        } else {
+                            ""
+                        };
+                        let why = format!("backend thread {idx}: cannot start its runtime: {e}{hint}");
+                        let _ = tx.send(Err(io::Error::new(e.kind(), why)));
                         return;
                     }
                 };
-                let local = listener.local_addr().map_err(io::Error::from);
-                let ok = local.is_ok();
-                shared2.alive.fetch_add(1, Ordering::SeqCst);
-                let _ = tx.send(local);
-                if ok {
+                runtime.block_on(async move {
+                    let listener = match bind_listener(addr) {
+                        Ok((l, local)) => {
+                            shared2.alive.fetch_add(1, Ordering::SeqCst);
+                            let _ = tx.send(Ok(local));
+                            l
+                        }
+                        Err(e) => {
+                            let why = format!("cannot listen on {addr}: {e}");
+                            let _ = tx.send(Err(io::Error::new(e.kind(), why)));
+                            return;
+                        }
+                    };
                     let srv = Rc::new(Server {
                         shared: shared2.clone(),
                         idx,
@@ -334,14 +369,13 @@ pub fn spawn(cfg: TestServerConfig) -> io::Result<TestServerHandle> {
                         stop_wakers: RefCell::new(slab::Slab::new()),
                     });
                     accept_loop(listener, srv).await;
-                }
-                shared2.alive.fetch_sub(1, Ordering::SeqCst);
-            })
-            .map_err(|e| io::Error::other(format!("cannot start executor: {e}")))?;
+                    shared2.alive.fetch_sub(1, Ordering::SeqCst);
+                })
+            })?;
         handle.threads.push(join);
         match rx.recv() {
             Ok(Ok(a)) => handle.local_addr = a,
-            Ok(Err(e)) => return Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(io::Error::other("back-end thread exited before listening")),
         }
     }
@@ -419,7 +453,7 @@ impl ResponseBody {
     }
 }
 
-/// What every connection task of one executor shares.
+/// What every connection task of one thread shares.
 struct Server {
     shared: Arc<Shared>,
     idx: usize,
@@ -443,10 +477,10 @@ impl Server {
         }
         let deadline = Instant::now() + Duration::from_secs(1);
         while self.counters().active.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            rt::sleep(Duration::from_millis(1)).await;
         }
-        // Let the reactor submit the closes of the dropped sockets.
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        // Let the loop finish the closes of the dropped sockets.
+        rt::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -498,7 +532,7 @@ async fn accept_loop(listener: TcpListener, srv: Rc<Server>) {
         match accepted {
             Ok(s) => {
                 let srv = srv.clone();
-                glommio::spawn_local(async move {
+                rt::spawn_local(async move {
                     let c = srv.counters();
                     c.connections.fetch_add(1, Ordering::Relaxed);
                     c.active.fetch_add(1, Ordering::Relaxed);
@@ -517,7 +551,7 @@ async fn accept_loop(listener: TcpListener, srv: Rc<Server>) {
             Err(e) => {
                 // Out of descriptors or a transient error: back off briefly.
                 tracing::warn!("backend accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                rt::sleep(Duration::from_millis(10)).await;
             }
         }
     }
@@ -551,7 +585,8 @@ impl Conn {
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            Conn::Plain(s) => s.shutdown(Shutdown::Write).await.map_err(io::Error::from),
+            // Waits until the kernel took everything, then shuts the write side.
+            Conn::Plain(s) => s.close().await,
             Conn::Tls(s) => s.shutdown().await,
         }
     }
@@ -565,7 +600,7 @@ async fn serve(sock: TcpStream, srv: &Server) -> io::Result<()> {
             let tls = rustls::ServerConnection::new(cfg.clone())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let mut s = Box::new(TlsStream::new(sock, tls));
-            glommio::timer::timeout(HANDSHAKE_TIMEOUT, async { Ok(s.handshake().await) })
+            rt::timeout(HANDSHAKE_TIMEOUT, s.handshake())
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
             Conn::Tls(s)

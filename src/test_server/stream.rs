@@ -1,30 +1,31 @@
-//! rustls over a glommio `TcpStream`, as plain async methods.
+//! rustls over a runtime `Stream` (`crate::rt::net`), as plain async methods.
 //!
 //! Shared by the built-in test server (server side) and the load generator
 //! (client side). It is deliberately small: one task owns the stream and calls
 //! `read`, `write_all` and `shutdown` in turn; there is no `AsyncRead` /
 //! `AsyncWrite` implementation and no concurrent reading and writing from two
-//! tasks. Records are flushed as soon as rustls has them, so no data sits in a
-//! buffer waiting for a later call.
+//! tasks. Records are handed to the stream as soon as rustls has them (the
+//! runtime sends them on its next loop turn), so no data sits in a buffer
+//! waiting for a later call.
 //!
 //! Errors from rustls (bad records, alerts) come back as
 //! `io::ErrorKind::InvalidData` with rustls' reason; a peer that closes the TCP
 //! connection without `close_notify` is reported as `UnexpectedEof` by `read`.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::ops::{Deref, DerefMut};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use rustls::{ConnectionCommon, SideData};
+
+use crate::rt::net::TcpStream;
 
 /// Bytes read from the socket at a time: one maximal TLS record and its header.
 // Never more ciphertext than rustls accepts as plaintext in one go (16 KiB),
 // so a read can always be fed whole.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A TLS connection (client or server) driven over a glommio TCP stream.
+/// A TLS connection (client or server) driven over a runtime TCP stream.
 pub struct TlsStream<C> {
     io: TcpStream,
     conn: C,
@@ -198,7 +199,8 @@ where
     pub async fn shutdown(&mut self) -> io::Result<()> {
         self.conn.send_close_notify();
         self.flush().await?;
-        self.io.shutdown(Shutdown::Write).await.map_err(io::Error::from)
+        // Waits until the kernel took every record, then shuts the write side.
+        self.io.close().await
     }
 
     /// Sends close_notify, shuts the write side, then reads (and discards)

@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::bench::report::Report;
 use crate::bench::runner::{self, count_connect_error, with_timeout, Cause, Client, Worker};
 use crate::bench::{http, Direction, Plan, Result};
+use crate::rt;
 
 async fn transfer(w: &Worker, s: &mut Client) -> std::io::Result<()> {
     let plan = &w.plan;
@@ -61,7 +62,7 @@ async fn connection(w: Rc<Worker>) {
             Ok((s, _)) => s,
             Err(e) => {
                 count_connect_error(&w, &e);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                rt::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -79,7 +80,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let conns = plan.args.connections.max(1);
     let running = runner::start(&plan, move |w: Rc<Worker>| async move {
         let tasks: Vec<_> = (0..w.share(conns))
-            .map(|_| glommio::spawn_local(connection(w.clone())))
+            .map(|_| rt::spawn_local(connection(w.clone())))
             .collect();
         for t in tasks {
             t.await;

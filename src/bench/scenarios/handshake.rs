@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::bench::report::Report;
 use crate::bench::runner::{self, count_connect_error, with_timeout, Cause, Worker};
 use crate::bench::{http, Plan, Result, Scenario};
+use crate::rt;
 
 /// What one operation did.
 pub struct Outcome {
@@ -72,11 +73,11 @@ async fn closed_loop(w: Rc<Worker>, slots: usize) {
     let mut tasks = Vec::new();
     for _ in 0..slots {
         let w = w.clone();
-        tasks.push(glommio::spawn_local(async move {
+        tasks.push(rt::spawn_local(async move {
             while !w.clock.over() {
                 if one(&w, Instant::now()).await.is_none() {
                     // Do not spin on a refusing server.
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    rt::sleep(Duration::from_millis(1)).await;
                 }
             }
         }));
@@ -98,7 +99,7 @@ async fn open_loop(w: Rc<Worker>, rate: f64, slots: usize) {
         } else {
             inflight.set(inflight.get() + 1);
             let (w2, inf, at) = (w.clone(), inflight.clone(), next);
-            glommio::spawn_local(async move {
+            rt::spawn_local(async move {
                 let _ = one(&w2, at).await;
                 inf.set(inf.get() - 1);
             })
@@ -107,7 +108,7 @@ async fn open_loop(w: Rc<Worker>, rate: f64, slots: usize) {
         next += interval;
     }
     while inflight.get() > 0 {
-        glommio::timer::sleep(Duration::from_millis(5)).await;
+        rt::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -14,6 +14,7 @@ use crate::bench::proc::rss_bytes;
 use crate::bench::report::Report;
 use crate::bench::runner::{self, count_connect_error, with_timeout, Cause, Client, Worker};
 use crate::bench::{http, Plan, Result};
+use crate::rt;
 
 /// Connections each worker opens at once.
 const OPENERS: usize = 32;
@@ -56,7 +57,7 @@ async fn hold(w: Rc<Worker>, mut s: Client) {
         },
         async {
             while !w.released() {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                rt::sleep(Duration::from_millis(50)).await;
             }
             false
         },
@@ -83,11 +84,11 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
             let k = per.min(left);
             left -= k;
             let w = w.clone();
-            openers.push(glommio::spawn_local(async move {
+            openers.push(rt::spawn_local(async move {
                 let mut held = Vec::new();
                 for _ in 0..k {
                     if let Some(s) = open_one(&w).await {
-                        held.push(glommio::spawn_local(hold(w.clone(), s)));
+                        held.push(rt::spawn_local(hold(w.clone(), s)));
                     }
                 }
                 held

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::bench::report::Report;
 use crate::bench::runner::{self, count_connect_error, with_timeout, Cause, Worker};
 use crate::bench::{http, Plan, Result};
+use crate::rt;
 
 /// Runs one kept-alive connection on a schedule of `interval` starting at
 /// `first`, until the clock ends. Errors on a working connection count as
@@ -36,7 +37,7 @@ pub async fn paced_connection(w: Rc<Worker>, first: Instant, interval: Duration)
                 // part of the requests that follow).
                 w.start_op();
                 count_connect_error(&w, &e);
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                rt::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -90,7 +91,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         for j in 0..w.share(conns) {
             let k = w.id + n * j;
             let first = w.clock.t0 + interval.mul_f64(k as f64 / conns as f64);
-            tasks.push(glommio::spawn_local(paced_connection(w.clone(), first, interval)));
+            tasks.push(rt::spawn_local(paced_connection(w.clone(), first, interval)));
         }
         for t in tasks {
             t.await;

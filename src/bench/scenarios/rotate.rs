@@ -35,6 +35,7 @@ use crate::bench::scenarios::handshake::one;
 use crate::bench::scenarios::latency::paced_connection;
 use crate::bench::tlsconf::{CHANGES_ISSUED, CHANGE_EPOCH};
 use crate::bench::{Plan, Result};
+use crate::rt;
 
 /// The commands to cycle through.
 fn changes(plan: &Plan) -> Result<Vec<String>> {
@@ -75,7 +76,7 @@ async fn handshakes(w: Rc<Worker>) {
                     }
                 }
             }
-            None => glommio::timer::sleep(Duration::from_millis(1)).await,
+            None => rt::sleep(Duration::from_millis(1)).await,
         }
     }
 }
@@ -92,7 +93,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let running = runner::start(&plan, move |w: Rc<Worker>| async move {
         let mut tasks = Vec::new();
         for _ in 0..w.share(w.plan.args.concurrency) {
-            tasks.push(glommio::spawn_local(handshakes(w.clone())));
+            tasks.push(rt::spawn_local(handshakes(w.clone())));
         }
         if conns > 0 && rate > 0.0 {
             let n = w.plan.cpus.len();
@@ -100,7 +101,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
             for j in 0..w.share(conns) {
                 let k = w.id + n * j;
                 let first = w.clock.t0 + interval.mul_f64(k as f64 / conns as f64);
-                tasks.push(glommio::spawn_local(paced_connection(w.clone(), first, interval)));
+                tasks.push(rt::spawn_local(paced_connection(w.clone(), first, interval)));
             }
         }
         for t in tasks {
