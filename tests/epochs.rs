@@ -504,6 +504,11 @@ fn r12_without_drain_timeout_old_connections_stay() {
 
 /// A vserver in front of an SSL_TCP service (verified, SNI backend.test).
 fn tls_rig() -> (Pki, Proxy, SocketAddr, TestServerHandle) {
+    tls_rig_with("", 2)
+}
+
+/// [`tls_rig`] with `extra` config lines, on `shards` shards.
+fn tls_rig_with(extra: &str, shards: usize) -> (Pki, Proxy, SocketAddr, TestServerHandle) {
     let pki = Pki::new();
     let (c1, k1, _) = pki.issue("site", &[SNI]);
     let (bc, bk, _) = pki.issue("backend", &["backend.test"]);
@@ -517,14 +522,14 @@ fn tls_rig() -> (Pki, Proxy, SocketAddr, TestServerHandle) {
          bind ssl service s1 -certkeyName ca -CA\n\
          add lb vserver v1 SSL_TCP 127.0.0.1 {p1}\n\
          bind ssl vserver v1 -certkeyName site\n\
-         bind lb vserver v1 s1\n",
+         bind lb vserver v1 s1\n{extra}",
         c1.display(),
         k1.display(),
         pki.ca_file().display(),
         origin.local_addr().ip(),
         origin.local_addr().port()
     );
-    let proxy = Proxy::start(&config, 2);
+    let proxy = Proxy::start(&config, shards);
     (pki, proxy, format!("127.0.0.1:{p1}").parse().unwrap(), origin)
 }
 
@@ -671,4 +676,79 @@ fn r8_a_resumed_connection_that_is_reset_revokes_the_ticket_it_resumed_with() {
 #[test]
 fn r8_a_resumed_connection_that_is_reset_forgets_the_session_id_it_resumed_with() {
     resumed_then_reset("set ssl vserver v1 -sessionTicket DISABLED\n");
+}
+
+/// A client clock that stays at the moment the config was made, so the
+/// client offers its sessions however old they are and only the proxy
+/// decides whether they are still good.
+#[derive(Debug)]
+struct FrozenClock(rustls::pki_types::UnixTime);
+
+impl rustls::time_provider::TimeProvider for FrozenClock {
+    fn current_time(&self) -> Option<rustls::pki_types::UnixTime> {
+        Some(self.0)
+    }
+}
+
+fn frozen_clock_config(pki: &Pki, version: &'static rustls::SupportedProtocolVersion) -> Arc<rustls::ClientConfig> {
+    let mut cfg = (*client_config(&pki.ca, Some(version))).clone();
+    cfg.time_provider = Arc::new(FrozenClock(rustls::pki_types::UnixTime::now()));
+    Arc::new(cfg)
+}
+
+/// A session outlives `-sessTimeout` neither as a ticket nor as a session
+/// ID (TLS 1.3's stateful tickets included), on either TLS version, even
+/// when the client keeps offering it. Control: right after the first
+/// handshake every one of them resumes.
+#[test]
+fn sess_timeout_ends_tickets_and_session_ids_on_both_versions() {
+    let rig = rig_on(
+        "set ssl vserver v1 -sessTimeout 1\n\
+         set ssl vserver v2 -sessTimeout 1 -sessionTicket DISABLED\n",
+        1,
+    );
+    let cases = [
+        ("TLS 1.2 ticket", rig.v1, &rustls::version::TLS12),
+        ("TLS 1.3 ticket", rig.v1, &rustls::version::TLS13),
+        ("TLS 1.2 session ID", rig.v2, &rustls::version::TLS12),
+        ("TLS 1.3 stateful ticket", rig.v2, &rustls::version::TLS13),
+    ];
+    let mut clients = Vec::new();
+    for (what, addr, version) in cases {
+        let cfg = frozen_clock_config(&rig.pki, version);
+        let mut c = rig.connect(addr, &cfg);
+        c.pump_tickets();
+        c.close();
+        let mut again = rig.connect(addr, &cfg);
+        assert!(again.resumed(), "control: {what} resumes at once");
+        again.pump_tickets();
+        again.close();
+        clients.push((what, addr, cfg));
+    }
+    std::thread::sleep(Duration::from_millis(1300));
+    for (what, addr, cfg) in clients {
+        let mut c = rig.connect(addr, &cfg);
+        assert!(!c.resumed(), "a {what} resumed after -sessTimeout");
+        assert_eq!(c.echo(b"full handshake").unwrap(), b"full handshake");
+        c.close();
+    }
+}
+
+/// The service's `-sessTimeout` bounds how long the proxy reuses a back-end
+/// session, whatever lifetime the back end announced (here none: its
+/// session IDs and stateful tickets never expire on their own).
+#[test]
+fn sess_timeout_ends_back_end_sessions() {
+    let (pki, proxy, v1, _origin) = tls_rig_with("set ssl service s1 -sessTimeout 1\n", 1);
+    let cfg = pki.client_config();
+    through(v1, &cfg, 3);
+    let resumed = total(&proxy.stats(), "service", "s1", "resumed");
+    assert!(resumed >= 2, "control: back-end sessions resume ({resumed})");
+    std::thread::sleep(Duration::from_millis(1300));
+    through(v1, &cfg, 1);
+    assert_eq!(
+        total(&proxy.stats(), "service", "s1", "resumed"),
+        resumed,
+        "a back-end session resumed after the service's -sessTimeout"
+    );
 }

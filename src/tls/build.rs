@@ -388,7 +388,10 @@ impl FrontendSpec {
 
     /// A shard's own config, with a fresh shard-local session cache.
     pub fn shard_config(&self) -> ShardServerConfig {
-        let cache = self.params.sess_reuse.then(ShardSessionCache::new);
+        let cache = self
+            .params
+            .sess_reuse
+            .then(|| ShardSessionCache::new(self.params.sess_timeout));
         let config = self
             .server_config(cache.clone())
             .map(Arc::new)
@@ -518,7 +521,7 @@ impl BackendSpec {
             verifier,
             client_cert,
         };
-        spec.client_config(ShardClientSessions::new())?;
+        spec.client_config(ShardClientSessions::new(spec.params.sess_timeout))?;
         Ok(spec)
     }
 
@@ -549,7 +552,7 @@ impl BackendSpec {
 
     /// A shard's own config with a fresh shard-local session store.
     pub fn shard_config(&self) -> ShardClientConfig {
-        let sessions = ShardClientSessions::new();
+        let sessions = ShardClientSessions::new(self.params.sess_timeout);
         let config = self
             .client_config(sessions.clone())
             .map(Arc::new)
