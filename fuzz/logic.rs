@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use shardtls::config::{load_text, parse_line, EntityKind, EntityRef, FileSource, Model};
+use shardtls::config::{load_text, parse_line, EntityKind, EntityRef, FileBytes, FileKind, FileSource, Model};
 use shardtls::core::{CloseKind, ConnId, ConnState, EpochPolicy, ShardCore};
 
 // ----- config_line -----------------------------------------------------------
@@ -43,8 +43,8 @@ fn pems() -> &'static Pems {
         Pems {
             ca: ca.cert_pem(),
             cert: site.cert_pem,
-            key: site.key_pem,
-            other_key: other.key_pem,
+            key: site.key_pem.to_string(),
+            other_key: other.key_pem.to_string(),
         }
     })
 }
@@ -55,24 +55,27 @@ fn pems() -> &'static Pems {
 pub struct FixedFiles;
 
 impl FileSource for FixedFiles {
-    fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
+    fn read(&self, path: &Path, _: FileKind) -> Result<FileBytes, String> {
         let name = path.to_string_lossy().to_ascii_lowercase();
         let p = pems();
         if name.contains("missing") {
             return Err(format!("cannot read {}: not found", path.display()));
         }
         if name.contains("garbage") {
-            return Ok(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec());
+            return Ok(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                .to_vec()
+                .into());
         }
         if name.ends_with(".key") {
             return Ok(if name.contains("other") { &p.other_key } else { &p.key }
                 .as_bytes()
-                .to_vec());
+                .to_vec()
+                .into());
         }
         if name.contains("ca") {
-            return Ok(p.ca.as_bytes().to_vec());
+            return Ok(p.ca.as_bytes().to_vec().into());
         }
-        Ok(p.cert.as_bytes().to_vec())
+        Ok(p.cert.as_bytes().to_vec().into())
     }
 }
 

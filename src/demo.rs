@@ -101,9 +101,7 @@ fn write_pair(dir: &Path, name: &str, issued: &crate::pki::Issued) -> Result<(Pa
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&cert, &issued.cert_pem)?;
-    std::fs::write(&key, &issued.key_pem)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+    crate::pki::write_private(&key, issued.key_pem.as_bytes())?;
     Ok((cert, key))
 }
 
@@ -118,8 +116,8 @@ fn ctl(admin: &str, cmd: &str) -> Result<String, BoxError> {
 
 /// Run the demo; returns an error if any invariant was broken.
 pub fn main(json: bool) -> Result<(), BoxError> {
-    let dir = std::env::temp_dir().join(format!("shardtls-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // A fresh folder only this user can enter: its keys are nobody else's.
+    let dir = crate::pki::private_dir("shardtls-demo")?;
     let result = run_demo(&dir, json);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -166,6 +164,7 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
         admin: admin.clone(),
         admin_token: None,
         batch_wait_us: crate::control::DEFAULT_BATCH_WAIT_US,
+        files: Default::default(),
     };
     let proxy = std::thread::spawn(move || crate::control::run(opts));
     let t0 = Instant::now();

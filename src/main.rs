@@ -60,11 +60,27 @@ enum Cmd {
         /// Fewer wake-ups per request at the cost of at most this much latency per hop.
         #[arg(long, default_value_t = shardtls::control::DEFAULT_BATCH_WAIT_US, value_parser = clap::value_parser!(u32).range(0..=1000))]
         batch_wait_us: u32,
+        /// A folder that certificate and key paths given at run time (admin API, ctl)
+        /// may also lie in, besides the config file's folder (repeatable). Paths in
+        /// the config file itself may be anywhere.
+        #[arg(long = "allow-dir", value_name = "DIR")]
+        allow_dirs: Vec<PathBuf>,
+        /// Load private keys that group or others can read, or that another user
+        /// owns, with a warning instead of refusing them.
+        #[arg(long)]
+        allow_insecure_key_mode: bool,
+        /// Let the process be dumped on a crash (and traced by its user), for
+        /// debugging; by default it is not, so no key material reaches a core file.
+        #[arg(long)]
+        allow_core_dumps: bool,
     },
     /// Validate FILE without serving; prints FILE:LINE: reason for each error.
     Check {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
+        /// As for `run`: accept private keys others can read, with a warning.
+        #[arg(long)]
+        allow_insecure_key_mode: bool,
     },
     /// Send one command (or a batch with -f) to a running proxy's admin API.
     #[command(after_help = CTL_EXAMPLES, after_long_help = ctl_long_help())]
@@ -114,8 +130,10 @@ fn read_token(path: &Option<PathBuf>) -> Result<Option<String>, String> {
     }
 }
 
-fn check(config: &std::path::Path) -> ExitCode {
-    match shardtls::config::load_file(config) {
+fn check(config: &std::path::Path, allow_insecure_key_mode: bool) -> ExitCode {
+    let files = shardtls::config::DirFileSource::new(shardtls::config::config_dir(config))
+        .allow_insecure_key_mode(allow_insecure_key_mode);
+    match shardtls::config::load_file_with(config, &files) {
         Ok(m) => {
             println!(
                 "{}: OK ({} certKeys, {} vservers, {} services, {} serviceGroups)",
@@ -234,7 +252,12 @@ fn main() -> ExitCode {
             admin,
             admin_token_file,
             batch_wait_us,
-        } => read_token(&admin_token_file)
+            allow_dirs,
+            allow_insecure_key_mode,
+            allow_core_dumps,
+        } => shardtls::control::set_core_dumps(allow_core_dumps)
+            .map_err(|e| format!("cannot set whether core dumps are allowed: {e}"))
+            .and_then(|()| read_token(&admin_token_file))
             .map_err(Into::into)
             .and_then(|admin_token| {
                 shardtls::control::run(shardtls::control::RunOptions {
@@ -243,10 +266,17 @@ fn main() -> ExitCode {
                     admin,
                     admin_token,
                     batch_wait_us,
+                    files: shardtls::control::FileRules {
+                        allow_dirs,
+                        allow_insecure_key_mode,
+                    },
                 })
                 .map_err(Into::into)
             }),
-        Cmd::Check { config } => return check(&config),
+        Cmd::Check {
+            config,
+            allow_insecure_key_mode,
+        } => return check(&config, allow_insecure_key_mode),
         Cmd::Ctl {
             admin,
             admin_token_file,

@@ -230,19 +230,18 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{load_text, FileSource};
+    use crate::config::{load_text, FileKind, FileSource};
 
     /// Any `*.key` path reads as the key, anything else as the certificate.
     struct Files(crate::pki::Issued);
 
     impl FileSource for Files {
-        fn read(&self, path: &std::path::Path) -> Result<Vec<u8>, String> {
-            let pem = if path.to_string_lossy().ends_with(".key") {
-                &self.0.key_pem
-            } else {
-                &self.0.cert_pem
+        fn read(&self, _: &std::path::Path, kind: FileKind) -> Result<crate::config::FileBytes, String> {
+            let pem = match kind {
+                FileKind::PrivateKey => self.0.key_pem.as_bytes(),
+                FileKind::Certificate => self.0.cert_pem.as_bytes(),
             };
-            Ok(pem.as_bytes().to_vec())
+            Ok(pem.to_vec().into())
         }
     }
 

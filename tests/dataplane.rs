@@ -263,7 +263,7 @@ fn tls_backend_verified_and_wrong_certificates_refused() {
     let foreign = other_ca.issue(&["backend.test"], 7).unwrap();
     let (foreign_cert, foreign_key) = (pki.path("foreign.pem"), pki.path("foreign.key"));
     std::fs::write(&foreign_cert, foreign.cert_pem).unwrap();
-    std::fs::write(&foreign_key, foreign.key_pem).unwrap();
+    shardtls::pki::write_private(&foreign_key, foreign.key_pem.as_bytes()).unwrap();
 
     let good = tls_backend(TestServerMode::Echo, server_config_from(&good_cert, &good_key));
     let badname = tls_backend(TestServerMode::Echo, server_config_from(&name_cert, &name_key));

@@ -192,7 +192,7 @@ fn update_with_an_expired_certificate_is_refused() {
     let cert = params.self_signed(&key).unwrap();
     let (cp, kp) = (s.pki.path("expired.pem"), s.pki.path("expired.key"));
     std::fs::write(&cp, cert.pem()).unwrap();
-    std::fs::write(&kp, key.serialize_pem()).unwrap();
+    shardtls::pki::write_private(&kp, key.serialize_pem().as_bytes()).unwrap();
     let r = proxy.ctl(&format!("update ssl certKey site -cert {} -key {}", p(&cp), p(&kp)));
     assert_eq!(
         get(&proxy, "/config"),
@@ -563,20 +563,59 @@ fn private_keys_never_appear_in_show_config_stats_saves_errors_or_the_log() {
 }
 
 #[test]
-fn key_file_readable_by_group_or_world_produces_a_warning() {
+fn ssl_back_ends_that_accept_any_certificate_are_warned_about_once_and_shown() {
     let s = site();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&s.key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let proxy = Proxy::start(&s.config, 1);
-    let key = p(&s.key);
-    let warned = wait_for(Duration::from_secs(2), || {
-        proxy.log().lines().any(|l| l.contains("WARN") && l.contains(&key))
-    });
+    let config = format!(
+        "{}add service open 127.0.0.1 {} SSL_TCP\n\
+         add service checked 127.0.0.1 {} SSL_TCP\n\
+         add ssl certKey ca -cert {}\n\
+         bind ssl service checked -certkeyName ca -CA\n\
+         set ssl service checked -serverAuth ENABLED\n\
+         add serviceGroup pool SSL_TCP\n",
+        s.config,
+        free_port(),
+        free_port(),
+        p(&s.pki.ca_file())
+    );
+    let proxy = Proxy::start(&config, 1);
+    proxy
+        .ctl(&format!("add service late 127.0.0.1 {} SSL_TCP", free_port()))
+        .unwrap();
+    // Another change re-warns nothing.
+    proxy.ctl("set ssl vserver v1 -sessTimeout 120").unwrap();
+    let warnings = |name: &str| {
+        proxy
+            .log()
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(&format!("{name}: SSL_TCP without -serverAuth ENABLED")))
+            .count()
+    };
     assert!(
-        warned,
-        "no warning about the world-readable key file {key}:\n{}",
+        wait_for(Duration::from_secs(5), || warnings("service late") == 1),
+        "no warning for the service added at run time:\n{}",
         proxy.log()
     );
+    assert_eq!(warnings("service open"), 1, "{}", proxy.log());
+    assert_eq!(warnings("serviceGroup pool"), 1, "{}", proxy.log());
+    assert_eq!(warnings("service late"), 1, "{}", proxy.log());
+    assert_eq!(warnings("service checked"), 0, "{}", proxy.log());
+    assert_eq!(warnings("service echo"), 0, "a TCP service: {}", proxy.log());
+
+    let show = proxy.ctl("show service open").unwrap();
+    assert!(
+        show.contains("serverAuth: DISABLED (back-end certificate not verified)"),
+        "{show}"
+    );
+    let show = proxy.ctl("show serviceGroup pool").unwrap();
+    assert!(
+        show.contains("serverAuth: DISABLED (back-end certificate not verified)"),
+        "{show}"
+    );
+    assert!(proxy
+        .ctl("show service checked")
+        .unwrap()
+        .contains("serverAuth: ENABLED"));
+    assert!(!proxy.ctl("show service echo").unwrap().contains("serverAuth"));
 }
 
 /// Send raw bytes to the admin socket; the whole reply.

@@ -7,9 +7,9 @@
 //! the config file's folder.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use super::apply::{DirFileSource, FileSource};
+use super::apply::{read_regular, DirFileSource, FileSource};
 use super::command::Command;
 use super::grammar::parse_line;
 use super::model::Model;
@@ -94,29 +94,44 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
     }
 }
 
+/// The largest configuration file read, in bytes.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The folder relative certificate and key paths of the file at `path`
+/// are resolved against.
+pub fn config_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Read the configuration file at `path`. Certificate and key paths in it
-/// are relative to its folder.
+/// are relative to its folder, and may be anywhere.
 pub fn load_file(path: &Path) -> Result<Model, Vec<ConfigError>> {
+    load_file_with(path, &DirFileSource::new(config_dir(path)))
+}
+
+/// [`load_file`], reading certificates and keys through `files`. The
+/// file itself is read as they are: a regular file only, at most
+/// [`MAX_CONFIG_BYTES`], never blocking.
+pub fn load_file_with(path: &Path, files: &DirFileSource) -> Result<Model, Vec<ConfigError>> {
     let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
+    let mut bytes = read_regular(path, MAX_CONFIG_BYTES).map_err(|e| {
         vec![ConfigError {
             file: name.clone(),
             line: 0,
             reason: format!("cannot read: {e}"),
         }]
     })?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    let text = String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
         vec![ConfigError {
             file: name.clone(),
             line: 0,
             reason: format!("not UTF-8 text: {e}"),
         }]
     })?;
-    let base = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    load_text(&text, &name, &DirFileSource::new(base))
+    load_text(&text, &name, files)
 }
 
 #[cfg(test)]

@@ -9,6 +9,11 @@
 //! chain as DER, the private key as a ring-backed signing key, the names the
 //! certificate covers (for SNI selection) and its validity window. Loading
 //! fails with a reason a person can act on; it never panics on bad input.
+//!
+//! The private key's DER is kept in a [`SecretKeyDer`], zeroed when the
+//! last reference goes; the PEM text it came from is the caller's, in a
+//! buffer of its own that is zeroed too (see `apply::files`). The signing
+//! keys ring builds from it are ring's: ring does not zero them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,6 +22,10 @@ use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::SigningKey;
+use zeroize::Zeroizing;
+
+/// A private key as DER, zeroed when dropped.
+pub type SecretKeyDer = Zeroizing<PrivateKeyDer<'static>>;
 
 /// Why certificate or key material was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,7 +54,7 @@ pub struct CertKeyMaterial {
     pub key: Option<Arc<dyn SigningKey>>,
     /// The key as read, so each shard can parse a signing key of its own
     /// (no reference count shared between cores on a handshake).
-    pub key_der: Option<Arc<PrivateKeyDer<'static>>>,
+    pub key_der: Option<Arc<SecretKeyDer>>,
     /// DNS names (subjectAltName, else CN) of the leaf, lower case.
     pub dns_names: Vec<String>,
     /// Subject of the leaf, for `show`.
@@ -107,8 +116,8 @@ pub fn load_cert_key(
     let key = match key_pem {
         None => None,
         Some((pem, key_name)) => {
-            let der: PrivateKeyDer<'static> = match PrivateKeyDer::from_pem_slice(pem) {
-                Ok(der) => der,
+            let der: SecretKeyDer = match PrivateKeyDer::from_pem_slice(pem) {
+                Ok(der) => Zeroizing::new(der),
                 Err(pem::Error::NoItemsFound) => return Err(MaterialError::NoKey(key_name.to_string())),
                 Err(e) => {
                     return Err(MaterialError::BadPem {
@@ -173,4 +182,17 @@ fn describe(cert: &CertificateDer<'_>) -> Option<(String, Vec<String>, SystemTim
         to_sys(x.validity().not_before),
         to_sys(x.validity().not_after),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_bytes_are_zeroed_when_dropped() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        // The private key's DER as kept in the model, and a file's bytes as read.
+        zeroed_on_drop::<SecretKeyDer>();
+        zeroed_on_drop::<crate::config::FileBytes>();
+    }
 }

@@ -35,11 +35,15 @@ mod table_tests;
 #[cfg(test)]
 mod testutil;
 
-pub use apply::{BatchError, Change, ChangeKind, CommandError, DirFileSource, FileSource, DEFAULT_CLIENT_TIMEOUT};
+pub use apply::{
+    canonical_dirs, BatchError, Change, ChangeKind, CommandError, DirFileSource, FileBytes, FileKind, FileSource,
+    DEFAULT_CLIENT_TIMEOUT,
+};
 pub use command::{Command, ObjectKind, ShowWhat, SslBind};
 pub use diff::diff;
 pub use grammar::{help_text, parse_line, parse_words, ParseError};
-pub use load::{load_file, load_text, parse_text, ConfigError};
+pub use load::{config_dir, load_file, load_file_with, load_text, parse_text, ConfigError};
+pub use material::SecretKeyDer;
 pub use model::*;
 pub use save::save_atomically;
 pub use show::show;

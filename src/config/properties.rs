@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
-use super::apply::FileSource;
+use super::apply::{FileBytes, FileKind, FileSource};
 use super::grammar::{commands, parse_line, sample_line};
 use super::load::load_text;
 use super::model::Model;
@@ -101,7 +101,7 @@ fn pems() -> &'static Pems {
         let site = ca.issue(&["a.test"], 9).expect("leaf");
         Pems {
             site_cert: site.cert_pem,
-            site_key: site.key_pem,
+            site_key: site.key_pem.to_string(),
             ca_cert: ca.cert_pem(),
         }
     })
@@ -112,7 +112,7 @@ fn pems() -> &'static Pems {
 struct SampleFiles;
 
 impl FileSource for SampleFiles {
-    fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
+    fn read(&self, path: &Path, _: FileKind) -> Result<FileBytes, String> {
         let name = path.to_string_lossy();
         let p = pems();
         Ok(if name.ends_with(".key") {
@@ -123,7 +123,8 @@ impl FileSource for SampleFiles {
             &p.site_cert
         }
         .as_bytes()
-        .to_vec())
+        .to_vec()
+        .into())
     }
 }
 

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -188,15 +189,25 @@ pub(crate) fn binding_commands(e: &EntityRef, b: &SslBindings) -> Vec<Command> {
 /// file in the same folder, fsync it, rename it over `path`, fsync the
 /// folder. On any failure the old file is left as it was and the
 /// temporary file is removed.
+///
+/// A `path` that is a symlink stays one: the file it leads to is replaced,
+/// in that file's folder. The new file keeps the old one's mode, owner and
+/// group (set on the temporary file's descriptor before the rename); a
+/// file saved for the first time is 0600.
 pub fn save_atomically(path: &Path, text: &str) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().ok_or_else(|| {
+    let target = match fs::canonicalize(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_err() => path.to_path_buf(),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display()))),
+    };
+    let name = target.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("{} has no file name", path.display()),
         )
     })?;
-    let dir = match path.parent() {
+    let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
@@ -207,14 +218,18 @@ pub fn save_atomically(path: &Path, text: &str) -> io::Result<()> {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let written = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        if let Ok(meta) = fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        if let Ok(old) = fs::metadata(&target) {
+            let new = f.metadata()?;
+            if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+                std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid()))?;
+            }
+            f.set_permissions(old.permissions())?;
         }
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, &target)
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
@@ -373,5 +388,39 @@ disable service s2
             fs::set_permissions(&ro, fs::Permissions::from_mode(0o755)).unwrap();
             assert_eq!(fs::read_to_string(&file).unwrap(), "old config\n");
         }
+    }
+
+    #[test]
+    fn save_through_a_symlink_writes_its_target_and_keeps_owner_and_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let fx = Fixture::new();
+        let real_dir = fx.path().join("real");
+        fs::create_dir(&real_dir).unwrap();
+        let target = real_dir.join("ns.conf");
+        fs::write(&target, "old\n").unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o640)).unwrap();
+        let before = fs::metadata(&target).unwrap();
+        let link = fx.path().join("ns.conf");
+        std::os::unix::fs::symlink("real/ns.conf", &link).unwrap();
+        save_atomically(&link, "new\n").unwrap();
+        assert!(
+            fs::symlink_metadata(&link).unwrap().file_type().is_symlink(),
+            "the link was replaced"
+        );
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("real/ns.conf"));
+        assert_eq!(fs::read_to_string(&target).unwrap(), "new\n");
+        let after = fs::metadata(&target).unwrap();
+        assert_eq!(after.permissions().mode() & 0o7777, 0o640);
+        assert_eq!((after.uid(), after.gid()), (before.uid(), before.gid()));
+        let left: Vec<_> = fs::read_dir(&real_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["ns.conf"], "no temporary file left behind");
+        // A link to nowhere: refused, nothing written.
+        let dangling = fx.path().join("dangling.conf");
+        std::os::unix::fs::symlink("nowhere/ns.conf", &dangling).unwrap();
+        assert!(save_atomically(&dangling, "x").is_err());
+        assert!(fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
     }
 }

@@ -114,6 +114,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
                     state(s.enabled),
                     m.epochs.get(&e).copied().unwrap_or(0)
                 );
+                server_auth(&mut out, m, &e);
             }
         }
         ShowWhat::Object(ObjectKind::ServiceGroup) => {
@@ -131,6 +132,7 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
                     m.epochs.get(&e).copied().unwrap_or(0),
                     none_if_empty(&members)
                 );
+                server_auth(&mut out, m, &e);
             }
         }
         ShowWhat::Ssl(kind) => {
@@ -187,6 +189,15 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
         }
     }
     Ok(out)
+}
+
+/// The `serverAuth:` line of an `SSL_TCP` back end; nothing for a TCP one.
+fn server_auth(out: &mut String, m: &Model, e: &EntityRef) {
+    match m.verifies_server(e) {
+        Some(true) => _ = writeln!(out, "  serverAuth: ENABLED"),
+        Some(false) => _ = writeln!(out, "  serverAuth: DISABLED (back-end certificate not verified)"),
+        None => {}
+    }
 }
 
 fn state(enabled: bool) -> &'static str {
@@ -268,5 +279,46 @@ mod tests {
         );
         assert!(show(&m, ShowWhat::Ssl(EntityKind::Service), Some("x")).is_err());
         assert!(show(&m, ShowWhat::Stats, None).is_err());
+    }
+
+    #[test]
+    fn ssl_back_ends_say_whether_they_verify_the_server() {
+        let fx = Fixture::new();
+        let m = fx.model(
+            "add ssl profile checks -serverAuth ENABLED
+             add service open 127.0.0.1 9000 SSL_TCP
+             add service own 127.0.0.1 9001 SSL_TCP
+             set ssl service own -serverAuth ENABLED
+             add service by_profile 127.0.0.1 9002 SSL_TCP
+             set ssl service by_profile -sslProfile checks
+             add service plain 127.0.0.1 9003 TCP
+             add serviceGroup pool SSL_TCP
+             add serviceGroup tcp_pool TCP",
+        );
+        let service = |n: &str| show(&m, ShowWhat::Object(ObjectKind::Service), Some(n)).unwrap();
+        let unverified = "  serverAuth: DISABLED (back-end certificate not verified)\n";
+        assert!(service("open").ends_with(unverified), "{}", service("open"));
+        assert!(
+            service("own").ends_with("  serverAuth: ENABLED\n"),
+            "{}",
+            service("own")
+        );
+        assert!(service("by_profile").ends_with("  serverAuth: ENABLED\n"));
+        assert!(!service("plain").contains("serverAuth"));
+        let groups = show(&m, ShowWhat::Object(ObjectKind::ServiceGroup), None).unwrap();
+        assert!(
+            groups.contains(&format!(
+                "serviceGroup pool SSL_TCP UP epoch 1\n  members: none\n{unverified}"
+            )),
+            "{groups}"
+        );
+        assert_eq!(groups.matches("serverAuth").count(), 1, "{groups}");
+        assert_eq!(
+            m.unverified_backends()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["service open", "serviceGroup pool"]
+        );
     }
 }

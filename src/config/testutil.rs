@@ -31,9 +31,10 @@ impl Fixture {
         DirFileSource::new(self.dir.path())
     }
 
+    /// Writes `name` readable by its owner only (as a private key must be).
     pub fn write(&self, name: &str, data: &[u8]) -> PathBuf {
         let p = self.dir.path().join(name);
-        std::fs::write(&p, data).expect("write fixture");
+        crate::pki::write_private(&p, data).expect("write fixture");
         p
     }
 

@@ -11,4 +11,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod watch;
 
-pub use runtime::{run, RunOptions, DEFAULT_BATCH_WAIT_US};
+pub use runtime::{run, set_core_dumps, FileRules, RunOptions, DEFAULT_BATCH_WAIT_US};

@@ -126,6 +126,54 @@ pub struct RunOptions {
     pub admin_token: Option<String>,
     /// See [`crate::rt::Builder::batch_wait_us`].
     pub batch_wait_us: u32,
+    /// What certificate and key files may be read.
+    pub files: FileRules,
+}
+
+/// What certificate and key files `run` may read (`run --allow-dir`,
+/// `--allow-insecure-key-mode`; `config::apply::files` says how).
+#[derive(Clone, Debug, Default)]
+pub struct FileRules {
+    /// Folders run-time commands may read from besides the config file's.
+    pub allow_dirs: Vec<PathBuf>,
+    /// Read private keys others can read, or owned by another user, with a warning.
+    pub allow_insecure_key_mode: bool,
+}
+
+impl FileRules {
+    /// Files named in the config file at `config`: anywhere.
+    fn in_config(&self, config: &Path) -> config::DirFileSource {
+        config::DirFileSource::new(config::config_dir(config)).allow_insecure_key_mode(self.allow_insecure_key_mode)
+    }
+
+    /// Files named by run-time commands: inside the config file's folder
+    /// or an allowed one (each must exist).
+    fn at_run_time(&self, config: &Path) -> Result<config::DirFileSource, ControlError> {
+        let mut dirs = vec![config::config_dir(config)];
+        dirs.extend(self.allow_dirs.iter().cloned());
+        let dirs = config::canonical_dirs(&dirs).map_err(ControlError::Startup)?;
+        Ok(self.in_config(config).confined_to(dirs))
+    }
+}
+
+/// Keep this process out of core dumps (and ptrace by other users):
+/// `PR_SET_DUMPABLE` 0, so a crash never writes key material to disk.
+/// `allowed` sets it back to 1 (`run --allow-core-dumps`).
+pub fn set_core_dumps(allowed: bool) -> std::io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument and touches no memory of ours.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(allowed)) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// One warning for each `SSL_TCP` back end of `new` that accepts any server
+/// certificate and did not in `old` (or was not there).
+fn warn_unverified_backends(old: &Model, new: &Model) {
+    let before = old.unverified_backends();
+    for e in new.unverified_backends().into_iter().filter(|e| !before.contains(e)) {
+        warn!("{e}: SSL_TCP without -serverAuth ENABLED: any back-end certificate is accepted (not verified)");
+    }
 }
 
 /// Default of `run --batch-wait-us`: a waiting shard wakes on the first
@@ -209,6 +257,10 @@ pub struct Control {
     /// can no longer say which configuration every core serves, so it stops
     /// (fail-stop, exit non-zero) once the current reply is sent.
     pub failed: Option<String>,
+    /// Reads the files the config file names (start-up, SIGHUP).
+    files_in_config: config::DirFileSource,
+    /// Reads the files run-time commands name: allowed folders only.
+    files_at_run_time: config::DirFileSource,
 }
 
 impl Control {
@@ -279,9 +331,18 @@ impl Control {
         self.apply_commands(&cmds).await
     }
 
+    /// Validate and apply run-time commands as one transaction.
     pub async fn apply_commands(&mut self, cmds: &[(usize, config::Command)]) -> Result<ApplyReport, ControlError> {
-        let files = config::DirFileSource::new(config_dir(&self.config_path));
-        let (model, changes) = self.model.apply_batch(cmds, &files)?;
+        let files = self.files_at_run_time.clone();
+        self.apply_with(cmds, &files).await
+    }
+
+    async fn apply_with(
+        &mut self,
+        cmds: &[(usize, config::Command)],
+        files: &config::DirFileSource,
+    ) -> Result<ApplyReport, ControlError> {
+        let (model, changes) = self.model.apply_batch(cmds, files)?;
         check_admin_address(&model, self.admin_addr)?;
         let mut notes = ChangeNotes::default();
         for ch in &changes {
@@ -295,6 +356,7 @@ impl Control {
         let snap = Snapshot::build(&model, Some(&self.snapshot), self.snapshot.generation + 1, notes)?;
         let snap = Arc::new(snap);
         let report = self.broadcast(snap.clone()).await?;
+        warn_unverified_backends(&self.model, &model);
         self.model = model;
         self.snapshot = snap;
         Ok(report)
@@ -351,7 +413,7 @@ impl Control {
 
     /// SIGHUP: re-read the file and apply the difference as one transaction.
     pub async fn reload(&mut self) -> Result<ApplyReport, ControlError> {
-        let new = config::load_file(&self.config_path).map_err(ControlError::Load)?;
+        let new = config::load_file_with(&self.config_path, &self.files_in_config).map_err(ControlError::Load)?;
         let cmds: Vec<(usize, config::Command)> = config::diff(&self.model, &new)
             .into_iter()
             .enumerate()
@@ -363,7 +425,8 @@ impl Control {
                 ..Default::default()
             });
         }
-        self.apply_commands(&cmds).await
+        let files = self.files_in_config.clone();
+        self.apply_with(&cmds, &files).await
     }
 
     async fn drain(&mut self, deadline: Duration) {
@@ -412,7 +475,10 @@ impl Signals {
 
 /// Load, validate and serve `opts.config` until SIGTERM.
 pub fn run(opts: RunOptions) -> Result<(), ControlError> {
-    let mut model = config::load_file(&opts.config).map_err(ControlError::Load)?;
+    let files_in_config = opts.files.in_config(&opts.config);
+    let files_at_run_time = opts.files.at_run_time(&opts.config)?;
+    let mut model = config::load_file_with(&opts.config, &files_in_config).map_err(ControlError::Load)?;
+    warn_unverified_backends(&Model::default(), &model);
     // Start-up is the first epoch of everything, however many commands built it.
     for e in model.epochs.values_mut() {
         *e = 1;
@@ -467,6 +533,8 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
                 admin_token: token,
                 admin_addr,
                 failed: None,
+                files_in_config,
+                files_at_run_time,
             };
             let report = ctl.broadcast(snapshot).await?;
             for e in &report.errors {
@@ -492,12 +560,6 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
 pub(crate) async fn shutdown(ctl: &mut Control) {
     info!("SIGTERM: draining");
     ctl.drain(DRAIN_DEADLINE).await;
-}
-
-pub(crate) fn config_dir(path: &Path) -> PathBuf {
-    path.parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 pub(crate) fn take(flag: &AtomicBool) -> bool {

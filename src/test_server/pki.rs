@@ -2,12 +2,15 @@
 //!
 //! A fresh CA and one leaf signed by it, for the given DNS names and IP
 //! addresses. Nothing here is meant for production use: keys live in memory
-//! and in PEM strings, validity is whatever rcgen defaults to.
+//! and in PEM strings (zeroed when dropped), validity is whatever rcgen
+//! defaults to. Written to disk, the folder is its owner's only (0700 when
+//! created here) and the key file 0600 from the start.
 
 use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use zeroize::Zeroizing;
 
 /// A throwaway CA and a leaf certificate signed by it.
 pub struct TestPki {
@@ -15,8 +18,8 @@ pub struct TestPki {
     pub ca_der: CertificateDer<'static>,
     pub cert_pem: String,
     pub cert_der: CertificateDer<'static>,
-    pub key_pem: String,
-    key_der: Vec<u8>,
+    pub key_pem: Zeroizing<String>,
+    key_der: Zeroizing<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TestPki {
@@ -48,14 +51,14 @@ impl TestPki {
             ca_der: ca.der().clone(),
             cert_pem: leaf.pem(),
             cert_der: leaf.der().clone(),
-            key_pem: leaf_key.serialize_pem(),
-            key_der: leaf_key.serialize_der(),
+            key_pem: Zeroizing::new(leaf_key.serialize_pem()),
+            key_der: Zeroizing::new(leaf_key.serialize_der()),
         })
     }
 
     /// The leaf's private key (PKCS#8 DER).
     pub fn key_der(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.to_vec()))
     }
 
     /// A server configuration presenting the leaf (see [`super::server_config`]).
@@ -74,17 +77,29 @@ impl TestPki {
         Ok(Arc::new(cfg))
     }
 
-    /// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir` (created if missing).
+    /// Writes `ca.pem`, `cert.pem` and `key.pem` into `dir`; a missing
+    /// `dir` is created 0700, and `key.pem` is 0600 from the start.
     pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         std::fs::write(dir.join("ca.pem"), &self.ca_pem)?;
         std::fs::write(dir.join("cert.pem"), &self.cert_pem)?;
-        std::fs::write(dir.join("key.pem"), &self.key_pem)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))?;
-        }
-        Ok(())
+        crate::pki::write_private(&dir.join("key.pem"), self.key_pem.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn written_keys_are_private_from_the_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("certs");
+        TestPki::generate(&["localhost"]).unwrap().write_to(&dir).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("key.pem")), 0o600);
     }
 }

@@ -161,18 +161,19 @@ fn certified_key(model: &Model, certkey: &str) -> Result<ServerCert, String> {
 #[derive(Clone)]
 struct ServerCert {
     key: Arc<CertifiedKey>,
-    der: Option<Arc<rustls::pki_types::PrivateKeyDer<'static>>>,
+    der: Option<Arc<crate::config::SecretKeyDer>>,
 }
 
 impl ServerCert {
     /// A copy that shares no reference count with this one: the chain is
     /// cloned and the signing key parsed again (falls back to sharing the
-    /// key if it cannot be, which the first parse rules out).
-    fn for_shard(&self, provider: &CryptoProvider) -> Self {
+    /// key if it cannot be, which the first parse rules out). The key is
+    /// parsed from the shared DER in place: no copy of it is left behind.
+    fn for_shard(&self) -> Self {
         let key = self
             .der
             .as_ref()
-            .and_then(|der| provider.key_provider.load_private_key(der.clone_key()).ok())
+            .and_then(|der| ring_provider::sign::any_supported_type(der).ok())
             .unwrap_or_else(|| self.key.key.clone());
         let mut ck = CertifiedKey::new(self.key.cert.clone(), key);
         ck.ocsp = self.key.ocsp.clone();
@@ -212,14 +213,10 @@ pub struct SniResolver {
 
 impl SniResolver {
     /// This resolver for one shard: certificates and keys of its own.
-    fn for_shard(&self, provider: &CryptoProvider) -> Self {
+    fn for_shard(&self) -> Self {
         SniResolver {
-            default: self.default.as_ref().map(|c| c.for_shard(provider)),
-            by_name: self
-                .by_name
-                .iter()
-                .map(|(n, c)| (n.clone(), c.for_shard(provider)))
-                .collect(),
+            default: self.default.as_ref().map(ServerCert::for_shard),
+            by_name: self.by_name.iter().map(|(n, c)| (n.clone(), c.for_shard())).collect(),
             sni_enable: self.sni_enable,
         }
     }
@@ -362,7 +359,7 @@ impl FrontendSpec {
             Some(v) => builder.with_client_cert_verifier(v.clone()),
             None => builder.with_no_client_auth(),
         };
-        let mut cfg = builder.with_cert_resolver(Arc::new(self.resolver.for_shard(&self.provider)));
+        let mut cfg = builder.with_cert_resolver(Arc::new(self.resolver.for_shard()));
         cfg.alpn_protocols = self
             .params
             .alpn_protocols

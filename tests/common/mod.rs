@@ -43,10 +43,8 @@ impl Pki {
         let issued = self.ca.issue(names, serial).unwrap();
         let cert = self.path(&format!("{file}.pem"));
         let key = self.path(&format!("{file}.key"));
-        std::fs::write(&cert, issued.cert_pem).unwrap();
-        std::fs::write(&key, issued.key_pem).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&cert, &issued.cert_pem).unwrap();
+        shardtls::pki::write_private(&key, issued.key_pem.as_bytes()).unwrap();
         (cert, key, serial_hex(serial))
     }
 
@@ -268,6 +266,25 @@ impl Proxy {
         env: &[(&str, &str)],
         nofile: Option<u64>,
     ) -> Result<Proxy, String> {
+        // Certificates of the tests live in folders of their own, outside
+        // the config file's: run-time commands may read the temp folder.
+        let tmp = std::env::temp_dir();
+        Self::spawn(config, shards, env, nofile, &["--allow-dir".as_ref(), tmp.as_os_str()])
+    }
+
+    /// Start `shardtls run` on `config` with exactly the extra run flags `args`.
+    pub fn try_start_args(config: &str, shards: usize, args: &[&str]) -> Result<Proxy, String> {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        Self::spawn(config, shards, &[], None, &args)
+    }
+
+    fn spawn(
+        config: &str,
+        shards: usize,
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+        args: &[&std::ffi::OsStr],
+    ) -> Result<Proxy, String> {
         raise_limits();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shardtls.conf");
@@ -278,6 +295,7 @@ impl Proxy {
         cmd.args(["run", "-c"])
             .arg(&path)
             .args(["--shards", &shards.to_string(), "--admin", &admin])
+            .args(args)
             .env("SHARDTLS_LOG", "debug")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

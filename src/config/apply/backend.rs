@@ -9,6 +9,42 @@ use super::{take_first, Change, ChangeKind::*, CommandError, CommandError::*};
 use crate::config::model::*;
 
 impl Model {
+    /// Whether `SSL_TCP` back end `e` verifies its server's certificate
+    /// (`-serverAuth ENABLED`, on it or its profile); `None` when `e` is
+    /// not an `SSL_TCP` service or serviceGroup.
+    pub fn verifies_server(&self, e: &EntityRef) -> Option<bool> {
+        let (proto, profile, params) = match e.kind {
+            EntityKind::Service => self
+                .services
+                .get(&*e.name)
+                .map(|s| (s.proto, &s.ssl_profile, &s.params))?,
+            EntityKind::ServiceGroup => self
+                .service_groups
+                .get(&*e.name)
+                .map(|g| (g.proto, &g.ssl_profile, &g.params))?,
+            EntityKind::Vserver => return None,
+        };
+        if proto != BackendProto::SslTcp {
+            return None;
+        }
+        let profile = profile.as_ref().and_then(|p| self.profiles.get(p)).map(|p| &p.params);
+        Some(params.effective(profile).server_auth)
+    }
+
+    /// `SSL_TCP` services and serviceGroups that accept any server
+    /// certificate (no `-serverAuth ENABLED`, the ADC's default too).
+    pub fn unverified_backends(&self) -> Vec<EntityRef> {
+        let services = self.services.keys().map(|n| EntityRef::new(EntityKind::Service, n));
+        let groups = self
+            .service_groups
+            .keys()
+            .map(|n| EntityRef::new(EntityKind::ServiceGroup, n));
+        services
+            .chain(groups)
+            .filter(|e| self.verifies_server(e) == Some(false))
+            .collect()
+    }
+
     /// `add service`.
     pub(super) fn add_service(
         &mut self,

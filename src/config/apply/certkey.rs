@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{Change, ChangeKind::*, CommandError, CommandError::*, FileSource};
+use super::{Change, ChangeKind::*, CommandError, CommandError::*, FileKind, FileSource};
 use crate::config::material::load_cert_key;
 use crate::config::model::*;
 
@@ -18,19 +18,15 @@ fn load_material(
     key: Option<&Path>,
     files: &dyn FileSource,
 ) -> Result<CertKeyMaterial, CommandError> {
-    let cert_pem = files.read(cert).map_err(|e| File(format!("certKey {name}: {e}")))?;
+    let cert_pem = files
+        .read(cert, FileKind::Certificate)
+        .map_err(|e| File(format!("certKey {name}: {e}")))?;
     let key_pem = match key {
-        Some(k) => {
-            let pem = files.read(k).map_err(|e| File(format!("certKey {name}: {e}")))?;
-            if let Some(mode) = files.mode(k).filter(|m| m & 0o077 != 0) {
-                tracing::warn!(
-                    "certKey {name}: private key file {} is readable by group or others (mode {:o}); chmod 600 it",
-                    k.display(),
-                    mode & 0o777
-                );
-            }
-            Some(pem)
-        }
+        Some(k) => Some(
+            files
+                .read(k, FileKind::PrivateKey)
+                .map_err(|e| File(format!("certKey {name}: {e}")))?,
+        ),
         None => None,
     };
     let cert_name = cert.display().to_string();
@@ -38,7 +34,7 @@ fn load_material(
     load_cert_key(
         &cert_pem,
         &cert_name,
-        key_pem.as_deref().map(|p| (p, key_name.as_str())),
+        key_pem.as_ref().map(|p| (p.as_slice(), key_name.as_str())),
     )
     .map_err(|e| Invalid(format!("certKey {name}: {e}")))
 }

@@ -31,7 +31,7 @@ mod vserver;
 #[cfg(test)]
 mod testkit;
 
-pub use files::{DirFileSource, FileSource};
+pub use files::{canonical_dirs, read_regular, DirFileSource, FileBytes, FileKind, FileSource, MAX_PEM_BYTES};
 
 use std::collections::BTreeSet;
 use std::fmt;
