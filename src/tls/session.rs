@@ -852,11 +852,18 @@ mod tests {
     fn ticket_keys_rotate_and_keep_the_previous_key_for_decryption_only() {
         let clock = SessionClock::manual();
         let t = EpochTicketer::with_clock(100, Duration::from_secs(10), clock.clone()).unwrap();
+        let c = ShardSessionCache::with_clock(100, clock.clone());
+        assert!(c.put(b"id".to_vec(), b"v".to_vec()));
         let (old, _) = issue(&t, b"old");
+        let (revoked, id) = issue(&t, b"revoked");
+        t.revoke(id);
         clock.advance(Duration::from_secs(15));
         let (new, _) = issue(&t, b"new");
         assert_ne!(old[..4], new[..4], "a new period seals under a new key");
         assert!(resumes(&t, &old), "a ticket under the previous key resumes");
+        // A rotation is not a change: revocations and the cache stay.
+        assert!(!resumes(&t, &revoked), "a revoked ticket resumed after a rotation");
+        assert_eq!(c.get(b"id"), Some(b"v".to_vec()), "a rotation flushed the cache");
         clock.advance(Duration::from_secs(10));
         assert!(!resumes(&t, &old), "a ticket under the key of two periods ago resumed");
         assert!(resumes(&t, &new));
