@@ -183,3 +183,16 @@ fn describe(cert: &CertificateDer<'_>) -> Option<(String, Vec<String>, SystemTim
         to_sys(x.validity().not_after),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_bytes_are_zeroed_when_dropped() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        // The private key's DER as kept in the model, and a file's bytes as read.
+        zeroed_on_drop::<SecretKeyDer>();
+        zeroed_on_drop::<crate::config::FileBytes>();
+    }
+}

@@ -236,17 +236,19 @@ fn unix_now() -> u64 {
 }
 
 impl EpochTicketer {
-    /// New random keys; tickets live `lifetime` seconds.
+    /// New random keys; tickets live `lifetime` seconds. The key bytes
+    /// drawn here are zeroed once ring holds the key (ring does not zero
+    /// its own copy when dropped; `run` keeps the process out of core dumps).
     pub fn new(lifetime: u32) -> Result<Arc<Self>, String> {
         let rng = SystemRandom::new();
-        let mut key_bytes = [0u8; 32];
+        let mut key_bytes = zeroize::Zeroizing::new([0u8; 32]);
         let mut key_id = [0u8; 4];
-        rng.fill(&mut key_bytes)
+        rng.fill(&mut key_bytes[..])
             .map_err(|_| "no randomness for ticket keys".to_string())?;
         rng.fill(&mut key_id)
             .map_err(|_| "no randomness for ticket keys".to_string())?;
-        let key =
-            UnboundKey::new(&aead::CHACHA20_POLY1305, &key_bytes).map_err(|_| "ticket key setup failed".to_string())?;
+        let key = UnboundKey::new(&aead::CHACHA20_POLY1305, &key_bytes[..])
+            .map_err(|_| "ticket key setup failed".to_string())?;
         Ok(Arc::new(EpochTicketer {
             key_id,
             key: LessSafeKey::new(key),
