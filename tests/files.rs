@@ -189,7 +189,10 @@ fn run_time_paths_stay_in_the_allowed_folders() {
     // A folder to allow must exist.
     match Proxy::try_start_args("", 1, &["--allow-dir", "/no/such/folder"]) {
         Ok(_) => panic!("started with an allowed folder that does not exist"),
-        Err(e) => assert!(e.contains("allowed folder /no/such/folder"), "{e}"),
+        Err(e) => assert!(
+            e.contains("allowed folder /no/such/folder") && e.contains("exit status: 1"),
+            "{e}"
+        ),
     }
 }
 

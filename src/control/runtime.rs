@@ -147,11 +147,17 @@ impl FileRules {
     }
 
     /// Files named by run-time commands: inside the config file's folder
-    /// or an allowed one (each must exist).
+    /// or an allowed one (each must exist: a mistake of the operator's).
     fn at_run_time(&self, config: &Path) -> Result<config::DirFileSource, ControlError> {
         let mut dirs = vec![config::config_dir(config)];
         dirs.extend(self.allow_dirs.iter().cloned());
-        let dirs = config::canonical_dirs(&dirs).map_err(ControlError::Startup)?;
+        let dirs = config::canonical_dirs(&dirs).map_err(|reason| {
+            ControlError::Load(vec![ConfigError {
+                file: "run --allow-dir".to_string(),
+                line: 0,
+                reason,
+            }])
+        })?;
         Ok(self.in_config(config).confined_to(dirs))
     }
 }

@@ -268,8 +268,11 @@ impl Proxy {
     ) -> Result<Proxy, String> {
         // Certificates of the tests live in folders of their own, outside
         // the config file's: run-time commands may read the temp folder.
+        // Tests count the proxy's descriptors in /proc/PID/fd, which a
+        // process that is not dumpable hides from its own user.
         let tmp = std::env::temp_dir();
-        Self::spawn(config, shards, env, nofile, &["--allow-dir".as_ref(), tmp.as_os_str()])
+        let args = ["--allow-dir".as_ref(), tmp.as_os_str(), "--allow-core-dumps".as_ref()];
+        Self::spawn(config, shards, env, nofile, &args)
     }
 
     /// Start `shardtls run` on `config` with exactly the extra run flags `args`.

@@ -115,11 +115,10 @@ impl DirFileSource {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let me = unsafe { libc::geteuid() };
         let mut problems = Vec::new();
-        if meta.mode() & 0o077 != 0 {
-            problems.push(format!(
-                "is readable by group or others (mode {:o}; chmod 600 it)",
-                meta.mode() & 0o777
-            ));
+        let mode = meta.mode() & 0o777;
+        if mode & 0o077 != 0 {
+            let how = if mode & 0o044 != 0 { "readable by" } else { "open to" };
+            problems.push(format!("is {how} group or others (mode {mode:o}; chmod 600 it)"));
         }
         if meta.uid() != me && meta.uid() != 0 {
             problems.push(format!(
