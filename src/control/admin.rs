@@ -141,7 +141,8 @@ impl AdminListener {
             }
             Endpoint::Tcp(addr) => {
                 let loopback = addr.ip().is_loopback();
-                if !loopback && !(opts.allow_remote && opts.token_file.is_some()) {
+                let allowed = loopback || (opts.allow_remote && opts.token_file.is_some());
+                if !allowed {
                     return Err(format!(
                         "admin API on {addr} refused: not a loopback address. Listening elsewhere needs \
                          --admin-allow-remote and --admin-token-file both (and a TLS tunnel: the admin API \
