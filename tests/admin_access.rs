@@ -127,6 +127,22 @@ fn the_default_admin_endpoint_is_a_private_socket_that_ctl_finds() {
     );
     let out = shardtls(&["ctl", "stats"], &env).output().unwrap();
     assert!(out.status.success(), "ctl stats: {out:?}");
+    // So does `ctl show stats --watch`: a block drawn, and still watching.
+    let mut watch = shardtls(&["ctl", "show", "stats", "--watch", "--interval", "0.2"], &env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut block = [0u8; 256];
+    let n = watch.stdout.as_mut().unwrap().read(&mut block).unwrap_or(0);
+    let running = matches!(watch.try_wait(), Ok(None));
+    let _ = watch.kill();
+    let status = watch.wait().unwrap();
+    assert!(
+        n > 0 && running,
+        "ctl show stats --watch: {status} {:?}",
+        String::from_utf8_lossy(&block[..n])
+    );
     drop(proxy);
 
     // An existing folder others may enter is refused, with the reason.
