@@ -121,24 +121,6 @@ enum Cmd {
     TestServer(shardtls::test_server::TestServerArgs),
 }
 
-/// Where `ctl` reaches the admin API, and the token it sends: the token
-/// file given, else (over TCP) the one `run` generates, if there is one.
-fn ctl_target(admin: Option<String>, token_file: Option<PathBuf>) -> Result<(String, Option<String>), String> {
-    use shardtls::control::access;
-    let endpoint = access::Endpoint::parse(admin.as_deref())?;
-    let token_file = token_file.or_else(|| {
-        let generated = access::default_token_file();
-        (matches!(endpoint, access::Endpoint::Tcp(_)) && generated.exists()).then_some(generated)
-    });
-    // The operator's own file: only an empty one is refused here.
-    let token = token_file.map(|f| access::read_token_file(&f, true)).transpose()?;
-    let admin = match endpoint {
-        access::Endpoint::Unix(path) => path.display().to_string(),
-        access::Endpoint::Tcp(_) => admin.unwrap_or_default(),
-    };
-    Ok((admin, token))
-}
-
 fn check(config: &std::path::Path) -> ExitCode {
     match shardtls::config::load_file(config) {
         Ok(m) => {
@@ -281,7 +263,7 @@ fn main() -> ExitCode {
             watch,
             interval,
             command,
-        } => ctl_target(admin, admin_token_file)
+        } => shardtls::control::access::client_target(admin.as_deref(), admin_token_file.as_deref())
             .map_err(Into::into)
             .and_then(|(admin, token)| {
                 let args = CtlArgs {

@@ -23,19 +23,7 @@ pub struct Admin {
 impl Admin {
     /// `--admin` and `--admin-token-file`, with the defaults `shardtls ctl` has.
     pub fn from_args(addr: Option<&str>, token_file: Option<&std::path::Path>) -> Result<Admin, String> {
-        use crate::control::access::{default_token_file, read_token_file, Endpoint};
-        let endpoint = Endpoint::parse(addr)?;
-        let generated = default_token_file();
-        let token_file = match (token_file, &endpoint) {
-            (Some(f), _) => Some(f.to_path_buf()),
-            (None, Endpoint::Tcp(_)) if generated.exists() => Some(generated),
-            _ => None,
-        };
-        let token = token_file.map(|f| read_token_file(&f, true)).transpose()?;
-        let addr = match endpoint {
-            Endpoint::Unix(path) => path.display().to_string(),
-            Endpoint::Tcp(_) => addr.unwrap_or_default().to_string(),
-        };
+        let (addr, token) = crate::control::access::client_target(addr, token_file)?;
         Ok(Admin { addr, token })
     }
 }

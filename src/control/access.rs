@@ -76,6 +76,26 @@ pub fn default_token_file() -> PathBuf {
     default_dir().join(TOKEN_NAME)
 }
 
+/// Where a client (`ctl`, `bench rotate`) reaches the admin API, and the
+/// token it sends: `admin`, else the default socket; `token_file`, else over
+/// TCP the generated token, if there is one. The operator's own token file
+/// is refused only when empty: the proxy is the one to guard it.
+pub fn client_target(admin: Option<&str>, token_file: Option<&Path>) -> Result<(String, Option<String>), String> {
+    let endpoint = Endpoint::parse(admin)?;
+    let generated = default_token_file();
+    let token_file = match (token_file, &endpoint) {
+        (Some(f), _) => Some(f.to_path_buf()),
+        (None, Endpoint::Tcp(_)) if generated.exists() => Some(generated),
+        (None, _) => None,
+    };
+    let token = token_file.map(|f| read_token_file(&f, true)).transpose()?;
+    let admin = match endpoint {
+        Endpoint::Unix(path) => path.display().to_string(),
+        Endpoint::Tcp(addr) => admin.map_or_else(|| addr.to_string(), str::to_string),
+    };
+    Ok((admin, token))
+}
+
 /// Create `dir` 0700 if it is missing; refuse it when it is not a folder,
 /// not ours, or open to group or others.
 pub fn private_dir(dir: &Path) -> Result<(), String> {
