@@ -37,7 +37,7 @@ for round in $(seq 1 "$ROUNDS"); do
     for side in A B; do
         if [ "$side" = A ]; then bin=$A; args=${ARGS_A:-}; else bin=$B; args=${ARGS_B:-}; fi
         # shellcheck disable=SC2086
-        taskset -c "$SERVER_CPU" "$bin" run -c "$WORK/shardtls.conf" --shards 1 --admin 127.0.0.1:9900 $args \
+        taskset -c "$SERVER_CPU" "$bin" run -c "$WORK/shardtls.conf" --shards 1 --admin "$WORK/admin.sock" $args \
             > "$WORK/ab-$side.log" 2>&1 &
         P=$!
         for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/8443) 2>/dev/null && break; sleep 0.1; done

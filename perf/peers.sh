@@ -170,7 +170,7 @@ start_all() {
     local nginx_master=$!
     local shardtls_pid=
     if "$SHARDTLS" check -c "$WORK/shardtls.conf" > "$WORK/shardtls-check.log" 2>&1; then
-        taskset -c "$SERVER_CPU" "$SHARDTLS" run -c "$WORK/shardtls.conf" --shards 1 --admin 127.0.0.1:9900 \
+        taskset -c "$SERVER_CPU" "$SHARDTLS" run -c "$WORK/shardtls.conf" --shards 1 --admin "$WORK/admin.sock" \
             > "$WORK/shardtls.log" 2>&1 &
         shardtls_pid=$!
     else

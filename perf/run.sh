@@ -105,7 +105,7 @@ for server in "${SERVERS[@]}"; do
     done
     bench idle "$server" 0 "$pid" idle --connections "$IDLE_CONNECTIONS" --request
     if [ "$server" = shardtls ]; then
-        bench rotate "$server" 0 "$pid" rotate --admin 127.0.0.1:9900 --vserver vs_http \
+        bench rotate "$server" 0 "$pid" rotate --admin "$WORK/admin.sock" --vserver vs_http \
             --interval 50ms --concurrency "$CONCURRENCY" --connections 8
     fi
 done

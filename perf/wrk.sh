@@ -53,7 +53,7 @@ fi
 BASELINE_PID=
 if printf '%s\n' "${SERVERS[@]}" | grep -qx baseline; then
     sed 's/ 844\([3-6]\)$/ 874\1/' "$WORK/shardtls.conf" > "$WORK/baseline.conf"
-    taskset -c "$SERVER_CPU" "$SHARDTLS_BASELINE" run -c "$WORK/baseline.conf" --shards 1 --admin 127.0.0.1:9901 \
+    taskset -c "$SERVER_CPU" "$SHARDTLS_BASELINE" run -c "$WORK/baseline.conf" --shards 1 --admin "$WORK/baseline-admin.sock" \
         > "$WORK/baseline.log" 2>&1 &
     BASELINE_PID=$!
     for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/8743) 2>/dev/null && break; sleep 0.1; done

@@ -161,8 +161,10 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
     let opts = RunOptions {
         config: config.clone(),
         shards: Some(shards),
-        admin: admin.clone(),
-        admin_token: None,
+        admin: crate::control::access::AdminOptions {
+            endpoint: Some(admin.clone()),
+            ..Default::default()
+        },
         batch_wait_us: crate::control::DEFAULT_BATCH_WAIT_US,
         files: Default::default(),
     };

@@ -24,7 +24,11 @@ const CTL_EXAMPLES: &str = "Examples:
 
   shardtls ctl show stats --watch
 
-The admin address comes from --admin, else SHARDTLS_ADMIN, else 127.0.0.1:9900.
+The admin address comes from --admin, else SHARDTLS_ADMIN, else the default
+socket of `run` (/run/shardtls/admin.sock for root, else
+$XDG_RUNTIME_DIR/shardtls/admin.sock or /tmp/shardtls-UID/admin.sock). For a
+TCP address the token comes from --admin-token-file, else from admin.token
+next to the default socket, where `run` generates it.
 `shardtls ctl show stats`, `shardtls ctl save ns config` and every command of
 the configuration language work the same way. `show stats --watch` redraws
 per-shard, per-epoch counters every second (--interval SECONDS) until Ctrl-C.";
@@ -49,12 +53,23 @@ enum Cmd {
         /// Number of shards (one executor pinned per core). Default: every core this process may use.
         #[arg(long)]
         shards: Option<usize>,
-        /// Admin API address (host:port) or Unix socket path (created 0600).
-        #[arg(long, env = "SHARDTLS_ADMIN", default_value = "127.0.0.1:9900")]
-        admin: String,
-        /// Require `Authorization: Bearer TOKEN` on the admin API; TOKEN is read from this file.
+        /// Admin API: a Unix socket path (created 0600), or a loopback host:port (a bearer
+        /// token is then required). [default: /run/shardtls/admin.sock for root, else
+        /// $XDG_RUNTIME_DIR/shardtls/admin.sock or /tmp/shardtls-UID/admin.sock, in a 0700 folder]
+        #[arg(long, env = "SHARDTLS_ADMIN")]
+        admin: Option<String>,
+        /// Require `Authorization: Bearer TOKEN` on the admin API; TOKEN is read from this
+        /// file (mode 0600). Over TCP without it, a token is generated into admin.token
+        /// next to the default socket.
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
+        /// Accept a token file that group or others may read.
+        #[arg(long, requires = "admin_token_file")]
+        admin_token_file_insecure: bool,
+        /// Let the admin API listen on a TCP address that is not loopback (needs
+        /// --admin-token-file too; plain HTTP: reach it through a TLS tunnel only).
+        #[arg(long)]
+        admin_allow_remote: bool,
         /// When a shard has nothing to run, how long it may wait for more than one
         /// completion before it wakes for fewer (microseconds; 0 wakes on the first).
         /// Fewer wake-ups per request at the cost of at most this much latency per hop.
@@ -85,10 +100,11 @@ enum Cmd {
     /// Send one command (or a batch with -f) to a running proxy's admin API.
     #[command(after_help = CTL_EXAMPLES, after_long_help = ctl_long_help())]
     Ctl {
-        /// Admin API address (host:port) or Unix socket path.
-        #[arg(long, env = "SHARDTLS_ADMIN", default_value = "127.0.0.1:9900")]
-        admin: String,
-        /// Bearer token file, when the proxy requires one.
+        /// Admin API address (host:port) or Unix socket path [default: as `run`'s].
+        #[arg(long, env = "SHARDTLS_ADMIN")]
+        admin: Option<String>,
+        /// Bearer token file, when the proxy requires one [default over TCP: admin.token
+        /// next to the default socket, if there is one].
         #[arg(long)]
         admin_token_file: Option<PathBuf>,
         /// Send the commands in FILE (`-` for standard input) as one transaction.
@@ -119,15 +135,6 @@ enum Cmd {
     /// to stand behind the proxy in tests, demos and benchmarks.
     #[command(alias = "backend")]
     TestServer(shardtls::test_server::TestServerArgs),
-}
-
-fn read_token(path: &Option<PathBuf>) -> Result<Option<String>, String> {
-    match path {
-        None => Ok(None),
-        Some(p) => std::fs::read_to_string(p)
-            .map(|t| Some(t.trim().to_string()))
-            .map_err(|e| format!("cannot read token file {}: {e}", p.display())),
-    }
 }
 
 fn check(config: &std::path::Path, allow_insecure_key_mode: bool) -> ExitCode {
@@ -251,20 +258,25 @@ fn main() -> ExitCode {
             shards,
             admin,
             admin_token_file,
+            admin_token_file_insecure,
+            admin_allow_remote,
             batch_wait_us,
             allow_dirs,
             allow_insecure_key_mode,
             allow_core_dumps,
         } => shardtls::control::set_core_dumps(allow_core_dumps)
             .map_err(|e| format!("cannot set whether core dumps are allowed: {e}"))
-            .and_then(|()| read_token(&admin_token_file))
             .map_err(Into::into)
-            .and_then(|admin_token| {
+            .and_then(|()| {
                 shardtls::control::run(shardtls::control::RunOptions {
                     config,
                     shards,
-                    admin,
-                    admin_token,
+                    admin: shardtls::control::access::AdminOptions {
+                        endpoint: admin,
+                        token_file: admin_token_file,
+                        token_file_insecure: admin_token_file_insecure,
+                        allow_remote: admin_allow_remote,
+                    },
                     batch_wait_us,
                     files: shardtls::control::FileRules {
                         allow_dirs,
@@ -284,15 +296,17 @@ fn main() -> ExitCode {
             watch,
             interval,
             command,
-        } => read_token(&admin_token_file).map_err(Into::into).and_then(|t| {
-            let args = CtlArgs {
-                file,
-                watch,
-                interval,
-                words: command,
-            };
-            ctl(&admin, t, args)
-        }),
+        } => shardtls::control::access::client_target(admin.as_deref(), admin_token_file.as_deref())
+            .map_err(Into::into)
+            .and_then(|(admin, token)| {
+                let args = CtlArgs {
+                    file,
+                    watch,
+                    interval,
+                    words: command,
+                };
+                ctl(&admin, token, args)
+            }),
         Cmd::Demo { json } => shardtls::demo::main(json),
         Cmd::Bench(a) => shardtls::bench::main(*a),
         Cmd::TestServer(a) => shardtls::test_server::main(a),

@@ -36,7 +36,7 @@ fn client(s: &EchoSetup) -> Client {
 fn raw_get(proxy: &Proxy, path: &str) -> String {
     let mut s = std::os::unix::net::UnixStream::connect(&proxy.admin).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: shardtls\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out

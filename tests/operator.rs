@@ -639,14 +639,14 @@ fn admin_api_rejects_oversized_bodies() {
     // Announced: the head alone is enough to refuse.
     let r = raw_admin(
         &proxy.admin,
-        b"POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n",
+        b"POST /cmd HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 1048577\r\n\r\n",
         Duration::from_secs(5),
     );
     assert_eq!(status_of(&r), 413, "{r}");
     // Sent: 2 MiB of commands.
     let body = "show ssl certKey\n".repeat(2 * 1024 * 1024 / 17);
     let mut req = format!(
-        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        "POST /cmd HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -699,16 +699,18 @@ fn admin_api_with_a_token_requires_it() {
     std::fs::write(&config, &s.config).unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let proxy = start_proxy(dir, config, 1, &["--admin-token-file", &p(&token_file)]);
     let admin = proxy.admin.clone();
     for req in [
-        "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /config HTTP/1.1\r\nHost: x\r\n\r\n",
-        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\n\r\nshow ssl certKey",
-        "GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n\r\n",
-        "GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: s3cret-token\r\n\r\n",
-        "GET /stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret-token-and-more\r\n\r\n",
-        "POST /cmd HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\nrm lb vserver v1\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "GET /config HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "POST /cmd HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\nshow ssl certKey",
+        "GET /stats HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer wrong\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nHost: localhost\r\nAuthorization: s3cret-token\r\n\r\n",
+        "GET /stats HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer s3cret-token-and-more\r\n\r\n",
+        "POST /cmd HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\nrm lb vserver v1\r\n\r\n",
     ] {
         let r = raw_admin(&admin, req.as_bytes(), Duration::from_secs(5));
         assert_eq!(status_of(&r), 401, "{req:?} got {r}");
@@ -728,6 +730,13 @@ fn a_vserver_can_never_take_the_admin_api_address() {
     // The admin API binds without SO_REUSEPORT: a port nobody holds.
     let admin_port = unreserved_port();
     let admin = format!("127.0.0.1:{admin_port}");
+    // Over TCP the admin API requires a token.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token_arg = p(&token_file);
+    let token = Some("s3cret-token");
     // At start-up: the same address, or a wildcard vserver on the admin port.
     for ip in ["127.0.0.1", "0.0.0.0"] {
         let text = s
@@ -736,7 +745,17 @@ fn a_vserver_can_never_take_the_admin_api_address() {
         assert!(text.contains(&format!("{ip} {admin_port}")), "{text}");
         std::fs::write(&path, text).unwrap();
         let (code, out) = run_binary(
-            &["run", "-c", &name, "--shards", "1", "--admin", &admin],
+            &[
+                "run",
+                "-c",
+                &name,
+                "--shards",
+                "1",
+                "--admin",
+                &admin,
+                "--admin-token-file",
+                &token_arg,
+            ],
             Duration::from_secs(10),
         );
         assert!(
@@ -753,6 +772,7 @@ fn a_vserver_can_never_take_the_admin_api_address() {
     let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_shardtls"))
         .args(["run", "-c", &name, "--shards", "1", "--admin", &admin])
+        .args(["--admin-token-file", &token_arg])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -765,23 +785,23 @@ fn a_vserver_can_never_take_the_admin_api_address() {
         dir,
     };
     let up = wait_for(Duration::from_secs(15), || {
-        client_request(&admin, "GET", "/stats", "", None).is_ok_and(|(ok, _)| ok)
+        client_request(&admin, "GET", "/stats", "", token).is_ok_and(|(ok, _)| ok)
     });
     assert!(up, "proxy did not start");
-    let before = client_request(&admin, "GET", "/config", "", None).unwrap().1;
+    let before = client_request(&admin, "GET", "/config", "", token).unwrap().1;
     let (ok, body) = client_request(
         &admin,
         "POST",
         "/cmd",
         &format!("add lb vserver v2 SSL_TCP 0.0.0.0 {admin_port}\nbind ssl vserver v2 -certkeyName site\nbind lb vserver v2 echo\n"),
-        None,
+        token,
     )
     .unwrap();
     assert!(!ok && body.contains("admin API"), "accepted: {body}");
-    let after = client_request(&admin, "GET", "/config", "", None).unwrap().1;
+    let after = client_request(&admin, "GET", "/config", "", token).unwrap().1;
     assert_eq!(before, after, "a refused change altered the configuration");
     // The admin API still answers on its address, and it is still itself.
-    let (ok, stats) = client_request(&admin, "GET", "/stats", "", None).unwrap();
+    let (ok, stats) = client_request(&admin, "GET", "/stats", "", token).unwrap();
     assert!(ok && stats.contains("\"shards\""), "{stats}");
 }
 

@@ -1,7 +1,7 @@
 //! A blocking client of the admin API: `POST /cmd` with the commands as the
-//! body (one per line), over TCP (`host:port`) or a Unix socket (a path).
-//! 200 with a text body is success; any other status is a failure carrying
-//! the body as its reason.
+//! body (one per line), over TCP (`host:port`) or a Unix socket (a path),
+//! with a bearer token when given. 200 with a text body is success; any
+//! other status is a failure carrying the body as its reason.
 
 use std::io::{self, Read, Write};
 use std::time::Duration;
@@ -13,13 +13,37 @@ pub struct AdminReply {
     pub body: String,
 }
 
-/// Posts `commands` to the admin API at `addr`.
-pub fn post(addr: &str, commands: &str, timeout: Duration) -> io::Result<AdminReply> {
+/// Where the admin API is, and the token it wants.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub addr: String,
+    pub token: Option<String>,
+}
+
+impl Admin {
+    /// `--admin` and `--admin-token-file`, with the defaults `shardtls ctl` has.
+    pub fn from_args(addr: Option<&str>, token_file: Option<&std::path::Path>) -> Result<Admin, String> {
+        let (addr, token) = crate::control::access::client_target(addr, token_file)?;
+        Ok(Admin { addr, token })
+    }
+}
+
+/// Posts `commands` to the admin API.
+pub fn post(admin: &Admin, commands: &str, timeout: Duration) -> io::Result<AdminReply> {
+    let addr = admin.addr.as_str();
+    let unix = addr.contains('/');
+    // The admin API answers to its own name only.
+    let host = if unix { "localhost" } else { addr };
+    let auth = admin
+        .token
+        .as_deref()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "POST /cmd HTTP/1.1\r\nHost: shardtls-admin\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{commands}",
+        "POST /cmd HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{commands}",
         commands.len()
     );
-    if addr.starts_with('/') || addr.starts_with('.') {
+    if unix {
         let mut s = std::os::unix::net::UnixStream::connect(addr)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;

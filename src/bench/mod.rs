@@ -166,9 +166,14 @@ pub struct BenchArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
 
-    /// rotate: admin API address (host:port or Unix socket path).
-    #[arg(long, default_value = "127.0.0.1:9900")]
-    pub admin: String,
+    /// rotate: admin API address (host:port or Unix socket path) [default: the
+    /// default socket of `shardtls run`].
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// rotate: bearer token file for the admin API [default over TCP: the token
+    /// `shardtls run` generates, if there is one].
+    #[arg(long)]
+    pub admin_token_file: Option<std::path::PathBuf>,
     /// rotate: time between configuration changes.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
     pub interval: Duration,

@@ -49,6 +49,10 @@ pub struct ControlFigures {
     pub generation: u64,
     /// Arrival of a change at the admin API to every shard's acknowledgement.
     pub propagation: HistogramSnapshot,
+    /// Admin requests refused for a missing or wrong bearer token (401).
+    pub admin_auth_failures: u64,
+    /// Admin requests refused for their `Host`, `Origin` or `Content-Type` (403).
+    pub admin_forbidden: u64,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -422,7 +426,17 @@ fn control_families(control: ControlFigures, shards: usize) -> Vec<Family> {
         "Applied changes, from the command's arrival at the admin API to every shard's acknowledgement.",
     );
     propagation.push(Vec::new(), Value::Histogram(control.propagation));
-    vec![uptime, generation, count, propagation]
+    let mut auth_failures = Family::counter(
+        "admin_auth_failures",
+        "Admin API requests refused for a missing or wrong bearer token (401).",
+    );
+    auth_failures.push(Vec::new(), Value::Counter(control.admin_auth_failures));
+    let mut forbidden = Family::counter(
+        "admin_requests_forbidden",
+        "Admin API requests refused for a Host, Origin or Content-Type no operator's client sends (403).",
+    );
+    forbidden.push(Vec::new(), Value::Counter(control.admin_forbidden));
+    vec![uptime, generation, count, propagation, auth_failures, forbidden]
 }
 
 /// The OpenMetrics exposition of one scrape, ending with `# EOF`.

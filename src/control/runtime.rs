@@ -122,8 +122,8 @@ pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
 pub struct RunOptions {
     pub config: PathBuf,
     pub shards: Option<usize>,
-    pub admin: String,
-    pub admin_token: Option<String>,
+    /// Where the admin API listens and who may use it.
+    pub admin: super::access::AdminOptions,
     /// See [`crate::rt::Builder::batch_wait_us`].
     pub batch_wait_us: u32,
     /// What certificate and key files may be read.
@@ -220,15 +220,6 @@ impl ApplyReport {
     }
 }
 
-/// The admin API's TCP address, `None` for a Unix socket path.
-fn admin_tcp_addr(spec: &str) -> Option<std::net::SocketAddr> {
-    if spec.contains('/') {
-        None
-    } else {
-        spec.parse().ok()
-    }
-}
-
 /// Refuse a configuration in which a vserver would listen where the admin
 /// API does: the admin API must never be reachable through a vserver, and a
 /// vserver must never lose its address to it. Two addresses clash when the
@@ -256,7 +247,6 @@ pub struct Control {
     senders: Vec<Sender<ShardMsg>>,
     replies: Vec<Receiver<ShardReply>>,
     pub started: Instant,
-    pub admin_token: Option<String>,
     /// The admin API's TCP address, kept out of every vserver's way.
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Set when a shard died, stalled or answered out of turn: the process
@@ -489,13 +479,18 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
     for e in model.epochs.values_mut() {
         *e = 1;
     }
-    let admin_addr = admin_tcp_addr(&opts.admin);
+    let admin_addr = match super::access::Endpoint::parse(opts.admin.endpoint.as_deref()) {
+        Ok(super::access::Endpoint::Tcp(addr)) => Some(addr),
+        Ok(super::access::Endpoint::Unix(_)) => None,
+        Err(e) => return Err(ControlError::AdminListen(e)),
+    };
     check_admin_address(&model, admin_addr)?;
     let snapshot = Arc::new(Snapshot::build(&model, None, 1, ChangeNotes::default())?);
     let cpus = allowed_cpus();
     let n = opts.shards.unwrap_or(cpus.len()).max(1);
     let signals =
         Signals::install().map_err(|e| ControlError::Startup(format!("cannot install signal handlers: {e}")))?;
+    // Before the shards start: the socket is created under a (process-wide) umask.
     let admin = super::admin::AdminListener::bind(&opts.admin).map_err(ControlError::AdminListen)?;
 
     let max_live = crate::shard::client_connection_limit(n);
@@ -525,7 +520,6 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
         shard_handles.push(h);
     }
     let config_path = opts.config.clone();
-    let token = opts.admin_token.clone();
     let control = rt::Builder::new("control")
         .exit_on_panic(EXIT_SHARD_FAILED)
         .spawn(move || async move {
@@ -536,7 +530,6 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
                 senders: to_shards,
                 replies: from_shards,
                 started: Instant::now(),
-                admin_token: token,
                 admin_addr,
                 failed: None,
                 files_in_config,

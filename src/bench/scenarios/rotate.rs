@@ -83,9 +83,10 @@ async fn handshakes(w: Rc<Worker>) {
 
 pub fn run(plan: Arc<Plan>) -> Result<Report> {
     let cmds = changes(&plan)?;
+    let api = admin::Admin::from_args(plan.args.admin.as_deref(), plan.args.admin_token_file.as_deref())?;
     // Fail fast on an unreachable admin API.
-    admin::post(&plan.args.admin, "show stats\n", plan.args.timeout)
-        .map_err(|e| format!("admin API {} unreachable: {e}", plan.args.admin))?;
+    admin::post(&api, "show stats\n", plan.args.timeout)
+        .map_err(|e| format!("admin API {} unreachable: {e}", api.addr))?;
     let conns = plan.args.connections;
     let rate = plan.args.rate.unwrap_or(100.0 * conns as f64);
     CHANGE_EPOCH.store(0, Ordering::SeqCst);
@@ -155,7 +156,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
         i += 1;
         let issued = CHANGES_ISSUED.fetch_add(1, Ordering::SeqCst) + 1;
         let sent = Instant::now();
-        match admin::post(&plan.args.admin, &format!("{cmd}\n"), plan.args.timeout) {
+        match admin::post(&api, &format!("{cmd}\n"), plan.args.timeout) {
             Ok(reply) if reply.status == 200 => {
                 if opens_epoch_of(&reply.body, plan.args.vserver.as_deref()) {
                     CHANGE_EPOCH.store(issued, Ordering::SeqCst);
@@ -190,7 +191,7 @@ pub fn run(plan: Arc<Plan>) -> Result<Report> {
     };
     let t = m.totals;
     let mut r = Report::new(&plan);
-    r.param("admin", plan.args.admin.clone());
+    r.param("admin", api.addr.clone());
     r.param("interval_s", plan.args.interval.as_secs_f64());
     r.param("changes", cmds);
     r.param("concurrency", plan.args.concurrency);
