@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use rustls::pki_types::ServerName;
+use shardtls::control::admin::client_request;
 
 /// A back end that sends `bytes` to each connection, then closes it.
 fn firehose(bytes: usize) -> SocketAddr {
@@ -103,6 +104,17 @@ fn clients_that_never_read_are_reset_at_the_linger_deadline_and_their_descriptor
     assert!(
         shard_counter(&stats, "unflushed_resets")[0] >= CLIENTS as u64,
         "{stats}"
+    );
+    let (_, metrics) = client_request(&proxy.admin, "GET", "/metrics", "", None).unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "\nshardtls_closed_unflushed_total{{shard=\"0\",kind=\"vserver\",name=\"v1\"}} {CLIENTS}\n"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("\nshardtls_open_fds{{shard=\"0\"}} {baseline_owned}\n")),
+        "{metrics}"
     );
     drop(clients);
 }
