@@ -88,7 +88,7 @@ fn clients_that_never_read_are_reset_at_the_linger_deadline_and_their_descriptor
 
     // Idle timeout (1 s), close_notify that cannot be delivered (1 s), then
     // the linger deadline (1 s): the clients' sockets are reset.
-    let freed = wait_for(Duration::from_secs(15), || open_fds(pid) <= baseline);
+    let freed = wait_for(Duration::from_secs(30), || open_fds(pid) <= baseline);
     let stats = proxy.stats();
     assert!(
         freed,
