@@ -274,6 +274,9 @@ struct CountingBackend {
     /// The next connection is reset (RST, no close_notify) once it has
     /// read its first bytes, instead of echoing them.
     reset_next: Arc<AtomicBool>,
+    /// The next connection is reset as soon as its ClientHello arrives,
+    /// before any answer: its handshake fails.
+    reset_hello_next: Arc<AtomicBool>,
     /// The next connection waits this many milliseconds before its handshake.
     delay_next_ms: Arc<AtomicU64>,
     resets: Arc<AtomicU64>,
@@ -305,14 +308,16 @@ impl CountingBackend {
         let full = Arc::new(AtomicU64::new(0));
         let resumed = Arc::new(AtomicU64::new(0));
         let reset_next = Arc::new(AtomicBool::new(false));
+        let reset_hello_next = Arc::new(AtomicBool::new(false));
         let delay_next_ms = Arc::new(AtomicU64::new(0));
         let resets = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let accept = {
-            let (full, resumed, reset_next, resets, stop, delay_next_ms) = (
+            let (full, resumed, reset_next, reset_hello_next, resets, stop, delay_next_ms) = (
                 full.clone(),
                 resumed.clone(),
                 reset_next.clone(),
+                reset_hello_next.clone(),
                 resets.clone(),
                 stop.clone(),
                 delay_next_ms.clone(),
@@ -324,6 +329,15 @@ impl CountingBackend {
                     }
                     let Ok(sock) = sock else { continue };
                     let reset = reset_next.swap(false, Ordering::SeqCst);
+                    if reset_hello_next.swap(false, Ordering::SeqCst) {
+                        let mut hello = [0u8; 512];
+                        let mut sock = sock;
+                        let _ = sock.set_read_timeout(Some(Duration::from_secs(5)));
+                        let _ = sock.read(&mut hello);
+                        let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+                        resets.fetch_add(1, Ordering::SeqCst);
+                        continue; // dropped: RST
+                    }
                     let delay = delay_next_ms.swap(0, Ordering::SeqCst);
                     let (cfg, full, resumed, resets) = (cfg.clone(), full.clone(), resumed.clone(), resets.clone());
                     std::thread::spawn(move || {
@@ -338,6 +352,7 @@ impl CountingBackend {
             full,
             resumed,
             reset_next,
+            reset_hello_next,
             delay_next_ms,
             resets,
             stop,
@@ -581,6 +596,44 @@ fn backend_reset(version: &'static SupportedProtocolVersion, tickets: bool) {
     assert_eq!(rig.backend.counts(), (2, 3), "control: a clean close keeps the session");
     let stats = rig.proxy.stats();
     assert!(total(&stats, "service", "s1", "sessions_dropped") >= 1, "{stats}");
+}
+
+/// Catches: a back-end session kept after a back-end handshake failed
+/// (the server reset it after the ClientHello): `try_member` must forget
+/// the server's sessions then, as `Backend::finish` does after a proxied
+/// connection ended uncleanly.
+fn backend_handshake_failure(version: &'static SupportedProtocolVersion, tickets: bool) {
+    let rig = tls_rig(1, version, tickets);
+    let cfg = rig.pki.client_config();
+    through(rig.v1, &cfg, 2);
+    assert_eq!(rig.backend.counts(), (1, 1), "control: the back-end session resumes");
+
+    rig.backend.reset_hello_next.store(true, Ordering::SeqCst);
+    let mut c = connect(rig.v1, &cfg);
+    assert!(
+        closed_within(&mut c, SOON),
+        "the proxy closed the client after the back-end handshake failed"
+    );
+    drop(c);
+    assert_eq!(rig.backend.resets.load(Ordering::SeqCst), 1);
+    wait_idle(&rig.proxy);
+
+    through(rig.v1, &cfg, 1);
+    assert_eq!(
+        rig.backend.counts(),
+        (2, 1),
+        "R8: the proxy offered a session of a server whose handshake failed"
+    );
+}
+
+#[test]
+fn r8_back_end_tls13_ticket_is_not_offered_after_a_failed_handshake() {
+    backend_handshake_failure(&rustls::version::TLS13, true);
+}
+
+#[test]
+fn r8_back_end_tls12_session_id_is_not_offered_after_a_failed_handshake() {
+    backend_handshake_failure(&rustls::version::TLS12, false);
 }
 
 #[test]

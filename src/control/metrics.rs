@@ -138,7 +138,7 @@ fn gauge_of(n: usize) -> Value {
 /// Families with one sample per shard.
 fn shard_families(shards: &[ShardReport]) -> Vec<Family> {
     type Get = fn(&ShardReport) -> Value;
-    let table: [(&'static str, MetricType, &'static str, Get); 8] = [
+    let table: [(&'static str, MetricType, &'static str, Get); 11] = [
         (
             "client_connections",
             MetricType::Gauge,
@@ -174,6 +174,24 @@ fn shard_families(shards: &[ShardReport]) -> Vec<Family> {
             MetricType::Gauge,
             "Back-end members this shard has marked down.",
             |r| gauge_of(r.members_down.len()),
+        ),
+        (
+            "open_fds",
+            MetricType::Gauge,
+            "Socket and listener descriptors the shard owns (bounded by the linger deadline of each close).",
+            |r| Value::Gauge(i64::try_from(r.open_fds).unwrap_or(i64::MAX)),
+        ),
+        (
+            "unflushed_resets",
+            MetricType::Counter,
+            "Sockets (client or back end) reset at their linger deadline because the peer did not take what was written.",
+            |r| Value::Counter(r.unflushed_resets),
+        ),
+        (
+            "recv_private_buffers",
+            MetricType::Gauge,
+            "Receive buffers of sockets' own, held while the shared pool was dry.",
+            |r| Value::Gauge(i64::try_from(r.recv_private_buffers).unwrap_or(i64::MAX)),
         ),
         (
             "draining_epochs",
@@ -219,7 +237,7 @@ fn shard_families(shards: &[ShardReport]) -> Vec<Family> {
 /// every epoch of the entity.
 fn entity_families(shards: &[ShardReport]) -> Vec<Family> {
     type Get = fn(&EpochCounters) -> u64;
-    let counters: [(&'static str, &'static str, Get); 6] = [
+    let counters: [(&'static str, &'static str, Get); 7] = [
         (
             "handshakes_killed",
             "Handshakes terminated because their epoch retired (R2).",
@@ -244,6 +262,11 @@ fn entity_families(shards: &[ShardReport]) -> Vec<Family> {
             "closed_by_disable",
             "Connections closed because their entity was disabled or removed (R7).",
             |c| c.closed_by_disable,
+        ),
+        (
+            "closed_unflushed",
+            "Connections reset at their linger deadline after the close because the peer did not take what was written.",
+            |c| c.closed_unflushed,
         ),
         (
             "sessions_dropped",

@@ -595,6 +595,25 @@ impl ShardCore {
         }
     }
 
+    /// A connection of `entity` bound to `epoch`, already closed here, was
+    /// reset because its peer did not take the last bytes written within
+    /// the linger deadline. Counted on that epoch, drained or not (an epoch
+    /// gone from the history counts with the older ones).
+    pub fn on_closed_unflushed(&mut self, entity: &EntityRef, epoch: Epoch, now: Instant) {
+        self.touch(now);
+        let Some(&idx) = self.index.get(entity) else {
+            return;
+        };
+        let ent = &mut self.entities[idx];
+        if let Some(st) = ent.epochs.get_mut(&epoch) {
+            st.counters.closed_unflushed += 1;
+        } else if let Some(d) = ent.history.iter_mut().find(|d| d.epoch == epoch) {
+            d.counters.closed_unflushed += 1;
+        } else {
+            ent.older.closed_unflushed += 1;
+        }
+    }
+
     // ----- timers ------------------------------------------------------------
 
     /// Every timer due at `now` (deadline <= now): handshake timeouts and

@@ -51,6 +51,9 @@ pub struct EpochCounters {
     pub closed_unclean: u64,
     /// R8: sessions the shell was told to drop.
     pub sessions_dropped: u64,
+    /// Connections whose peer did not take what was written to it within
+    /// the linger deadline after the close: reset, the rest dropped.
+    pub closed_unflushed: u64,
 }
 
 impl AddAssign for EpochCounters {
@@ -66,6 +69,7 @@ impl AddAssign for EpochCounters {
         self.closed_clean += o.closed_clean;
         self.closed_unclean += o.closed_unclean;
         self.sessions_dropped += o.sessions_dropped;
+        self.closed_unflushed += o.closed_unflushed;
     }
 }
 

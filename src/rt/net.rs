@@ -123,7 +123,8 @@ impl Stream {
     }
 
     /// Drop the stream and wait until its descriptor is closed: what was
-    /// written is still sent, within the linger deadline.
+    /// written is still sent, within the linger deadline. Inside a runtime
+    /// only (without one, dropping closes at once and this never completes).
     pub fn release(self) -> impl std::future::Future<Output = Released> {
         let sock = self.sock.clone();
         drop(self);

@@ -53,9 +53,9 @@ pub(crate) const SEND_LIMIT: usize = 64 * 1024;
 /// Send buffers kept for reuse.
 const SPARE_SEND_BUFFERS: usize = 64;
 /// How long a released socket may take to send what its handle wrote,
-/// unless the handle set its own ([`super::net::Stream::set_linger`]): past it the send is
-/// cancelled and the socket reset, so a peer that never reads cannot pin a
-/// descriptor.
+/// unless the handle set its own ([`super::net::Stream::set_linger`]): past
+/// it the send is cancelled and the socket reset, so a peer that never reads
+/// cannot pin a descriptor.
 pub(crate) const DEFAULT_LINGER: Duration = Duration::from_secs(10);
 /// Receives into sockets' own buffers moved back to the pool per loop turn.
 const PRIVATE_RECVS_RETURNED_PER_TURN: usize = 64;

@@ -28,6 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::signal::ConnSignal;
 use super::{Shard, ShardService, ShardVserver};
+use crate::config::model::Epoch;
 use crate::core::{CloseKind, ConnId};
 use crate::tls::stream::Leg;
 
@@ -42,8 +43,8 @@ pub(crate) struct Backend {
 
 impl Backend {
     /// Report the end of this back-end connection to the core; forget its
-    /// sessions when the core says so (R8).
-    pub fn finish(&self, shard: &Shard, kind: CloseKind) {
+    /// sessions when the core says so (R8). Returns the epoch it was bound to.
+    pub fn finish(&self, shard: &Shard, kind: CloseKind) -> Option<Epoch> {
         shard.unregister(self.id);
         let out = shard.core.borrow_mut().on_close(self.id, kind, Instant::now());
         if out.drop_session {
@@ -51,6 +52,7 @@ impl Backend {
                 tls.sessions.forget_server(name);
             }
         }
+        out.epoch
     }
 }
 
@@ -315,6 +317,7 @@ async fn try_member(
         .unwrap_or_else(|| service.clone());
     let service = &current;
     let _ = stream.set_nodelay(true);
+    stream.set_linger(service.spec.policy.handshake_timeout);
     let Some(tls) = service.tls.clone() else {
         shard.core.borrow_mut().on_handshake_start(id, Instant::now());
         if shard

@@ -5,7 +5,10 @@
 //! -> back end -> copy both ways -> close_notify and close. Every step
 //! yields to the connection's [`ConnSignal`], through which the shard
 //! applies R2, R7 and R12. The way the connection ended decides whether its
-//! sessions survive (R8).
+//! sessions survive (R8). Each leg's socket is then released: what was
+//! written is still sent within its linger deadline (`-handshakeTimeout` of
+//! its vserver or service), past which it is reset and counted as
+//! `closed_unflushed` on its epoch.
 
 use std::io;
 use std::rc::Rc;
@@ -21,7 +24,10 @@ use super::logs::{self, Cause};
 use super::proxy::{Proxy, ProxyEnd};
 use super::signal::ConnSignal;
 use super::{Shard, ShardVserver};
+use crate::config::model::EntityRef;
+use crate::config::model::Epoch;
 use crate::core::{CloseKind, CloseReason, ConnId};
+use crate::rt::net::Released;
 use crate::tls::stream::{Leg, PeerEnd};
 
 /// Time allowed to deliver close_notify when we close a connection.
@@ -111,6 +117,20 @@ async fn close_gracefully(leg: &mut Leg<TcpStream>) -> bool {
     matches!(crate::rt::timeout(CLOSE_GRACE, shut).await, Ok(Ok(())))
 }
 
+/// Let go of a leg's socket and wait until it is closed; count it on
+/// (`entity`, `epoch`) when its peer did not take what was written within
+/// the linger deadline.
+pub(crate) async fn release(shard: &Shard, entity: &EntityRef, epoch: Option<Epoch>, leg: Leg<TcpStream>) {
+    if leg.into_io().release().await == Released::Reset {
+        if let Some(epoch) = epoch {
+            shard
+                .core
+                .borrow_mut()
+                .on_closed_unflushed(entity, epoch, Instant::now());
+        }
+    }
+}
+
 pub(crate) async fn serve_client(
     shard: &Rc<Shard>,
     vs: Rc<ShardVserver>,
@@ -130,6 +150,7 @@ pub(crate) async fn serve_client(
         }
     };
     // TCP_NODELAY is inherited from the listening socket.
+    stream.set_linger(vs.spec.policy.handshake_timeout);
     let signal = shard.register(id);
     let c = ClientConn {
         shard,
@@ -205,6 +226,7 @@ pub(crate) async fn serve_client(
         // close); then the alert and FIN: the peer never waits on a silent socket.
         c.finish(classify(&e), Some(&leg));
         Box::pin(close_gracefully(&mut leg)).await;
+        Box::pin(release(shard, &vs.spec.entity, Some(epoch), leg)).await;
         return;
     }
     // The ClientHello's first bytes are in rustls now.
@@ -224,6 +246,7 @@ pub(crate) async fn serve_client(
             }
             c.finish(classify(&e), Some(&leg));
             Box::pin(close_gracefully(&mut leg)).await;
+            Box::pin(release(shard, &vs.spec.entity, Some(epoch), leg)).await;
             return;
         }
         Err(Err(reason)) => {
@@ -237,6 +260,7 @@ pub(crate) async fn serve_client(
             // the peer; then close_notify (plain or under the handshake keys) and FIN.
             c.finish(kind, Some(&leg));
             Box::pin(close_gracefully(&mut leg)).await;
+            Box::pin(release(shard, &vs.spec.entity, Some(epoch), leg)).await;
             return;
         }
     }
@@ -256,6 +280,7 @@ pub(crate) async fn serve_client(
         // Its epoch retired between the first byte and now: R2.
         c.finish(CloseKind::Killed, Some(&leg));
         Box::pin(close_gracefully(&mut leg)).await;
+        Box::pin(release(shard, &vs.spec.entity, Some(epoch), leg)).await;
         return;
     }
 
@@ -273,6 +298,7 @@ pub(crate) async fn serve_client(
                 CloseKind::PeerReset
             };
             c.finish(kind, Some(&leg));
+            Box::pin(release(shard, &vs.spec.entity, Some(epoch), leg)).await;
             return;
         }
     };
@@ -282,11 +308,12 @@ pub(crate) async fn serve_client(
     shard.counters.bytes_up.set(shard.counters.bytes_up.get() + up);
     shard.counters.bytes_down.set(shard.counters.bytes_down.get() + down);
     debug!(shard = shard.id, peer = %c.peer, up, down, "proxy ended: {end:?}");
-    Box::pin(finish_proxied(&c, leg, backend, end, &signal)).await;
+    Box::pin(finish_proxied(&c, epoch, leg, backend, end, &signal)).await;
 }
 
 async fn finish_proxied(
     c: &ClientConn<'_>,
+    epoch: Epoch,
     mut leg: Leg<TcpStream>,
     mut backend: Backend,
     end: ProxyEnd,
@@ -361,6 +388,14 @@ async fn finish_proxied(
             )
         }
     };
-    backend.finish(c.shard, back_kind);
+    let back_epoch = backend.finish(c.shard, back_kind);
     c.finish(front_kind, Some(&leg));
+    let Backend {
+        leg: back_leg, service, ..
+    } = backend;
+    futures_lite::future::zip(
+        release(c.shard, &c.vs.spec.entity, Some(epoch), leg),
+        release(c.shard, &service.spec.entity, back_epoch, back_leg),
+    )
+    .await;
 }

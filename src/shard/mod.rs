@@ -124,6 +124,13 @@ pub struct ShardReport {
     pub members_down: Vec<std::net::SocketAddr>,
     pub bytes_client_to_backend: u64,
     pub bytes_backend_to_client: u64,
+    /// Socket and listener descriptors the shard's runtime owns.
+    pub open_fds: u64,
+    /// Sockets of any kind (client, back end) the shard reset at their
+    /// linger deadline with bytes unsent.
+    pub unflushed_resets: u64,
+    /// Receive buffers of sockets' own, held while the pool was dry.
+    pub recv_private_buffers: u64,
     pub core: ShardStats,
     /// Per vserver, sorted by name.
     pub vservers: Vec<VserverLatency>,
@@ -160,6 +167,9 @@ impl ShardReport {
             "members_down": self.members_down.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
             "bytes_client_to_backend": self.bytes_client_to_backend,
             "bytes_backend_to_client": self.bytes_backend_to_client,
+            "open_fds": self.open_fds,
+            "unflushed_resets": self.unflushed_resets,
+            "recv_private_buffers": self.recv_private_buffers,
             "core": core,
         })
     }
@@ -440,6 +450,7 @@ impl Shard {
             })
             .collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
+        let rt = crate::rt::loop_stats().unwrap_or_default();
         ShardReport {
             shard: self.id,
             live_client_connections: self.live.get(),
@@ -450,6 +461,9 @@ impl Shard {
             members_down: self.members_down(),
             bytes_client_to_backend: c.bytes_up.get(),
             bytes_backend_to_client: c.bytes_down.get(),
+            open_fds: rt.open_fds,
+            unflushed_resets: rt.closed_unflushed,
+            recv_private_buffers: rt.recv_private_buffers,
             core: self.core.borrow().stats(),
             vservers,
             services,

@@ -183,6 +183,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         &self.io
     }
 
+    /// The stream under this leg; the TLS state goes.
+    pub fn into_io(self) -> S {
+        self.io
+    }
+
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
