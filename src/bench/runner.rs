@@ -31,6 +31,7 @@ use super::proc::CpuSample;
 use super::{Plan, Result};
 use crate::rt::net::TcpStream;
 use crate::rt::Runtime;
+use crate::test_server::memlock_hint;
 use crate::test_server::stream::TlsStream;
 
 /// Submission queue entries of each worker's ring (as a shard's).
@@ -398,7 +399,8 @@ where
                 if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
                     eprintln!("bench: worker {id} could not be pinned to CPU {cpu}; running unpinned");
                 }
-                let rt = Runtime::new(RING_ENTRIES).map_err(|e| format!("worker {id}: cannot start runtime: {e}"))?;
+                let rt = Runtime::new(RING_ENTRIES)
+                    .map_err(|e| format!("worker {id}: cannot start its runtime: {e}{}", memlock_hint(&e)))?;
                 let w = Rc::new(Worker {
                     id,
                     plan,
@@ -586,15 +588,18 @@ pub fn count_connect_error(w: &Worker, e: &ConnectError) {
 /// Checks once, before any load, that the target accepts a TLS handshake.
 pub fn preflight(plan: &Arc<Plan>) -> Result<()> {
     let plan2 = plan.clone();
+    let target = plan.target;
     let r = std::thread::spawn(move || -> std::result::Result<(), String> {
-        let rt = Runtime::new(RING_ENTRIES).map_err(|e| format!("cannot start runtime: {e}"))?;
+        let rt = Runtime::new(RING_ENTRIES).map_err(|e| format!("cannot start a runtime: {e}{}", memlock_hint(&e)))?;
         rt.block_on(async move {
-            let (mut s, _) = connect(&plan2).await.map_err(|e| e.to_string())?;
+            let (mut s, _) = connect(&plan2)
+                .await
+                .map_err(|e| format!("target {target} unreachable: {e}"))?;
             let _ = with_timeout(plan2.args.timeout, "close", s.close_gracefully()).await;
             Ok(())
         })
     })
     .join()
     .map_err(|_| "preflight thread panicked".to_string())?;
-    r.map_err(|e| format!("target {} unreachable: {e}", plan.target).into())
+    r.map_err(Into::into)
 }

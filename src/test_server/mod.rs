@@ -238,6 +238,16 @@ impl Drop for TestServerHandle {
     }
 }
 
+/// What to add to a failed runtime start: out of memory there is most
+/// often the memlock limit (`tuning.md`, "Locked memory").
+pub(crate) fn memlock_hint(e: &io::Error) -> &'static str {
+    if e.raw_os_error() == Some(libc::ENOMEM) {
+        " (see tuning.md: memlock)"
+    } else {
+        ""
+    }
+}
+
 /// A `SO_REUSEPORT` listener on `addr`, and the address it got.
 fn bind_listener(addr: SocketAddr) -> io::Result<(TcpListener, SocketAddr)> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -337,12 +347,10 @@ pub fn spawn(cfg: TestServerConfig) -> io::Result<TestServerHandle> {
                 let runtime = match rt::Runtime::new(RING_ENTRIES) {
                     Ok(r) => r,
                     Err(e) => {
-                        let hint = if e.raw_os_error() == Some(libc::ENOMEM) {
-                            " (see tuning.md: memlock)"
-                        } else {
-                            ""
-                        };
-                        let why = format!("backend thread {idx}: cannot start its runtime: {e}{hint}");
+                        let why = format!(
+                            "backend thread {idx}: cannot start its runtime: {e}{}",
+                            memlock_hint(&e)
+                        );
                         let _ = tx.send(Err(io::Error::new(e.kind(), why)));
                         return;
                     }
