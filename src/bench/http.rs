@@ -16,7 +16,9 @@ fn bad(msg: impl Into<String>) -> io::Error {
 /// Reads one response from `s`, using and leaving bytes in `pending` (kept
 /// between calls on the same connection). Returns the status and body length.
 pub async fn read_response(s: &mut Client, pending: &mut Vec<u8>) -> io::Result<(u16, u64)> {
-    let mut buf = [0u8; 16 * 1024];
+    // On the heap: an array here would make every future that awaits this
+    // one 16 KiB larger, copied each time it is moved (timeouts, spawns).
+    let mut buf = vec![0u8; 16 * 1024];
     let (code, head_len, body_len) = loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut resp = httparse::Response::new(&mut headers);
