@@ -68,8 +68,14 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<Inner>) -> R) -> R {
     })
 }
 
+/// Run `f` with the current thread's runtime, if there is one. `None` also
+/// while the thread's locals are being destroyed, so a drop that runs then
+/// (a task or socket kept in another thread-local) never panics.
 pub(crate) fn try_with_current<R>(f: impl FnOnce(&Rc<Inner>) -> R) -> Option<R> {
-    CURRENT.with(|c| c.borrow().as_ref().map(f))
+    CURRENT
+        .try_with(|c| c.try_borrow().ok()?.as_ref().map(f))
+        .ok()
+        .flatten()
 }
 
 impl Inner {
@@ -212,12 +218,34 @@ impl Inner {
     }
 }
 
+/// Leaks the thread's runtime if `block_on` unwinds (see there).
+struct LeakOnUnwind;
+
+impl Drop for LeakOnUnwind {
+    fn drop(&mut self) {
+        let rt = CURRENT.try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.take()));
+        if let Ok(Some(rt)) = rt {
+            std::mem::forget(rt);
+        }
+    }
+}
+
+/// Run `fut` and the tasks it spawns until `fut` completes; then drop the
+/// tasks left (their drops may still use the runtime) and detach.
+///
+/// A panic that unwinds out of a task leaves the runtime as it was at that
+/// instant, possibly half-way through a change. Nothing of it is dropped
+/// then: the runtime is detached and leaked, its descriptors close when the
+/// process ends (at once under fail-stop, [`super::Builder::exit_on_panic`]).
+/// Running its drops could observe the half-done change, and a second panic
+/// during unwinding aborts the process.
 pub(crate) fn block_on<T: 'static>(rt: Rc<Inner>, fut: impl Future<Output = T> + 'static) -> T {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         assert!(c.is_none(), "a runtime is already running on this thread");
         *c = Some(rt.clone());
     });
+    let leak_on_unwind = LeakOnUnwind;
     let out: Rc<RefCell<Option<T>>> = Rc::new(RefCell::new(None));
     let slot = out.clone();
     rt.spawn(Box::pin(async move {
@@ -233,6 +261,7 @@ pub(crate) fn block_on<T: 'static>(rt: Rc<Inner>, fut: impl Future<Output = T> +
     drop(rest);
     rt.driver.shutdown();
     CURRENT.with(|c| c.borrow_mut().take());
+    drop(leak_on_unwind);
     let v = out.borrow_mut().take().expect("main future finished");
     v
 }

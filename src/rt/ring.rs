@@ -294,9 +294,108 @@ pub(crate) struct Driver {
     eventfd_waiters: RefCell<Vec<Waker>>,
     pub(crate) recv_no_buffers: Cell<u64>,
     shut: Cell<bool>,
+    faults: Faults,
     /// Completion batching when idle: wait up to this long for
     /// [`BATCH_COMPLETIONS`] completions before taking fewer (0: wake on the first).
     batch_wait_us: Cell<u32>,
+}
+
+/// Errors injected into the ring's submits and completions, in tests only.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Faults {
+    submit: FaultPoint,
+    completion: FaultPoint,
+}
+
+/// Fail the `nth` submit (or completion) from now with `errno`; with
+/// `repeat`, every `nth` one.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fault {
+    pub nth: u32,
+    pub errno: i32,
+    pub repeat: bool,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct FaultPoint {
+    fault: Cell<Option<Fault>>,
+    seen: Cell<u32>,
+}
+
+#[cfg(test)]
+impl FaultPoint {
+    fn set(&self, f: Fault) {
+        self.seen.set(0);
+        self.fault.set(Some(f));
+    }
+
+    /// Count one event; the errno when it is the one to fail.
+    fn hit(&self) -> Option<i32> {
+        let f = self.fault.get()?;
+        let seen = self.seen.get() + 1;
+        if seen < f.nth {
+            self.seen.set(seen);
+            return None;
+        }
+        self.seen.set(0);
+        if !f.repeat {
+            self.fault.set(None);
+        }
+        Some(f.errno)
+    }
+}
+
+#[cfg(test)]
+impl Faults {
+    fn submit(&self) -> Option<io::Error> {
+        self.submit.hit().map(io::Error::from_raw_os_error)
+    }
+
+    /// `res`, or the injected error. A receive that was given a pool buffer
+    /// keeps its result (a failed receive takes no buffer); a descriptor an
+    /// accept had got is closed (a failed accept gives none).
+    fn completion(&self, op: &Op, res: i32, flags: u32) -> i32 {
+        if cqueue::buffer_select(flags).is_some() {
+            return res;
+        }
+        let Some(errno) = self.completion.hit() else { return res };
+        if matches!(op, Op::Accept(_)) && res >= 0 {
+            // SAFETY: the accepted descriptor is ours and used nowhere else.
+            unsafe { libc::close(res) };
+        }
+        -errno
+    }
+}
+
+#[cfg(not(test))]
+#[derive(Default)]
+struct Faults;
+
+#[cfg(not(test))]
+impl Faults {
+    #[inline(always)]
+    fn submit(&self) -> Option<io::Error> {
+        None
+    }
+
+    #[inline(always)]
+    fn completion(&self, _op: &Op, res: i32, _flags: u32) -> i32 {
+        res
+    }
+}
+
+#[cfg(test)]
+impl Driver {
+    pub(crate) fn fail_submits(&self, f: Fault) {
+        self.faults.submit.set(f);
+    }
+
+    pub(crate) fn fail_completions(&self, f: Fault) {
+        self.faults.completion.set(f);
+    }
 }
 
 /// Completions a waiting loop turn asks for before `batch_wait_us` passes.
@@ -362,6 +461,7 @@ impl Driver {
             eventfd_waiters: RefCell::new(Vec::new()),
             recv_no_buffers: Cell::new(0),
             shut: Cell::new(false),
+            faults: Faults::default(),
             batch_wait_us: Cell::new(0),
         };
         d.arm_eventfd();
@@ -375,20 +475,57 @@ impl Driver {
         self.batch_wait_us.set(if supported { us } else { 0 });
     }
 
+    /// Queue `sqe` for the kernel: in the submission queue, or when that is
+    /// full and the kernel takes nothing now, in the backlog (module docs).
     fn push(&self, sqe: squeue::Entry) {
         if self.shut.get() {
             return;
         }
-        let mut ring = self.ring.borrow_mut();
-        // SAFETY: every pointer in an entry built here stays valid until its
-        // completion: it points into state the operation table keeps alive.
-        if unsafe { ring.submission().push(&sqe) }.is_err() {
-            let _ = ring.submit();
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.is_empty() {
+            let mut ring = self.ring.borrow_mut();
+            // SAFETY: every pointer in an entry built here stays valid until its
+            // completion: it points into state the operation table keeps alive.
+            if unsafe { ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            // Full: hand the queue to the kernel and try once more.
             // SAFETY: as above.
-            if unsafe { ring.submission().push(&sqe) }.is_err() {
-                panic!("io_uring submission queue full after submitting");
+            if self.submit(&ring).is_ok() && unsafe { ring.submission().push(&sqe) }.is_ok() {
+                return;
             }
         }
+        backlog.push_back(sqe);
+    }
+
+    /// Move backlog entries into the submission queue, submitting as it
+    /// fills. False when the kernel refused and some are still waiting.
+    fn drain_backlog(&self, ring: &mut IoUring) -> bool {
+        let mut backlog = self.backlog.borrow_mut();
+        while !backlog.is_empty() {
+            {
+                let mut sq = ring.submission();
+                while let Some(sqe) = backlog.front() {
+                    // SAFETY: as in `push`.
+                    if unsafe { sq.push(sqe) }.is_err() {
+                        break;
+                    }
+                    backlog.pop_front();
+                }
+            }
+            if !backlog.is_empty() && self.submit(ring).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Submit without waiting (reaping overflowed and deferred completions).
+    fn submit(&self, ring: &IoUring) -> io::Result<usize> {
+        if let Some(e) = self.faults.submit() {
+            return Err(e);
+        }
+        ring.submit()
     }
 
     /// Cancel the operation `op` (its exact `user_data`: a cancel that
@@ -671,36 +808,53 @@ impl Driver {
     /// completion (`None`: without limit). True when the kernel was entered.
     pub(crate) fn enter(&self, wait: Option<Duration>) -> bool {
         let mut ring = self.ring.borrow_mut();
+        // Entries the kernel refused earlier go first; while some still wait,
+        // this turn does not sleep (their completions are what it would wait for).
+        let wait = if self.drain_backlog(&mut ring) {
+            wait
+        } else {
+            Some(Duration::ZERO)
+        };
         let pending_sq = !ring.submission().is_empty();
         let taskrun = ring.submission().taskrun();
+        let overflow = ring.submission().cq_overflow();
         let cq_ready = !ring.completion().is_empty();
-        let result = match wait {
-            Some(d) if d.is_zero() || cq_ready => {
-                if !pending_sq && !taskrun && self.mode != RingMode::Plain {
-                    return false;
+        let result = if let Some(e) = self.faults.submit() {
+            Err(e)
+        } else {
+            match wait {
+                Some(d) if d.is_zero() || cq_ready => {
+                    if !pending_sq && !taskrun && !overflow && self.mode != RingMode::Plain {
+                        return false;
+                    }
+                    ring.submit()
                 }
-                ring.submit()
-            }
-            Some(d) => {
-                let ts = types::Timespec::from(d);
-                let batch = self.batch_wait_us.get();
-                let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(batch);
-                ring.submitter()
-                    .submit_with_args(if batch > 0 { BATCH_COMPLETIONS } else { 1 }, &args)
-            }
-            None => {
-                let batch = self.batch_wait_us.get();
-                if batch > 0 {
-                    let args = types::SubmitArgs::new().min_wait_usec(batch);
-                    ring.submitter().submit_with_args(BATCH_COMPLETIONS, &args)
-                } else {
-                    ring.submit_and_wait(1)
+                Some(d) => {
+                    let ts = types::Timespec::from(d);
+                    let batch = self.batch_wait_us.get();
+                    let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(batch);
+                    ring.submitter()
+                        .submit_with_args(if batch > 0 { BATCH_COMPLETIONS } else { 1 }, &args)
+                }
+                None => {
+                    let batch = self.batch_wait_us.get();
+                    if batch > 0 {
+                        let args = types::SubmitArgs::new().min_wait_usec(batch);
+                        ring.submitter().submit_with_args(BATCH_COMPLETIONS, &args)
+                    } else {
+                        ring.submit_and_wait(1)
+                    }
                 }
             }
         };
         if let Err(e) = result {
             match e.raw_os_error() {
+                // Timed out, interrupted, or completions to reap first
+                // (EBUSY): what was not submitted stays queued for the next turn.
                 Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                Some(libc::EBADR) => {
+                    panic!("io_uring dropped completions (EBADR): the kernel could not hold them; operations they finished would wait forever, so this runtime stops")
+                }
                 _ => tracing::warn!("io_uring_enter: {e}"),
             }
         }
@@ -712,10 +866,18 @@ impl Driver {
         let mut batch = std::mem::take(&mut *self.completions.borrow_mut());
         {
             let mut ring = self.ring.borrow_mut();
-            let mut cq = ring.completion();
-            cq.sync();
-            for cqe in &mut cq {
-                batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            loop {
+                let mut cq = ring.completion();
+                cq.sync();
+                for cqe in &mut cq {
+                    batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                }
+                drop(cq);
+                // Completions the queue had no room for wait in the kernel's
+                // overflow list; an enter with GETEVENTS moves them in.
+                if !ring.submission().cq_overflow() || self.submit(&ring).is_err() {
+                    break;
+                }
             }
         }
         let n = batch.len();
@@ -747,6 +909,7 @@ impl Driver {
                 }
             }
         };
+        let res = self.faults.completion(&op, res, flags);
         match op {
             Op::Recv(sock, own) => self.on_recv(&sock, res, flags, own),
             Op::Send(sock) => self.on_send(&sock, res),
