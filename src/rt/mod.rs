@@ -73,7 +73,9 @@ impl Builder {
 
     /// Fail-stop: if the thread panics, exit the whole process with `code`
     /// (after the panic message), instead of leaving a dead thread whose
-    /// sockets stay open.
+    /// sockets stay open. The exit runs no destructor (the runtime is left
+    /// as the panic found it); the hook set with [`before_fail_stop`] runs
+    /// first, so buffered log lines get out.
     pub fn exit_on_panic(mut self, code: i32) -> Self {
         self.exit_on_panic = Some(code);
         self
@@ -95,8 +97,9 @@ impl Builder {
     }
 
     /// Start a thread that runs `make()`'s future to completion on a fresh
-    /// runtime, then returns its output.
-    pub fn spawn<F, Fut, T>(self, make: F) -> io::Result<std::thread::JoinHandle<T>>
+    /// runtime, then returns its output. Fails if the thread's ring cannot
+    /// be set up (the error says why and what to change, see [`probe`]).
+    pub fn spawn<F, Fut, T>(self, make: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
@@ -118,30 +121,67 @@ impl Builder {
                     rt
                 }
                 Err(e) => {
+                    // The caller reports it; nobody joins this thread.
                     let _ = tx.send(Err(e));
-                    // The caller gets the error; this thread's result is never read.
-                    std::process::abort();
+                    return None;
                 }
             };
             match exit_on_panic {
-                None => rt.block_on(make()),
+                None => Some(rt.block_on(make())),
                 Some(code) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(make()))) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        // Straight to stderr: the process ends before any
-                        // buffered log writer could flush.
-                        eprintln!("shardtls: thread {name} panicked: stopping the process (fail-stop, exit {code})");
-                        std::process::exit(code);
-                    }
+                    Ok(v) => Some(v),
+                    Err(_) => fail_stop(&name, code),
                 },
             }
         })?;
         match rx.recv() {
-            Ok(Ok(())) => Ok(handle),
+            Ok(Ok(())) => Ok(JoinHandle(handle)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::other("runtime thread died while starting")),
         }
     }
+}
+
+/// A runtime thread started by [`Builder::spawn`].
+pub struct JoinHandle<T>(std::thread::JoinHandle<Option<T>>);
+
+impl<T> JoinHandle<T> {
+    /// Wait for the thread; its output, or the panic that ended it.
+    pub fn join(self) -> std::thread::Result<T> {
+        // `None` only from a thread whose runtime failed to start, whose
+        // handle `spawn` never returns.
+        self.0.join().map(|v| v.expect("a started runtime returns its output"))
+    }
+}
+
+static BEFORE_FAIL_STOP: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Run `f` before a fail-stop exit ([`Builder::exit_on_panic`]), e.g. to
+/// flush a buffered log writer. Set once; later calls are ignored.
+pub fn before_fail_stop(f: fn()) {
+    let _ = BEFORE_FAIL_STOP.set(f);
+}
+
+/// End the process after thread `name` panicked: the panic message is out
+/// (the panic hook wrote it); flush the logs, say which thread stopped the
+/// process, and exit with `code` without running any destructor (the
+/// runtime's state is whatever the panic left; other threads keep running
+/// until the exit and must not observe a half torn-down process).
+fn fail_stop(name: &str, code: i32) -> ! {
+    if let Some(f) = BEFORE_FAIL_STOP.get() {
+        f();
+    }
+    eprintln!("shardtls: thread {name} panicked: stopping the process (fail-stop, exit {code})");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: _exit has no preconditions; it ends the process at once.
+    unsafe { libc::_exit(code) }
+}
+
+/// Check that this host lets a runtime start: set up a ring the way a
+/// runtime does (falling back as it does) and register its provided-buffer
+/// ring. The error names what failed, the errno, and what to change.
+pub fn probe() -> io::Result<RingMode> {
+    ring::probe()
 }
 
 /// One thread's executor and ring. Created and used on one thread.

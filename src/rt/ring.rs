@@ -350,6 +350,10 @@ impl FaultPoint {
 
 #[cfg(test)]
 impl Faults {
+    fn new() -> Self {
+        Faults::default()
+    }
+
     fn submit(&self) -> Option<io::Error> {
         self.submit.hit().map(io::Error::from_raw_os_error)
     }
@@ -371,11 +375,14 @@ impl Faults {
 }
 
 #[cfg(not(test))]
-#[derive(Default)]
 struct Faults;
 
 #[cfg(not(test))]
 impl Faults {
+    fn new() -> Self {
+        Faults
+    }
+
     #[inline(always)]
     fn submit(&self) -> Option<io::Error> {
         None
@@ -422,8 +429,54 @@ fn build_ring(entries: u32) -> io::Result<(IoUring, RingMode)> {
     if let Ok(r) = coop {
         return Ok((r, RingMode::CoopTaskrun));
     }
-    let r = IoUring::builder().setup_cqsize(cq).build(entries)?;
+    let r = IoUring::builder()
+        .setup_cqsize(cq)
+        .build(entries)
+        .map_err(|e| unavailable("io_uring_setup", e))?;
     Ok((r, RingMode::Plain))
+}
+
+/// `e`, from `step` of setting up a ring, as an error that names io_uring,
+/// the errno, and what to change on the host.
+fn unavailable(step: &str, e: io::Error) -> io::Error {
+    const SECCOMP: &str = "the container's seccomp profile must allow io_uring_setup, io_uring_enter and \
+                           io_uring_register (Docker's and containerd's default profiles block them)";
+    let errno = e.raw_os_error().unwrap_or(0);
+    let (name, hint) = match errno {
+        libc::EPERM => (
+            "EPERM",
+            format!("io_uring is disabled or blocked here: the sysctl kernel.io_uring_disabled must be 0 (or 1 with this user in kernel.io_uring_group), and {SECCOMP}"),
+        ),
+        libc::EACCES => ("EACCES", format!("io_uring is blocked by a security policy (SELinux, AppArmor or seccomp): {SECCOMP}")),
+        libc::ENOSYS => (
+            "ENOSYS",
+            format!("this kernel has no io_uring (or a seccomp profile hides it): shardtls needs Linux 5.19 or later built with CONFIG_IO_URING, and {SECCOMP}"),
+        ),
+        libc::ENOMEM => (
+            "ENOMEM",
+            "not enough locked memory for the ring: raise the memlock limit (ulimit -l, systemd LimitMEMLOCK=; see tuning.md)".to_string(),
+        ),
+        libc::EINVAL => (
+            "EINVAL",
+            "this kernel's io_uring lacks what shardtls needs (provided-buffer rings, multishot accept): Linux 5.19 or later".to_string(),
+        ),
+        _ => ("", "shardtls needs io_uring on Linux 5.19 or later (see tuning.md)".to_string()),
+    };
+    let errno = if name.is_empty() {
+        format!("{e}")
+    } else {
+        format!("{name}: {e}")
+    };
+    io::Error::new(
+        e.kind(),
+        format!("io_uring unavailable: {step} failed ({errno}): {hint}"),
+    )
+}
+
+/// Set up a ring and register a provided-buffer ring, as a runtime does;
+/// see [`super::probe`].
+pub(crate) fn probe() -> io::Result<RingMode> {
+    Driver::new(8).map(|d| d.mode)
 }
 
 impl Driver {
@@ -435,7 +488,7 @@ impl Driver {
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(buffers.entries as u64, RECV_BUFFERS, BUFFER_GROUP, 0)
-                .map_err(|e| io::Error::new(e.kind(), format!("provided-buffer ring (Linux 5.19+): {e}")))?;
+                .map_err(|e| unavailable("registering the provided-buffer ring", e))?;
         }
         // SAFETY: eventfd has no preconditions; the result is checked.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -461,7 +514,7 @@ impl Driver {
             eventfd_waiters: RefCell::new(Vec::new()),
             recv_no_buffers: Cell::new(0),
             shut: Cell::new(false),
-            faults: Faults::default(),
+            faults: Faults::new(),
             batch_wait_us: Cell::new(0),
         };
         d.arm_eventfd();
