@@ -6,7 +6,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::net::{Listener, Stream};
 use super::*;
-use super::{executor, ring};
+use super::{channel, executor, ring};
 use std::io;
 
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
@@ -444,5 +444,27 @@ fn dropped_completions_stop_the_runtime() {
             })
         });
         sleep(Duration::from_millis(5)).await;
+    });
+}
+
+/// A sender dropped while the receiver's first `recv` binds to its thread
+/// (after it saw the sender alive, before a sender could wake it) is not
+/// missed: that `recv` ends with `None`.
+#[test]
+fn a_first_recv_never_misses_the_sender_dropped_meanwhile() {
+    run(async {
+        let (tx, rx) = shared_channel::<u32>();
+        channel::BEFORE_BIND.with(|f| f.set(Some(Box::new(move || drop(tx)))));
+        let mut recv = std::pin::pin!(rx.recv());
+        let mut give_up = sleep(Duration::from_secs(1));
+        // The deadline first: a recv nobody woke is not polled again.
+        let r = std::future::poll_fn(|cx| {
+            if std::pin::Pin::new(&mut give_up).poll(cx).is_ready() {
+                return std::task::Poll::Ready(Err(Elapsed));
+            }
+            recv.as_mut().poll(cx).map(Ok)
+        })
+        .await;
+        assert_eq!(r, Ok(None), "the sender's drop was missed");
     });
 }
