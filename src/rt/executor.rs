@@ -79,13 +79,13 @@ pub(crate) fn try_with_current<R>(f: impl FnOnce(&Rc<Inner>) -> R) -> Option<R> 
 }
 
 impl Inner {
-    pub(crate) fn new(entries: u32) -> io::Result<Self> {
+    pub(crate) fn new(entries: u32, best: super::RingMode) -> io::Result<Self> {
         Ok(Inner {
             tasks: RefCell::new(Slab::with_capacity(1024)),
             ready: RefCell::new(VecDeque::with_capacity(1024)),
             next_generation: Cell::new(1),
             timers: Timers::default(),
-            driver: Driver::new(entries)?,
+            driver: Driver::with_mode(entries, best)?,
             now: Cell::new(Instant::now()),
             stats: Cell::new(LoopStats::default()),
         })

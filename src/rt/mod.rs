@@ -58,6 +58,7 @@ pub struct Builder {
     pub entries: u32,
     batch_wait_us: u32,
     exit_on_panic: Option<i32>,
+    ring_mode: RingMode,
 }
 
 impl Builder {
@@ -68,6 +69,7 @@ impl Builder {
             entries: 1024,
             batch_wait_us: 0,
             exit_on_panic: None,
+            ring_mode: RingMode::DeferTaskrun,
         }
     }
 
@@ -87,6 +89,14 @@ impl Builder {
     /// wake-ups per request under moderate load, at most `us` more latency.
     pub fn batch_wait_us(mut self, us: u32) -> Self {
         self.batch_wait_us = us;
+        self
+    }
+
+    /// Set the ring up in `best` mode at most: `CoopTaskrun` or `Plain`
+    /// skip what a kernel offers beyond them, as on an older kernel (the
+    /// default is the best the kernel takes).
+    pub fn ring_mode(mut self, best: RingMode) -> Self {
+        self.ring_mode = best;
         self
     }
 
@@ -110,12 +120,14 @@ impl Builder {
         let batch = self.batch_wait_us;
         let cpu = self.cpu;
         let exit_on_panic = self.exit_on_panic;
+        let best = self.ring_mode;
         let name = self.name.clone();
         let handle = std::thread::Builder::new().name(self.name.clone()).spawn(move || {
             if let Some(cpu) = cpu {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
             }
-            let rt = match Runtime::new(entries).inspect(|rt| rt.inner.driver.set_batch_wait_us(batch)) {
+            let rt = match Runtime::with_ring_mode(entries, best).inspect(|rt| rt.inner.driver.set_batch_wait_us(batch))
+            {
                 Ok(rt) => {
                     let _ = tx.send(Ok(()));
                     rt
@@ -192,7 +204,13 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime on the current thread, with a ring of `entries` entries.
     pub fn new(entries: u32) -> io::Result<Self> {
-        let inner = Rc::new(executor::Inner::new(entries)?);
+        Self::with_ring_mode(entries, RingMode::DeferTaskrun)
+    }
+
+    /// As [`Runtime::new`], with the ring set up in `best` mode at most (the
+    /// fallbacks of older kernels, on purpose; see [`Builder::ring_mode`]).
+    pub fn with_ring_mode(entries: u32, best: RingMode) -> io::Result<Self> {
+        let inner = Rc::new(executor::Inner::new(entries, best)?);
         Ok(Runtime { inner })
     }
 

@@ -408,26 +408,31 @@ impl Driver {
 /// Completions a waiting loop turn asks for before `batch_wait_us` passes.
 const BATCH_COMPLETIONS: usize = 16;
 
-fn build_ring(entries: u32) -> io::Result<(IoUring, RingMode)> {
+/// A ring in the best mode this kernel takes, `best` at most.
+fn build_ring(entries: u32, best: RingMode) -> io::Result<(IoUring, RingMode)> {
     let cq = entries * 4;
-    let defer = IoUring::builder()
-        .setup_cqsize(cq)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .setup_submit_all()
-        .build(entries);
-    if let Ok(r) = defer {
-        return Ok((r, RingMode::DeferTaskrun));
+    if best == RingMode::DeferTaskrun {
+        let defer = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_submit_all()
+            .build(entries);
+        if let Ok(r) = defer {
+            return Ok((r, RingMode::DeferTaskrun));
+        }
     }
-    let coop = IoUring::builder()
-        .setup_cqsize(cq)
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_submit_all()
-        .build(entries);
-    if let Ok(r) = coop {
-        return Ok((r, RingMode::CoopTaskrun));
+    if best != RingMode::Plain {
+        let coop = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_submit_all()
+            .build(entries);
+        if let Ok(r) = coop {
+            return Ok((r, RingMode::CoopTaskrun));
+        }
     }
     let r = IoUring::builder()
         .setup_cqsize(cq)
@@ -481,7 +486,12 @@ pub(crate) fn probe() -> io::Result<RingMode> {
 
 impl Driver {
     pub(crate) fn new(entries: u32) -> io::Result<Self> {
-        let (ring, mode) = build_ring(entries)?;
+        Self::with_mode(entries, RingMode::DeferTaskrun)
+    }
+
+    /// A driver whose ring is set up in `best` mode at most.
+    pub(crate) fn with_mode(entries: u32, best: RingMode) -> io::Result<Self> {
+        let (ring, mode) = build_ring(entries, best)?;
         let buffers = BufferRing::new();
         // SAFETY: the ring memory is page-aligned, sized for RECV_BUFFERS
         // entries and never freed.

@@ -468,3 +468,46 @@ fn a_first_recv_never_misses_the_sender_dropped_meanwhile() {
         assert_eq!(r, Ok(None), "the sender's drop was missed");
     });
 }
+
+/// The fallbacks of older kernels, forced: a ring without DEFER_TASKRUN
+/// (COOP_TASKRUN, Linux 5.19) and one without either moves every byte too.
+#[test]
+fn echo_over_the_fallback_rings_moves_every_byte() {
+    for mode in [RingMode::CoopTaskrun, RingMode::Plain] {
+        raise_nofile();
+        let rt = Runtime::with_ring_mode(8, mode).unwrap();
+        assert_eq!(rt.ring_mode(), mode);
+        let out = rt.block_on(async {
+            let (l, addr) = listener();
+            let server = spawn_local(async move {
+                let mut s = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let k = s.read(&mut buf).await.unwrap();
+                    if k == 0 {
+                        break;
+                    }
+                    s.write_all(&buf[..k]).await.unwrap();
+                }
+                s.close().await.unwrap();
+            });
+            let mut c = Stream::connect(addr).await.unwrap();
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+            let mut got = Vec::new();
+            let mut rbuf = vec![0u8; 8192];
+            for part in data.chunks(30_000) {
+                c.write_all(part).await.unwrap();
+                let want = got.len() + part.len();
+                while got.len() < want {
+                    let k = c.read(&mut rbuf).await.unwrap();
+                    assert!(k > 0);
+                    got.extend_from_slice(&rbuf[..k]);
+                }
+            }
+            c.close().await.unwrap();
+            server.await;
+            got == data
+        });
+        assert!(out, "{mode:?}: the echo differs");
+    }
+}
