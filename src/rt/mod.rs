@@ -20,7 +20,8 @@
 //!
 //! What it does not do: work stealing, blocking file IO, or running futures
 //! that must be `Send`. Tasks are `!Send` and stay on the thread that spawned
-//! them; wakers must not leave that thread (they are ignored elsewhere).
+//! them; a waker used on another thread hands the wake to the task's own
+//! thread (through its eventfd).
 
 mod channel;
 mod executor;
