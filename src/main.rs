@@ -138,6 +138,11 @@ enum Cmd {
 }
 
 fn check(config: &std::path::Path, allow_insecure_key_mode: bool) -> ExitCode {
+    // The host, as `run` will need it: a ring and its provided buffers.
+    if let Err(e) = shardtls::rt::probe() {
+        eprintln!("shardtls: {e}");
+        return ExitCode::FAILURE;
+    }
     let files = shardtls::config::DirFileSource::new(shardtls::config::config_dir(config))
         .allow_insecure_key_mode(allow_insecure_key_mode);
     match shardtls::config::load_file_with(config, &files) {
@@ -239,12 +244,23 @@ fn exit_code(e: &(dyn std::error::Error + 'static)) -> u8 {
     e.downcast_ref::<CtlError>().map_or(1, CtlError::exit_code)
 }
 
+/// The log writer thread's guard: dropping it writes out the lines queued.
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> = std::sync::Mutex::new(None);
+
+/// Write out the queued log lines (on the way out, fail-stop included).
+fn flush_logs() {
+    let guard = LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).take();
+    drop(guard);
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Log lines go through a writer thread: a shard never blocks on a slow
     // stderr (a full pipe, a slow journal); under a flood lines are dropped
     // rather than stalling traffic. The guard flushes on the way out.
-    let (log_writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
+    let (log_writer, log_guard) = tracing_appender::non_blocking(std::io::stderr());
+    *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(log_guard);
+    shardtls::rt::before_fail_stop(flush_logs);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHARDTLS_LOG").unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
@@ -288,7 +304,11 @@ fn main() -> ExitCode {
         Cmd::Check {
             config,
             allow_insecure_key_mode,
-        } => return check(&config, allow_insecure_key_mode),
+        } => {
+            let code = check(&config, allow_insecure_key_mode);
+            flush_logs();
+            return code;
+        }
         Cmd::Ctl {
             admin,
             admin_token_file,
@@ -311,6 +331,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => shardtls::bench::main(*a),
         Cmd::TestServer(a) => shardtls::test_server::main(a),
     };
+    flush_logs();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -166,6 +166,53 @@ fn a_shard_that_dies_stops_the_process_instead_of_leaving_a_dead_core() {
     );
 }
 
+/// Fail-stop with live connections: the shard that dies holds a listener
+/// and TLS connections, whose drops must not run while the process exits.
+/// It still exits 70 (not by a signal), the log names the shard, and lines
+/// logged just before the exit are written out.
+#[test]
+fn a_shard_that_dies_holding_connections_exits_70_not_by_a_signal() {
+    let pki = Pki::new();
+    let origin = backend(shardtls::test_server::TestServerMode::Echo);
+    let port = free_port();
+    let (ck, _) = certkey(&pki, "site", &["site.test"]);
+    let config = format!(
+        "{ck}add service web {} TCP\n\
+         add lb vserver v1 SSL_TCP 127.0.0.1 {port}\n\
+         bind ssl vserver v1 -certkeyName site\n\
+         bind lb vserver v1 web\n",
+        origin.local_addr().to_string().replace(':', " ")
+    );
+    let mut p = Proxy::try_start_with_env(&config, 2, &[("SHARDTLS_FAILPOINT", "shard-1-panic-on-change")])
+        .expect("starts: the fault fires only on a change");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let mut c = Client::connect(lo(port), "site.test", pki.client_config()).unwrap();
+        assert_eq!(c.echo(b"ping").unwrap(), b"ping");
+        clients.push(c);
+    }
+    let reply = p.ctl("add service echo2 127.0.0.1 1 TCP");
+    assert!(reply.is_err(), "reported applied: {reply:?}");
+    let mut status = None;
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            status = p.child.try_wait().unwrap();
+            status.is_some()
+        }),
+        "still running with a dead shard\n{}",
+        p.log()
+    );
+    let status = status.unwrap();
+    assert_eq!(status.code(), Some(70), "exit status {status:?}\n{}", p.log());
+    let log = p.log();
+    assert!(log.contains("shard-1 panicked"), "the log names the shard\n{log}");
+    assert!(
+        log.contains("failpoint: shard 1 is about to panic"),
+        "the line logged before the panic is written out\n{log}"
+    );
+    drop(clients);
+}
+
 #[test]
 fn mistakes_are_told_apart_from_faults_by_status() {
     let proxy = proxy();

@@ -62,6 +62,10 @@ pub enum ControlError {
     /// The process could not start (signals, threads).
     #[error("{0}")]
     Startup(String),
+    /// This host does not let a runtime thread start (io_uring blocked or
+    /// missing, too little locked memory): the operator's to fix.
+    #[error("{0}")]
+    Host(String),
 }
 
 fn lines(errors: &[ConfigError]) -> String {
@@ -512,11 +516,7 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
             .exit_on_panic(EXIT_SHARD_FAILED)
             .batch_wait_us(opts.batch_wait_us)
             .spawn(move || run_shard(i, max_live, rx, rtx))
-            .map_err(|e| {
-                ControlError::Startup(format!(
-                    "cannot start shard {i} on CPU {cpu}: {e} (see tuning.md: memlock)"
-                ))
-            })?;
+            .map_err(|e| ControlError::Host(format!("cannot start shard {i} on CPU {cpu}: {e}")))?;
         shard_handles.push(h);
     }
     let config_path = opts.config.clone();
@@ -542,7 +542,7 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
             info!(shards = n, "serving");
             super::admin::serve(ctl, admin, signals).await
         })
-        .map_err(|e| ControlError::Startup(format!("cannot start the control thread: {e}")))?;
+        .map_err(|e| ControlError::Host(format!("cannot start the control thread: {e}")))?;
     let result = control
         .join()
         .map_err(|_| ControlError::ShardFailed("the control thread panicked".to_string()))?;

@@ -3,14 +3,18 @@
 //! [`shared_channel`] carries messages between runtime threads without a
 //! lock: a crossbeam queue, and a write to the receiving thread's eventfd,
 //! whose read is always posted on that thread's ring, to wake it. The
-//! receiver binds to the thread it first receives on.
+//! receiver binds to the thread it first receives on. Until it has, a
+//! sender has no thread to wake: the receiver looks at the queue and at the
+//! sender's end again after it published its thread (a full fence on both
+//! sides orders the two), so neither a message nor the sender's drop in
+//! between is missed.
 //!
 //! [`local_channel`] is a bounded queue between tasks of one thread.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Poll, Waker};
 
@@ -18,6 +22,13 @@ use crossbeam::queue::SegQueue;
 
 use super::executor::with_current;
 use super::ring::Notifier;
+
+#[cfg(test)]
+thread_local! {
+    /// Runs once in the next `recv` that is about to bind to its thread,
+    /// in tests (to land a sender's drop there).
+    pub(crate) static BEFORE_BIND: std::cell::Cell<Option<Box<dyn FnOnce()>>> = const { std::cell::Cell::new(None) };
+}
 
 struct Shared<T> {
     queue: SegQueue<T>,
@@ -55,6 +66,7 @@ impl<T: Send> Sender<T> {
             return Err(v);
         }
         self.shared.queue.push(v);
+        fence(Ordering::SeqCst);
         if let Some(n) = self.shared.wake.get() {
             n.notify();
         }
@@ -65,6 +77,7 @@ impl<T: Send> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         self.shared.senders_gone.store(true, Ordering::Release);
+        fence(Ordering::SeqCst);
         if let Some(n) = self.shared.wake.get() {
             n.notify();
         }
@@ -81,15 +94,22 @@ impl<T: Send> Receiver<T> {
             if self.shared.senders_gone.load(Ordering::Acquire) {
                 return Poll::Ready(self.shared.queue.pop());
             }
+            #[cfg(test)]
+            BEFORE_BIND.with(|f| f.take().map(|f| f()));
             with_current(|rt| {
                 let _ = self.shared.wake.set(rt.driver.eventfd.clone());
                 rt.driver.on_eventfd(cx.waker());
             });
-            // A message sent before the eventfd was known woke nobody.
-            match self.shared.queue.pop() {
-                Some(v) => Poll::Ready(Some(v)),
-                None => Poll::Pending,
+            // A message sent, or the sender dropped, before the eventfd was
+            // known woke nobody.
+            fence(Ordering::SeqCst);
+            if let Some(v) = self.shared.queue.pop() {
+                return Poll::Ready(Some(v));
             }
+            if self.shared.senders_gone.load(Ordering::Acquire) {
+                return Poll::Ready(self.shared.queue.pop());
+            }
+            Poll::Pending
         })
         .await
     }

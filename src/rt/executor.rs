@@ -1,10 +1,16 @@
 //! Tasks, wakers and the loop turn.
 //!
 //! A task is a boxed `!Send` future in a slab slot; its waker is the slot's
-//! key and generation packed into the waker's data word, so waking is a
-//! thread-local queue push with no reference count and no allocation. A
-//! stale waker (its task finished, the slot reused) finds another
-//! generation and does nothing.
+//! key, its generation and the runtime's id packed into the waker's data
+//! word, so waking is a thread-local queue push with no reference count and
+//! no allocation. A stale waker (its task finished, the slot reused) finds
+//! another generation and does nothing (or, once the 24-bit generation
+//! wrapped onto the same slot, polls a task once more than needed).
+//!
+//! A waker used on another thread (another runtime's included) does not
+//! touch that thread's runtime: it queues the wake for the runtime its id
+//! names and writes that runtime's eventfd, and the owner schedules the task
+//! on its next loop turn.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -15,9 +21,12 @@ use std::rc::Rc;
 use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::Instant;
 
+use std::sync::{Arc, Mutex};
+
+use crossbeam::queue::SegQueue;
 use slab::Slab;
 
-use super::ring::Driver;
+use super::ring::{Driver, Notifier};
 use super::time::Timers;
 use super::LoopStats;
 
@@ -35,7 +44,41 @@ struct TaskSlot {
 /// Most task polls per loop turn before IO gets its turn again.
 const POLLS_PER_TURN: usize = 4096;
 
+/// Task generations and keys are 24 bits in a waker (the runtime id takes 16).
+const GENERATION_MASK: u32 = (1 << 24) - 1;
+const MAX_TASKS: usize = 1 << 24;
+
+/// Wakes for one runtime's tasks that came from other threads.
+struct Remote {
+    wakes: SegQueue<(u32, u32)>,
+    notifier: Arc<Notifier>,
+}
+
+/// The runtimes of this process by id (index + 1; a waker's id 0 names none).
+static REMOTES: Mutex<Vec<Option<Arc<Remote>>>> = Mutex::new(Vec::new());
+
+fn remotes() -> std::sync::MutexGuard<'static, Vec<Option<Arc<Remote>>>> {
+    REMOTES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn register(remote: Arc<Remote>) -> io::Result<u16> {
+    let mut all = remotes();
+    let i = match all.iter().position(Option::is_none) {
+        Some(i) => i,
+        None if all.len() < u16::MAX as usize => {
+            all.push(None);
+            all.len() - 1
+        }
+        None => return Err(io::Error::other("too many runtimes in one process")),
+    };
+    all[i] = Some(remote);
+    Ok(i as u16 + 1)
+}
+
 pub(crate) struct Inner {
+    /// This runtime's id in [`REMOTES`] and in its wakers.
+    id: u16,
+    remote: Arc<Remote>,
     tasks: RefCell<Slab<TaskSlot>>,
     ready: RefCell<VecDeque<(u32, u32)>>,
     next_generation: Cell<u32>,
@@ -68,18 +111,32 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&Rc<Inner>) -> R) -> R {
     })
 }
 
+/// Run `f` with the current thread's runtime, if there is one. `None` also
+/// while the thread's locals are being destroyed, so a drop that runs then
+/// (a task or socket kept in another thread-local) never panics.
 pub(crate) fn try_with_current<R>(f: impl FnOnce(&Rc<Inner>) -> R) -> Option<R> {
-    CURRENT.with(|c| c.borrow().as_ref().map(f))
+    CURRENT
+        .try_with(|c| c.try_borrow().ok()?.as_ref().map(f))
+        .ok()
+        .flatten()
 }
 
 impl Inner {
-    pub(crate) fn new(entries: u32) -> io::Result<Self> {
+    pub(crate) fn new(entries: u32, best: super::RingMode) -> io::Result<Self> {
+        let driver = Driver::with_mode(entries, best)?;
+        let remote = Arc::new(Remote {
+            wakes: SegQueue::new(),
+            notifier: driver.eventfd.clone(),
+        });
+        let id = register(remote.clone())?;
         Ok(Inner {
+            id,
+            remote,
             tasks: RefCell::new(Slab::with_capacity(1024)),
             ready: RefCell::new(VecDeque::with_capacity(1024)),
             next_generation: Cell::new(1),
             timers: Timers::default(),
-            driver: Driver::new(entries)?,
+            driver,
             now: Cell::new(Instant::now()),
             stats: Cell::new(LoopStats::default()),
         })
@@ -93,13 +150,15 @@ impl Inner {
 
     fn spawn(&self, future: BoxedTask) -> (u32, u32) {
         let generation = self.next_generation.get();
-        self.next_generation.set(generation.wrapping_add(1).max(1));
+        self.next_generation.set(((generation + 1) & GENERATION_MASK).max(1));
         let key = self.tasks.borrow_mut().insert(TaskSlot {
             generation,
             future: Some(future),
             queued: true,
             cancelled: false,
-        }) as u32;
+        });
+        assert!(key < MAX_TASKS, "more than 2^24 tasks on one thread");
+        let key = key as u32;
         self.ready.borrow_mut().push_back((key, generation));
         (key, generation)
     }
@@ -119,6 +178,13 @@ impl Inner {
                     self.ready.borrow_mut().push_back((key, generation));
                 }
             }
+        }
+    }
+
+    /// Schedule the tasks other threads woke.
+    fn take_remote_wakes(&self) {
+        while let Some((key, generation)) = self.remote.wakes.pop() {
+            self.schedule(key, generation);
         }
     }
 
@@ -160,7 +226,7 @@ impl Inner {
             }
         };
         let Some(mut future) = future else { return true };
-        let waker = task_waker(key, generation);
+        let waker = task_waker(key, generation, self.id);
         let mut cx = Context::from_waker(&waker);
         let done = future.as_mut().poll(&mut cx).is_ready();
         let finished = {
@@ -206,6 +272,7 @@ impl Inner {
             stats.enters += 1;
         }
         stats.completions += self.driver.dispatch() as u64;
+        self.take_remote_wakes();
         let now = Instant::now();
         self.now.set(now);
         self.timers.fire(now);
@@ -213,12 +280,34 @@ impl Inner {
     }
 }
 
+/// Leaks the thread's runtime if `block_on` unwinds (see there).
+struct LeakOnUnwind;
+
+impl Drop for LeakOnUnwind {
+    fn drop(&mut self) {
+        let rt = CURRENT.try_with(|c| c.try_borrow_mut().ok().and_then(|mut c| c.take()));
+        if let Ok(Some(rt)) = rt {
+            std::mem::forget(rt);
+        }
+    }
+}
+
+/// Run `fut` and the tasks it spawns until `fut` completes; then drop the
+/// tasks left (their drops may still use the runtime) and detach.
+///
+/// A panic that unwinds out of a task leaves the runtime as it was at that
+/// instant, possibly half-way through a change. Nothing of it is dropped
+/// then: the runtime is detached and leaked, its descriptors close when the
+/// process ends (at once under fail-stop, [`super::Builder::exit_on_panic`]).
+/// Running its drops could observe the half-done change, and a second panic
+/// during unwinding aborts the process.
 pub(crate) fn block_on<T: 'static>(rt: Rc<Inner>, fut: impl Future<Output = T> + 'static) -> T {
     CURRENT.with(|c| {
         let mut c = c.borrow_mut();
         assert!(c.is_none(), "a runtime is already running on this thread");
         *c = Some(rt.clone());
     });
+    let leak_on_unwind = LeakOnUnwind;
     let out: Rc<RefCell<Option<T>>> = Rc::new(RefCell::new(None));
     let slot = out.clone();
     rt.spawn(Box::pin(async move {
@@ -234,19 +323,30 @@ pub(crate) fn block_on<T: 'static>(rt: Rc<Inner>, fut: impl Future<Output = T> +
     drop(rest);
     rt.driver.shutdown();
     CURRENT.with(|c| c.borrow_mut().take());
+    drop(leak_on_unwind);
     let v = out.borrow_mut().take().expect("main future finished");
     v
 }
 
-// Wakers: the task's (key, generation) in the data word.
-
-fn pack(key: u32, generation: u32) -> *const () {
-    (((generation as u64) << 32) | key as u64) as usize as *const ()
+impl Drop for Inner {
+    fn drop(&mut self) {
+        remotes()[self.id as usize - 1] = None;
+    }
 }
 
-fn unpack(data: *const ()) -> (u32, u32) {
+// Wakers: the task's key and generation, 24 bits each, and the runtime's id.
+
+fn pack(key: u32, generation: u32, runtime: u16) -> *const () {
+    ((runtime as u64) << 48 | (generation as u64) << 24 | key as u64) as usize as *const ()
+}
+
+fn unpack(data: *const ()) -> (u32, u32, u16) {
     let v = data as usize as u64;
-    (v as u32, (v >> 32) as u32)
+    (
+        v as u32 & GENERATION_MASK,
+        (v >> 24) as u32 & GENERATION_MASK,
+        (v >> 48) as u16,
+    )
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone_waker, wake_waker, wake_waker, drop_waker);
@@ -256,16 +356,24 @@ fn clone_waker(data: *const ()) -> RawWaker {
 }
 
 fn wake_waker(data: *const ()) {
-    let (key, generation) = unpack(data);
-    try_with_current(|rt| rt.schedule(key, generation));
+    let (key, generation, runtime) = unpack(data);
+    let here = try_with_current(|rt| rt.id == runtime && (rt.schedule(key, generation), true).1);
+    if here != Some(true) {
+        // Another thread: hand the wake to the task's own runtime.
+        let remote = remotes().get(runtime as usize - 1).cloned().flatten();
+        if let Some(r) = remote {
+            r.wakes.push((key, generation));
+            r.notifier.notify();
+        }
+    }
 }
 
 fn drop_waker(_: *const ()) {}
 
-fn task_waker(key: u32, generation: u32) -> Waker {
+fn task_waker(key: u32, generation: u32, runtime: u16) -> Waker {
     // SAFETY: the vtable's functions never dereference the data word; it is
     // a plain integer, valid to copy and to drop on any thread.
-    unsafe { Waker::from_raw(RawWaker::new(pack(key, generation), &VTABLE)) }
+    unsafe { Waker::from_raw(RawWaker::new(pack(key, generation, runtime), &VTABLE)) }
 }
 
 // Spawning and joining.

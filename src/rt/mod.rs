@@ -20,7 +20,8 @@
 //!
 //! What it does not do: work stealing, blocking file IO, or running futures
 //! that must be `Send`. Tasks are `!Send` and stay on the thread that spawned
-//! them; wakers must not leave that thread (they are ignored elsewhere).
+//! them; a waker used on another thread hands the wake to the task's own
+//! thread (through its eventfd).
 
 mod channel;
 mod executor;
@@ -58,6 +59,7 @@ pub struct Builder {
     pub entries: u32,
     batch_wait_us: u32,
     exit_on_panic: Option<i32>,
+    ring_mode: RingMode,
 }
 
 impl Builder {
@@ -68,12 +70,15 @@ impl Builder {
             entries: 1024,
             batch_wait_us: 0,
             exit_on_panic: None,
+            ring_mode: RingMode::DeferTaskrun,
         }
     }
 
     /// Fail-stop: if the thread panics, exit the whole process with `code`
     /// (after the panic message), instead of leaving a dead thread whose
-    /// sockets stay open.
+    /// sockets stay open. The exit runs no destructor (the runtime is left
+    /// as the panic found it); the hook set with [`before_fail_stop`] runs
+    /// first, so buffered log lines get out.
     pub fn exit_on_panic(mut self, code: i32) -> Self {
         self.exit_on_panic = Some(code);
         self
@@ -88,6 +93,14 @@ impl Builder {
         self
     }
 
+    /// Set the ring up in `best` mode at most: `CoopTaskrun` or `Plain`
+    /// skip what a kernel offers beyond them, as on an older kernel (the
+    /// default is the best the kernel takes).
+    pub fn ring_mode(mut self, best: RingMode) -> Self {
+        self.ring_mode = best;
+        self
+    }
+
     /// Pin the thread to `cpu`.
     pub fn pin(mut self, cpu: Option<usize>) -> Self {
         self.cpu = cpu;
@@ -95,8 +108,9 @@ impl Builder {
     }
 
     /// Start a thread that runs `make()`'s future to completion on a fresh
-    /// runtime, then returns its output.
-    pub fn spawn<F, Fut, T>(self, make: F) -> io::Result<std::thread::JoinHandle<T>>
+    /// runtime, then returns its output. Fails if the thread's ring cannot
+    /// be set up (the error says why and what to change, see [`probe`]).
+    pub fn spawn<F, Fut, T>(self, make: F) -> io::Result<JoinHandle<T>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
@@ -107,41 +121,80 @@ impl Builder {
         let batch = self.batch_wait_us;
         let cpu = self.cpu;
         let exit_on_panic = self.exit_on_panic;
+        let best = self.ring_mode;
         let name = self.name.clone();
         let handle = std::thread::Builder::new().name(self.name.clone()).spawn(move || {
             if let Some(cpu) = cpu {
                 core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
             }
-            let rt = match Runtime::new(entries).inspect(|rt| rt.inner.driver.set_batch_wait_us(batch)) {
+            let rt = match Runtime::with_ring_mode(entries, best).inspect(|rt| rt.inner.driver.set_batch_wait_us(batch))
+            {
                 Ok(rt) => {
                     let _ = tx.send(Ok(()));
                     rt
                 }
                 Err(e) => {
+                    // The caller reports it; nobody joins this thread.
                     let _ = tx.send(Err(e));
-                    // The caller gets the error; this thread's result is never read.
-                    std::process::abort();
+                    return None;
                 }
             };
             match exit_on_panic {
-                None => rt.block_on(make()),
+                None => Some(rt.block_on(make())),
                 Some(code) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(make()))) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        // Straight to stderr: the process ends before any
-                        // buffered log writer could flush.
-                        eprintln!("shardtls: thread {name} panicked: stopping the process (fail-stop, exit {code})");
-                        std::process::exit(code);
-                    }
+                    Ok(v) => Some(v),
+                    Err(_) => fail_stop(&name, code),
                 },
             }
         })?;
         match rx.recv() {
-            Ok(Ok(())) => Ok(handle),
+            Ok(Ok(())) => Ok(JoinHandle(handle)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::other("runtime thread died while starting")),
         }
     }
+}
+
+/// A runtime thread started by [`Builder::spawn`].
+pub struct JoinHandle<T>(std::thread::JoinHandle<Option<T>>);
+
+impl<T> JoinHandle<T> {
+    /// Wait for the thread; its output, or the panic that ended it.
+    pub fn join(self) -> std::thread::Result<T> {
+        // `None` only from a thread whose runtime failed to start, whose
+        // handle `spawn` never returns.
+        self.0.join().map(|v| v.expect("a started runtime returns its output"))
+    }
+}
+
+static BEFORE_FAIL_STOP: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Run `f` before a fail-stop exit ([`Builder::exit_on_panic`]), e.g. to
+/// flush a buffered log writer. Set once; later calls are ignored.
+pub fn before_fail_stop(f: fn()) {
+    let _ = BEFORE_FAIL_STOP.set(f);
+}
+
+/// End the process after thread `name` panicked: the panic message is out
+/// (the panic hook wrote it); flush the logs, say which thread stopped the
+/// process, and exit with `code` without running any destructor (the
+/// runtime's state is whatever the panic left; other threads keep running
+/// until the exit and must not observe a half torn-down process).
+fn fail_stop(name: &str, code: i32) -> ! {
+    if let Some(f) = BEFORE_FAIL_STOP.get() {
+        f();
+    }
+    eprintln!("shardtls: thread {name} panicked: stopping the process (fail-stop, exit {code})");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // SAFETY: _exit has no preconditions; it ends the process at once.
+    unsafe { libc::_exit(code) }
+}
+
+/// Check that this host lets a runtime start: set up a ring the way a
+/// runtime does (falling back as it does) and register its provided-buffer
+/// ring. The error names what failed, the errno, and what to change.
+pub fn probe() -> io::Result<RingMode> {
+    ring::probe()
 }
 
 /// One thread's executor and ring. Created and used on one thread.
@@ -152,7 +205,13 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime on the current thread, with a ring of `entries` entries.
     pub fn new(entries: u32) -> io::Result<Self> {
-        let inner = Rc::new(executor::Inner::new(entries)?);
+        Self::with_ring_mode(entries, RingMode::DeferTaskrun)
+    }
+
+    /// As [`Runtime::new`], with the ring set up in `best` mode at most (the
+    /// fallbacks of older kernels, on purpose; see [`Builder::ring_mode`]).
+    pub fn with_ring_mode(entries: u32, best: RingMode) -> io::Result<Self> {
+        let inner = Rc::new(executor::Inner::new(entries, best)?);
         Ok(Runtime { inner })
     }
 

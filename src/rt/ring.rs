@@ -338,49 +338,211 @@ pub(crate) struct Driver {
     /// Sockets reset at their linger deadline with bytes unsent.
     closed_unflushed: Cell<u64>,
     shut: Cell<bool>,
+    faults: Faults,
     /// Completion batching when idle: wait up to this long for
     /// [`BATCH_COMPLETIONS`] completions before taking fewer (0: wake on the first).
     batch_wait_us: Cell<u32>,
 }
 
+/// Errors injected into the ring's submits and completions, in tests only.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Faults {
+    submit: FaultPoint,
+    completion: FaultPoint,
+}
+
+/// Fail the `nth` submit (or completion) from now with `errno`; with
+/// `repeat`, every `nth` one.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Fault {
+    pub nth: u32,
+    pub errno: i32,
+    pub repeat: bool,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct FaultPoint {
+    fault: Cell<Option<Fault>>,
+    seen: Cell<u32>,
+}
+
+#[cfg(test)]
+impl FaultPoint {
+    fn set(&self, f: Fault) {
+        self.seen.set(0);
+        self.fault.set(Some(f));
+    }
+
+    /// Count one event; the errno when it is the one to fail.
+    fn hit(&self) -> Option<i32> {
+        let f = self.fault.get()?;
+        let seen = self.seen.get() + 1;
+        if seen < f.nth {
+            self.seen.set(seen);
+            return None;
+        }
+        self.seen.set(0);
+        if !f.repeat {
+            self.fault.set(None);
+        }
+        Some(f.errno)
+    }
+}
+
+#[cfg(test)]
+impl Faults {
+    fn new() -> Self {
+        Faults::default()
+    }
+
+    fn submit(&self) -> Option<io::Error> {
+        self.submit.hit().map(io::Error::from_raw_os_error)
+    }
+
+    /// `res`, or the injected error. A receive that was given a pool buffer
+    /// keeps its result (a failed receive takes no buffer); a descriptor an
+    /// accept had got is closed (a failed accept gives none).
+    fn completion(&self, op: &Op, res: i32, flags: u32) -> i32 {
+        if cqueue::buffer_select(flags).is_some() {
+            return res;
+        }
+        let Some(errno) = self.completion.hit() else { return res };
+        if matches!(op, Op::Accept(_)) && res >= 0 {
+            // SAFETY: the accepted descriptor is ours and used nowhere else.
+            unsafe { libc::close(res) };
+        }
+        -errno
+    }
+}
+
+#[cfg(not(test))]
+struct Faults;
+
+#[cfg(not(test))]
+impl Faults {
+    fn new() -> Self {
+        Faults
+    }
+
+    #[inline(always)]
+    fn submit(&self) -> Option<io::Error> {
+        None
+    }
+
+    #[inline(always)]
+    fn completion(&self, _op: &Op, res: i32, _flags: u32) -> i32 {
+        res
+    }
+}
+
+#[cfg(test)]
+impl Driver {
+    pub(crate) fn fail_submits(&self, f: Fault) {
+        self.faults.submit.set(f);
+    }
+
+    pub(crate) fn fail_completions(&self, f: Fault) {
+        self.faults.completion.set(f);
+    }
+}
+
 /// Completions a waiting loop turn asks for before `batch_wait_us` passes.
 const BATCH_COMPLETIONS: usize = 16;
 
-fn build_ring(entries: u32) -> io::Result<(IoUring, RingMode)> {
+/// A ring in the best mode this kernel takes, `best` at most.
+fn build_ring(entries: u32, best: RingMode) -> io::Result<(IoUring, RingMode)> {
     let cq = entries * 4;
-    let defer = IoUring::builder()
-        .setup_cqsize(cq)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_taskrun_flag()
-        .setup_submit_all()
-        .build(entries);
-    if let Ok(r) = defer {
-        return Ok((r, RingMode::DeferTaskrun));
+    if best == RingMode::DeferTaskrun {
+        let defer = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_submit_all()
+            .build(entries);
+        if let Ok(r) = defer {
+            return Ok((r, RingMode::DeferTaskrun));
+        }
     }
-    let coop = IoUring::builder()
-        .setup_cqsize(cq)
-        .setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_submit_all()
-        .build(entries);
-    if let Ok(r) = coop {
-        return Ok((r, RingMode::CoopTaskrun));
+    if best != RingMode::Plain {
+        let coop = IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_coop_taskrun()
+            .setup_taskrun_flag()
+            .setup_submit_all()
+            .build(entries);
+        if let Ok(r) = coop {
+            return Ok((r, RingMode::CoopTaskrun));
+        }
     }
-    let r = IoUring::builder().setup_cqsize(cq).build(entries)?;
+    let r = IoUring::builder()
+        .setup_cqsize(cq)
+        .build(entries)
+        .map_err(|e| unavailable("io_uring_setup", e))?;
     Ok((r, RingMode::Plain))
+}
+
+/// `e`, from `step` of setting up a ring, as an error that names io_uring,
+/// the errno, and what to change on the host.
+fn unavailable(step: &str, e: io::Error) -> io::Error {
+    const SECCOMP: &str = "the container's seccomp profile must allow io_uring_setup, io_uring_enter and \
+                           io_uring_register (Docker's and containerd's default profiles block them)";
+    let errno = e.raw_os_error().unwrap_or(0);
+    let (name, hint) = match errno {
+        libc::EPERM => (
+            "EPERM",
+            format!("io_uring is disabled or blocked here: the sysctl kernel.io_uring_disabled must be 0 (or 1 with this user in kernel.io_uring_group), and {SECCOMP}"),
+        ),
+        libc::EACCES => ("EACCES", format!("io_uring is blocked by a security policy (SELinux, AppArmor or seccomp): {SECCOMP}")),
+        libc::ENOSYS => (
+            "ENOSYS",
+            format!("this kernel has no io_uring (or a seccomp profile hides it): shardtls needs Linux 5.19 or later built with CONFIG_IO_URING, and {SECCOMP}"),
+        ),
+        libc::ENOMEM => (
+            "ENOMEM",
+            "not enough locked memory for the ring: raise the memlock limit (ulimit -l, systemd LimitMEMLOCK=; see tuning.md)".to_string(),
+        ),
+        libc::EINVAL => (
+            "EINVAL",
+            "this kernel's io_uring lacks what shardtls needs (provided-buffer rings, multishot accept): Linux 5.19 or later".to_string(),
+        ),
+        _ => ("", "shardtls needs io_uring on Linux 5.19 or later (see tuning.md)".to_string()),
+    };
+    let errno = if name.is_empty() {
+        format!("{e}")
+    } else {
+        format!("{name}: {e}")
+    };
+    io::Error::new(
+        e.kind(),
+        format!("io_uring unavailable: {step} failed ({errno}): {hint}"),
+    )
+}
+
+/// Set up a ring and register a provided-buffer ring, as a runtime does;
+/// see [`super::probe`].
+pub(crate) fn probe() -> io::Result<RingMode> {
+    Driver::new(8).map(|d| d.mode)
 }
 
 impl Driver {
     pub(crate) fn new(entries: u32) -> io::Result<Self> {
-        let (ring, mode) = build_ring(entries)?;
+        Self::with_mode(entries, RingMode::DeferTaskrun)
+    }
+
+    /// A driver whose ring is set up in `best` mode at most.
+    pub(crate) fn with_mode(entries: u32, best: RingMode) -> io::Result<Self> {
+        let (ring, mode) = build_ring(entries, best)?;
         let buffers = BufferRing::new();
         // SAFETY: the ring memory is page-aligned, sized for RECV_BUFFERS
         // entries and never freed.
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(buffers.entries as u64, RECV_BUFFERS, BUFFER_GROUP, 0)
-                .map_err(|e| io::Error::new(e.kind(), format!("provided-buffer ring (Linux 5.19+): {e}")))?;
+                .map_err(|e| unavailable("registering the provided-buffer ring", e))?;
         }
         // SAFETY: eventfd has no preconditions; the result is checked.
         let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
@@ -410,6 +572,7 @@ impl Driver {
             open_fds: Cell::new(0),
             closed_unflushed: Cell::new(0),
             shut: Cell::new(false),
+            faults: Faults::new(),
             batch_wait_us: Cell::new(0),
         };
         d.arm_eventfd();
@@ -423,20 +586,57 @@ impl Driver {
         self.batch_wait_us.set(if supported { us } else { 0 });
     }
 
+    /// Queue `sqe` for the kernel: in the submission queue, or when that is
+    /// full and the kernel takes nothing now, in the backlog (module docs).
     fn push(&self, sqe: squeue::Entry) {
         if self.shut.get() {
             return;
         }
-        let mut ring = self.ring.borrow_mut();
-        // SAFETY: every pointer in an entry built here stays valid until its
-        // completion: it points into state the operation table keeps alive.
-        if unsafe { ring.submission().push(&sqe) }.is_err() {
-            let _ = ring.submit();
+        let mut backlog = self.backlog.borrow_mut();
+        if backlog.is_empty() {
+            let mut ring = self.ring.borrow_mut();
+            // SAFETY: every pointer in an entry built here stays valid until its
+            // completion: it points into state the operation table keeps alive.
+            if unsafe { ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            // Full: hand the queue to the kernel and try once more.
             // SAFETY: as above.
-            if unsafe { ring.submission().push(&sqe) }.is_err() {
-                panic!("io_uring submission queue full after submitting");
+            if self.submit(&ring).is_ok() && unsafe { ring.submission().push(&sqe) }.is_ok() {
+                return;
             }
         }
+        backlog.push_back(sqe);
+    }
+
+    /// Move backlog entries into the submission queue, submitting as it
+    /// fills. False when the kernel refused and some are still waiting.
+    fn drain_backlog(&self, ring: &mut IoUring) -> bool {
+        let mut backlog = self.backlog.borrow_mut();
+        while !backlog.is_empty() {
+            {
+                let mut sq = ring.submission();
+                while let Some(sqe) = backlog.front() {
+                    // SAFETY: as in `push`.
+                    if unsafe { sq.push(sqe) }.is_err() {
+                        break;
+                    }
+                    backlog.pop_front();
+                }
+            }
+            if !backlog.is_empty() && self.submit(ring).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Submit without waiting (reaping overflowed and deferred completions).
+    fn submit(&self, ring: &IoUring) -> io::Result<usize> {
+        if let Some(e) = self.faults.submit() {
+            return Err(e);
+        }
+        ring.submit()
     }
 
     /// Cancel the operation `op` (its exact `user_data`: a cancel that
@@ -847,36 +1047,53 @@ impl Driver {
     /// completion (`None`: without limit). True when the kernel was entered.
     pub(crate) fn enter(&self, wait: Option<Duration>) -> bool {
         let mut ring = self.ring.borrow_mut();
+        // Entries the kernel refused earlier go first; while some still wait,
+        // this turn does not sleep (their completions are what it would wait for).
+        let wait = if self.drain_backlog(&mut ring) {
+            wait
+        } else {
+            Some(Duration::ZERO)
+        };
         let pending_sq = !ring.submission().is_empty();
         let taskrun = ring.submission().taskrun();
+        let overflow = ring.submission().cq_overflow();
         let cq_ready = !ring.completion().is_empty();
-        let result = match wait {
-            Some(d) if d.is_zero() || cq_ready => {
-                if !pending_sq && !taskrun && self.mode != RingMode::Plain {
-                    return false;
+        let result = if let Some(e) = self.faults.submit() {
+            Err(e)
+        } else {
+            match wait {
+                Some(d) if d.is_zero() || cq_ready => {
+                    if !pending_sq && !taskrun && !overflow && self.mode != RingMode::Plain {
+                        return false;
+                    }
+                    ring.submit()
                 }
-                ring.submit()
-            }
-            Some(d) => {
-                let ts = types::Timespec::from(d);
-                let batch = self.batch_wait_us.get();
-                let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(batch);
-                ring.submitter()
-                    .submit_with_args(if batch > 0 { BATCH_COMPLETIONS } else { 1 }, &args)
-            }
-            None => {
-                let batch = self.batch_wait_us.get();
-                if batch > 0 {
-                    let args = types::SubmitArgs::new().min_wait_usec(batch);
-                    ring.submitter().submit_with_args(BATCH_COMPLETIONS, &args)
-                } else {
-                    ring.submit_and_wait(1)
+                Some(d) => {
+                    let ts = types::Timespec::from(d);
+                    let batch = self.batch_wait_us.get();
+                    let args = types::SubmitArgs::new().timespec(&ts).min_wait_usec(batch);
+                    ring.submitter()
+                        .submit_with_args(if batch > 0 { BATCH_COMPLETIONS } else { 1 }, &args)
+                }
+                None => {
+                    let batch = self.batch_wait_us.get();
+                    if batch > 0 {
+                        let args = types::SubmitArgs::new().min_wait_usec(batch);
+                        ring.submitter().submit_with_args(BATCH_COMPLETIONS, &args)
+                    } else {
+                        ring.submit_and_wait(1)
+                    }
                 }
             }
         };
         if let Err(e) = result {
             match e.raw_os_error() {
+                // Timed out, interrupted, or completions to reap first
+                // (EBUSY): what was not submitted stays queued for the next turn.
                 Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {}
+                Some(libc::EBADR) => {
+                    panic!("io_uring dropped completions (EBADR): the kernel could not hold them; operations they finished would wait forever, so this runtime stops")
+                }
                 _ => tracing::warn!("io_uring_enter: {e}"),
             }
         }
@@ -888,10 +1105,18 @@ impl Driver {
         let mut batch = std::mem::take(&mut *self.completions.borrow_mut());
         {
             let mut ring = self.ring.borrow_mut();
-            let mut cq = ring.completion();
-            cq.sync();
-            for cqe in &mut cq {
-                batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+            loop {
+                let mut cq = ring.completion();
+                cq.sync();
+                for cqe in &mut cq {
+                    batch.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                }
+                drop(cq);
+                // Completions the queue had no room for wait in the kernel's
+                // overflow list; an enter with GETEVENTS moves them in.
+                if !ring.submission().cq_overflow() || self.submit(&ring).is_err() {
+                    break;
+                }
             }
         }
         let n = batch.len();
@@ -923,6 +1148,7 @@ impl Driver {
                 }
             }
         };
+        let res = self.faults.completion(&op, res, flags);
         match op {
             Op::Recv(sock, own) => self.on_recv(&sock, res, flags, own),
             Op::Send(sock) => self.on_send(&sock, res),

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::net::{Listener, Stream};
-use super::ring;
 use super::*;
+use super::{channel, executor, ring};
+use std::io;
 
 fn run<T: 'static>(f: impl std::future::Future<Output = T> + 'static) -> T {
     raise_nofile();
@@ -432,4 +433,236 @@ impl WriteOnce for std::fs::File {
     fn write_all_at_once(mut self, b: &[u8]) -> usize {
         std::io::Write::write(&mut self, b).unwrap()
     }
+}
+
+/// `conns` connections, opened at once, each echo `bytes` bytes through a
+/// server in the same runtime, a ring of `entries` submission entries (and
+/// four times as many completions). `setup` runs first, on the runtime.
+/// Returns, per connection, the bytes echoed back (or the error it saw).
+fn echo_many(
+    entries: u32,
+    conns: usize,
+    bytes: usize,
+    setup: impl FnOnce(&ring::Driver) + 'static,
+) -> Vec<io::Result<usize>> {
+    raise_nofile();
+    Runtime::new(entries).unwrap().block_on(async move {
+        executor::with_current(|rt| setup(&rt.driver));
+        let (l, addr) = listener();
+        let server = spawn_local(async move {
+            loop {
+                let Ok(mut s) = l.accept().await else { continue };
+                spawn_local(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(k) = s.read(&mut buf).await {
+                        if k == 0 || s.write_all(&buf[..k]).await.is_err() || s.flush().await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s.close().await;
+                })
+                .detach();
+            }
+        });
+        let clients: Vec<_> = (0..conns)
+            .map(|i| {
+                spawn_local(async move {
+                    let mut c = Stream::connect(addr).await?;
+                    let data: Vec<u8> = (0..bytes).map(|k| (k * 7 + i) as u8).collect();
+                    let mut got = Vec::with_capacity(bytes);
+                    let mut rbuf = vec![0u8; 4096];
+                    for part in data.chunks(3000) {
+                        c.write_all(part).await?;
+                        c.flush().await?;
+                        let want = got.len() + part.len();
+                        while got.len() < want {
+                            let k = c.read(&mut rbuf).await?;
+                            if k == 0 {
+                                return Err(io::ErrorKind::UnexpectedEof.into());
+                            }
+                            got.extend_from_slice(&rbuf[..k]);
+                        }
+                    }
+                    c.close().await?;
+                    assert_eq!(got, data, "connection {i}: the echo differs");
+                    Ok(got.len())
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for c in clients {
+            out.push(c.await);
+        }
+        drop(server);
+        out
+    })
+}
+
+/// A submission queue of four entries and a completion queue of sixteen
+/// under a thousand connections: the queue is full on most pushes and
+/// completions overflow into the kernel's list, and every byte comes back.
+#[test]
+fn a_tiny_ring_under_a_thousand_connections_loses_nothing() {
+    let out = echo_many(4, 1000, 10_000, |_| {});
+    for (i, r) in out.iter().enumerate() {
+        assert_eq!(r.as_ref().ok(), Some(&10_000), "connection {i}: {r:?}");
+    }
+}
+
+/// The kernel refuses submits now and then (EBUSY while completions wait to
+/// be reaped, ENOMEM, EAGAIN): the runtime neither panics nor loses an entry.
+#[test]
+fn refused_submits_on_a_full_queue_lose_nothing() {
+    for (errno, conns) in [(libc::EBUSY, 1000), (libc::ENOMEM, 200), (libc::EAGAIN, 200)] {
+        let out = echo_many(4, conns, 5_000, move |d| {
+            d.fail_submits(ring::Fault {
+                nth: 3,
+                errno,
+                repeat: true,
+            })
+        });
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.as_ref().ok(), Some(&5_000), "errno {errno}, connection {i}: {r:?}");
+        }
+    }
+}
+
+/// A failed operation's error reaches its own waiter, and no other: with
+/// every 50th completion failed, each connection either echoes everything
+/// or sees an error, and they all finish.
+#[test]
+fn a_failed_completion_reaches_its_waiter_and_the_rest_complete() {
+    let out = echo_many(16, 300, 5_000, |d| {
+        d.fail_completions(ring::Fault {
+            nth: 50,
+            errno: libc::ECONNRESET,
+            repeat: true,
+        })
+    });
+    let ok = out.iter().filter(|r| matches!(r, Ok(5_000))).count();
+    let failed = out.iter().filter(|r| r.is_err()).count();
+    assert_eq!(ok + failed, 300, "every connection finished: {out:?}");
+    assert!(failed > 0, "some completions were failed");
+    assert!(ok > 0, "the others went on");
+}
+
+/// Completions the kernel dropped (EBADR) stop the runtime with a message
+/// naming it, instead of leaving their operations waiting forever.
+#[test]
+#[should_panic(expected = "io_uring dropped completions (EBADR)")]
+fn dropped_completions_stop_the_runtime() {
+    run(async {
+        executor::with_current(|rt| {
+            rt.driver.fail_submits(ring::Fault {
+                nth: 1,
+                errno: libc::EBADR,
+                repeat: false,
+            })
+        });
+        sleep(Duration::from_millis(5)).await;
+    });
+}
+
+/// A sender dropped while the receiver's first `recv` binds to its thread
+/// (after it saw the sender alive, before a sender could wake it) is not
+/// missed: that `recv` ends with `None`.
+#[test]
+fn a_first_recv_never_misses_the_sender_dropped_meanwhile() {
+    run(async {
+        let (tx, rx) = shared_channel::<u32>();
+        channel::BEFORE_BIND.with(|f| f.set(Some(Box::new(move || drop(tx)))));
+        let r = woken_within(Duration::from_secs(1), rx.recv()).await;
+        assert_eq!(r, Ok(None), "the sender's drop was missed");
+    });
+}
+
+/// The fallbacks of older kernels, forced: a ring without DEFER_TASKRUN
+/// (COOP_TASKRUN, Linux 5.19) and one without either moves every byte too.
+#[test]
+fn echo_over_the_fallback_rings_moves_every_byte() {
+    for mode in [RingMode::CoopTaskrun, RingMode::Plain] {
+        raise_nofile();
+        let rt = Runtime::with_ring_mode(8, mode).unwrap();
+        assert_eq!(rt.ring_mode(), mode);
+        let out = rt.block_on(async {
+            let (l, addr) = listener();
+            let server = spawn_local(async move {
+                let mut s = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let k = s.read(&mut buf).await.unwrap();
+                    if k == 0 {
+                        break;
+                    }
+                    s.write_all(&buf[..k]).await.unwrap();
+                }
+                s.close().await.unwrap();
+            });
+            let mut c = Stream::connect(addr).await.unwrap();
+            let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+            let mut got = Vec::new();
+            let mut rbuf = vec![0u8; 8192];
+            for part in data.chunks(30_000) {
+                c.write_all(part).await.unwrap();
+                let want = got.len() + part.len();
+                while got.len() < want {
+                    let k = c.read(&mut rbuf).await.unwrap();
+                    assert!(k > 0);
+                    got.extend_from_slice(&rbuf[..k]);
+                }
+            }
+            c.close().await.unwrap();
+            server.await;
+            got == data
+        });
+        assert!(out, "{mode:?}: the echo differs");
+    }
+}
+
+/// A task's waker used on another runtime thread wakes that task, on its
+/// own thread, not whatever task the other runtime keeps under the same key.
+#[test]
+fn a_waker_used_on_another_runtime_thread_wakes_its_own_task() {
+    let (to_other, wakers) = shared_channel::<std::task::Waker>();
+    let other = Builder::new("other")
+        .spawn(move || async move {
+            // A task of this runtime in the slot the waker names, waiting forever.
+            let idle = spawn_local(futures_lite::future::pending::<()>());
+            while let Some(w) = wakers.recv().await {
+                w.wake();
+            }
+            drop(idle);
+        })
+        .unwrap();
+    let woken = run(async move {
+        let mut sent = false;
+        let waited = std::future::poll_fn(|cx| {
+            if sent {
+                return std::task::Poll::Ready(());
+            }
+            sent = true;
+            to_other.send(cx.waker().clone()).unwrap();
+            std::task::Poll::Pending
+        });
+        let r = woken_within(Duration::from_secs(2), waited).await;
+        drop(to_other);
+        r
+    });
+    assert_eq!(woken, Ok(()), "the wake went to the other runtime's task");
+    other.join().unwrap();
+}
+
+/// `fut`'s output if it completes within `d`, polled only when woken: unlike
+/// [`timeout`], the deadline is looked at first, so a future nobody woke is
+/// not given one more poll when time is up.
+async fn woken_within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> Result<T, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut give_up = sleep(d);
+    std::future::poll_fn(|cx| {
+        if std::pin::Pin::new(&mut give_up).poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(Elapsed));
+        }
+        fut.as_mut().poll(cx).map(Ok)
+    })
+    .await
 }

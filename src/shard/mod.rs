@@ -621,6 +621,8 @@ pub async fn run_shard(id: usize, max_live: usize, rx: Receiver<ShardMsg>, tx: S
         match msg {
             ShardMsg::Apply(snap) => {
                 if panic_on_change && snap.generation > 1 {
+                    // Logged through the log writer thread: fail-stop must flush it.
+                    tracing::error!("failpoint: shard {id} is about to panic");
                     panic!("failpoint: shard {id} panics on a change");
                 }
                 let reply = shard.apply(&snap);
