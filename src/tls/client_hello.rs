@@ -102,9 +102,13 @@ fn peek_records(buf: &[u8]) -> Peek {
             Some(_) => Peek::NotTls(NotTls::Garbage),
         };
     }
-    let mut hello = Vec::new();
+    // First pass: check the record headers and count the payload, copying
+    // nothing, so a hello arriving a byte at a time costs a walk over the
+    // headers per call, not a copy of everything so far.
+    let mut head = [0u8; 4];
+    let mut avail = 0;
     let mut at = 0;
-    loop {
+    let body = loop {
         if at >= MAX_PEEK_LEN {
             return Peek::NotTls(NotTls::TooLong);
         }
@@ -132,30 +136,48 @@ fn peek_records(buf: &[u8]) -> Peek {
         if start + len > MAX_PEEK_LEN {
             return Peek::NotTls(NotTls::TooLong);
         }
-        let end = (start + len).min(buf.len());
-        hello.extend_from_slice(&buf[start..end]);
+        let payload = &buf[start.min(buf.len())..(start + len).min(buf.len())];
+        let have = avail.min(head.len());
+        let take = (head.len() - have).min(payload.len());
+        head[have..have + take].copy_from_slice(&payload[..take]);
+        avail += payload.len();
         // The handshake header says how long the hello is.
-        if hello.len() >= 4 {
-            if hello[0] != HANDSHAKE_CLIENT_HELLO {
-                return Peek::NotTls(NotTls::Malformed);
-            }
-            let body = u32::from_be_bytes([0, hello[1], hello[2], hello[3]]) as usize;
+        if avail >= 1 && head[0] != HANDSHAKE_CLIENT_HELLO {
+            return Peek::NotTls(NotTls::Malformed);
+        }
+        if avail >= 4 {
+            let body = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
             if body > MAX_HELLO_LEN {
                 return Peek::NotTls(NotTls::TooLong);
             }
-            if hello.len() >= 4 + body {
-                return match parse_body(&hello[4..4 + body]) {
-                    Some(h) => Peek::Hello(h),
-                    None => Peek::NotTls(NotTls::Malformed),
-                };
+            if avail >= 4 + body {
+                break body;
             }
-        } else if !hello.is_empty() && hello[0] != HANDSHAKE_CLIENT_HELLO {
-            return Peek::NotTls(NotTls::Malformed);
         }
-        if end < start + len {
+        if payload.len() < len {
             return Peek::Incomplete;
         }
         at = start + len;
+    };
+    // Second pass: the hello is all here. In one record (the usual case) it
+    // is read in place; across several, their payloads are joined.
+    let first_len = u16::from_be_bytes([buf[3], buf[4]]) as usize;
+    let parsed = if first_len >= 4 + body {
+        parse_body(&buf[RECORD_HEADER + 4..RECORD_HEADER + 4 + body])
+    } else {
+        let mut hello = Vec::with_capacity(4 + body);
+        let mut at = 0;
+        while hello.len() < 4 + body {
+            let len = u16::from_be_bytes([buf[at + 3], buf[at + 4]]) as usize;
+            let start = at + RECORD_HEADER;
+            hello.extend_from_slice(&buf[start..(start + len).min(buf.len())]);
+            at = start + len;
+        }
+        parse_body(&hello[4..4 + body])
+    };
+    match parsed {
+        Some(h) => Peek::Hello(h),
+        None => Peek::NotTls(NotTls::Malformed),
     }
 }
 

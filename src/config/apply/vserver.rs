@@ -175,5 +175,15 @@ mod tests {
             "{saved}"
         );
         assert!(saved.contains("add service b1 127.0.0.1 9101 SSL_BRIDGE\n"), "{saved}");
+        let shown = crate::config::show::show(
+            &m,
+            crate::config::ShowWhat::Object(crate::config::ObjectKind::Vserver),
+            Some("pt"),
+        )
+        .unwrap();
+        assert!(
+            shown.starts_with("lb vserver pt SSL_BRIDGE 127.0.0.1:8450 UP"),
+            "{shown}"
+        );
     }
 }
