@@ -150,3 +150,40 @@ fn an_unfinished_hello_is_closed_at_the_handshake_timeout() {
     let mut buf = [0u8; 16];
     assert!(matches!(sock.read(&mut buf), Ok(0) | Err(_)));
 }
+
+#[test]
+fn an_oversized_hello_is_refused_from_its_header() {
+    let b = bridge(1);
+    let mut sock = TcpStream::connect(b.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A handshake header promising a 64 KiB ClientHello.
+    sock.write_all(b"\x16\x03\x01\x00\x04\x01\x01\x00\x00").unwrap();
+    let mut buf = [0u8; 16];
+    assert!(matches!(sock.read(&mut buf), Ok(0) | Err(_)));
+    assert!(
+        wait_for(Duration::from_secs(5), || b
+            .proxy
+            .log()
+            .contains("passthrough refused: ClientHello too long")),
+        "{}",
+        b.proxy.log()
+    );
+}
+
+#[test]
+fn disable_closes_relayed_connections_and_routing_resumes_on_enable() {
+    let b = bridge(2);
+    let mut tls = fragmented_client(b.addr, &b.pki, &rustls::version::TLS13, 64, 1000);
+    tls.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    tls.read_exact(&mut back).unwrap();
+    b.proxy.ctl("disable lb vserver pt").unwrap();
+    // R7: the relayed connection is closed (FIN or reset, never an answer).
+    let mut buf = [0u8; 16];
+    assert!(matches!(tls.sock.read(&mut buf), Ok(0) | Err(_)));
+    b.proxy.ctl("enable lb vserver pt").unwrap();
+    let mut again = fragmented_client(b.addr, &b.pki, &rustls::version::TLS12, 64, 1000);
+    again.write_all(b"pong").unwrap();
+    again.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"pong");
+}
