@@ -37,6 +37,7 @@ fn model(ca: &Ca) -> Model {
     );
     let mut vs = Vserver {
         name: "v".into(),
+        proto: shardtls::config::BackendProto::SslTcp,
         addr: "127.0.0.1:443".parse().unwrap(),
         enabled: true,
         max_clients: None,

@@ -15,6 +15,10 @@
 //!   those opened and not yet closed (or removed with their entity); every
 //!   id the core asks the shell to close is open and belongs to the entity
 //!   concerned, at most once per call; the stats agree with the core.
+//! - [`client_hello`]: bytes through the ClientHello peek
+//!   (`tls::client_hello::peek`), whole and cut at every length. Checks: no
+//!   panic; a verdict (hello or refusal) never changes when more bytes
+//!   arrive, so the answer at a cut is either "incomplete" or the final one.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -377,5 +381,30 @@ pub fn core_events(data: &[u8]) {
             e.unbound,
             e.open
         );
+    }
+}
+
+// ----- client_hello ----------------------------------------------------------
+
+pub fn client_hello(data: &[u8]) {
+    use shardtls::tls::client_hello::{peek, Peek};
+    let whole = peek(data);
+    if let Peek::Hello(h) = &whole {
+        if let Some(sni) = &h.sni {
+            assert!(!sni.is_empty() && sni.len() <= 253, "{sni:?}");
+            assert_eq!(sni, &sni.to_ascii_lowercase());
+        }
+    }
+    // Cuts at every length up to 2 KiB, then sparser: a long input stays quick.
+    let step = if data.len() > 2048 { data.len() / 512 } else { 1 };
+    let mut final_seen = false;
+    for cut in (0..data.len()).step_by(step.max(1)) {
+        match peek(&data[..cut]) {
+            Peek::Incomplete => assert!(!final_seen, "incomplete after a verdict at {cut}"),
+            verdict => {
+                assert_eq!(verdict, whole, "verdict at {cut} differs from the whole input's");
+                final_seen = true;
+            }
+        }
     }
 }

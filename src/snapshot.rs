@@ -31,8 +31,12 @@ pub struct VserverSpec {
     pub idle_timeout: Duration,
     /// Services and serviceGroups, in binding order.
     pub targets: Vec<Arc<str>>,
-    /// `None` while no server certificate is bound: the vserver does not listen.
+    /// `None` while no server certificate is bound: the vserver does not
+    /// listen, unless it passes TLS through.
     pub tls: Option<Arc<FrontendSpec>>,
+    /// `SSL_BRIDGE`: no TLS of ours; the ClientHello is peeked, then every
+    /// byte relayed to an `SSL_BRIDGE` back end as it came.
+    pub passthrough: bool,
 }
 
 /// A service or serviceGroup as shards use it.
@@ -128,7 +132,9 @@ impl Snapshot {
                 max_conns: vs.max_clients,
             };
             let prev_spec = prev.and_then(|p| p.vservers.get(name.as_str()));
+            let passthrough = vs.proto == BackendProto::SslBridge;
             let tls = match prev_spec {
+                _ if passthrough => None,
                 Some(p) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
                 _ if !vs.bindings.certkeys.iter().any(|b| !b.ca) => None,
                 _ => Some(Arc::new(
@@ -144,6 +150,7 @@ impl Snapshot {
                 idle_timeout: Duration::from_secs(vs.client_timeout.max(1).into()),
                 targets: vs.targets.iter().map(|t| Arc::from(t.as_str())).collect(),
                 tls,
+                passthrough,
             };
             vservers.insert(Arc::from(name.as_str()), Arc::new(spec));
         }
@@ -164,7 +171,7 @@ impl Snapshot {
             let eff = params.effective(prof);
             let prev_spec = prev.and_then(|p| p.services.get(name));
             let tls = match (proto, prev_spec) {
-                (BackendProto::Tcp, _) => None,
+                (BackendProto::Tcp | BackendProto::SslBridge, _) => None,
                 (BackendProto::SslTcp, Some(p)) if p.epoch == epoch && p.tls.is_some() => p.tls.clone(),
                 (BackendProto::SslTcp, _) => Some(Arc::new(
                     BackendSpec::build(model, &entity.to_string(), params, profile, bindings, epoch)

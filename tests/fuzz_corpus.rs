@@ -67,6 +67,30 @@ fn core_events_corpus_replays_cleanly() {
 }
 
 #[test]
+fn client_hello_corpus_replays_cleanly() {
+    replay("client_hello", logic::client_hello);
+}
+
+#[test]
+fn client_hello_pseudo_random_and_mutated_seeds() {
+    for (i, data) in inputs(0x5eed_0002, 2000, 300).iter().enumerate() {
+        if std::panic::catch_unwind(|| logic::client_hello(data)).is_err() {
+            panic!("input {i} fails: {data:?}");
+        }
+    }
+    // Every seed hello with each byte flipped: deep into the extensions.
+    for (path, seed) in corpus("client_hello") {
+        for i in 0..seed.len() {
+            let mut bad = seed.clone();
+            bad[i] ^= 0x41;
+            if std::panic::catch_unwind(|| logic::client_hello(&bad)).is_err() {
+                panic!("{} with byte {i} flipped fails", path.display());
+            }
+        }
+    }
+}
+
+#[test]
 fn core_events_pseudo_random_sequences() {
     for (i, data) in inputs(0x5eed_0001, 3000, 400).iter().enumerate() {
         if std::panic::catch_unwind(|| logic::core_events(data)).is_err() {

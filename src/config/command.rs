@@ -133,10 +133,11 @@ pub enum Command {
         name: String,
         params: SslParams,
     },
-    /// `add lb vserver V SSL_TCP IP PORT [-maxClients N] [-cltTimeout S]`;
+    /// `add lb vserver V SSL_TCP|SSL_BRIDGE IP PORT [-maxClients N] [-cltTimeout S]`;
     /// `max_clients` 0 means unlimited.
     AddVserver {
         name: String,
+        proto: BackendProto,
         addr: SocketAddr,
         max_clients: Option<u32>,
         client_timeout: Option<u32>,

@@ -349,7 +349,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
             EntityRef::new(EntityKind::Vserver, &v.name),
             View {
                 addr: Some(v.addr),
-                proto: None,
+                proto: Some(v.proto),
                 health: HealthFlags::default(),
                 enabled: v.enabled,
                 profile: &v.ssl_profile,
@@ -530,6 +530,17 @@ bind lb vserver v2 g1
         assert!(changes.iter().all(|c| c.removed.is_empty() && c.added.is_empty()));
         assert!(next.epochs.keys().all(|e| old.epochs.contains_key(e)));
         assert_eq!(next.epochs[&EntityRef::new(EntityKind::Service, "s1")], 1);
+    }
+
+    #[test]
+    fn a_vserver_changing_type_is_recreated() {
+        let fx = fixture();
+        let base = format!("{BASE}add service b1 127.0.0.1 9101 SSL_BRIDGE\n");
+        let old = fx.model(&format!("{base}add lb vserver v3 SSL_TCP 127.0.0.1 8443\n"));
+        let new = fx.model(&format!(
+            "{base}add lb vserver v3 SSL_BRIDGE 127.0.0.1 8443\nbind lb vserver v3 b1\n"
+        ));
+        check(&fx, &old, &new);
     }
 
     #[test]

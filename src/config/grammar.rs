@@ -554,8 +554,8 @@ fn sample_value(ty: ValueType, pick: &mut dyn FnMut(usize) -> usize) -> String {
         ValueType::Presence => String::new(),
         ValueType::Ip => one(&["127.0.0.1", "10.1.2.3", "::1", "fe80::2"], pick),
         ValueType::Port => one(&["1", "80", "443", "65535"], pick),
-        ValueType::BackendProto => one(&["TCP", "SSL_TCP", "ssl_tcp"], pick),
-        ValueType::VserverProto => "SSL_TCP".to_string(),
+        ValueType::BackendProto => one(&["TCP", "SSL_TCP", "ssl_tcp", "SSL_BRIDGE"], pick),
+        ValueType::VserverProto => one(&["SSL_TCP", "SSL_BRIDGE"], pick),
         ValueType::Suite => suite(pick).to_string(),
         ValueType::SuiteList => {
             let mut list = vec![suite(pick)];

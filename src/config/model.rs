@@ -356,10 +356,12 @@ pub struct SslProfile {
     pub params: SslParams,
 }
 
-/// `add lb vserver V SSL_TCP IP PORT [-maxClients N] [-cltTimeout S]`.
+/// `add lb vserver V SSL_TCP|SSL_BRIDGE IP PORT [-maxClients N] [-cltTimeout S]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Vserver {
     pub name: String,
+    /// `SSL_TCP` (terminates TLS) or `SSL_BRIDGE` (passes it through).
+    pub proto: BackendProto,
     pub addr: SocketAddr,
     pub enabled: bool,
     /// Most concurrent client connections per shard; `None`: unlimited.
@@ -373,11 +375,15 @@ pub struct Vserver {
     pub targets: Vec<String>,
 }
 
-/// Back-end protocol: plain TCP, or TLS re-encryption.
+/// The ADC's service type, of a back end or a vserver: plain TCP, TLS
+/// (terminated by a vserver, re-encrypted to a back end), or TLS passed
+/// through untouched (`SSL_BRIDGE`: routed by the ClientHello's SNI,
+/// relayed byte for byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendProto {
     Tcp,
     SslTcp,
+    SslBridge,
 }
 
 impl BackendProto {
@@ -385,6 +391,7 @@ impl BackendProto {
         match self {
             BackendProto::Tcp => "TCP",
             BackendProto::SslTcp => "SSL_TCP",
+            BackendProto::SslBridge => "SSL_BRIDGE",
         }
     }
 }
@@ -401,7 +408,7 @@ pub struct HealthFlags {
     pub retries: Option<u32>,
 }
 
-/// `add service S IP PORT TCP|SSL_TCP`.
+/// `add service S IP PORT TCP|SSL_TCP|SSL_BRIDGE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Service {
     pub name: String,
@@ -415,7 +422,7 @@ pub struct Service {
     pub bindings: SslBindings,
 }
 
-/// `add serviceGroup G TCP|SSL_TCP` with `bind serviceGroup G IP PORT` members.
+/// `add serviceGroup G TCP|SSL_TCP|SSL_BRIDGE` with `bind serviceGroup G IP PORT` members.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceGroup {
     pub name: String,

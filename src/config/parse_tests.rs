@@ -245,6 +245,7 @@ mod cases {
             c,
             Command::AddVserver {
                 name: "v1".into(),
+                proto: BackendProto::SslTcp,
                 addr: addr("10.0.0.1:443"),
                 max_clients: Some(100),
                 client_timeout: Some(60)

@@ -88,6 +88,7 @@ impl Model {
         for v in self.vservers.values() {
             out.push(Command::AddVserver {
                 name: v.name.clone(),
+                proto: v.proto,
                 addr: v.addr,
                 max_clients: v.max_clients,
                 client_timeout: Some(v.client_timeout).filter(|t| *t != DEFAULT_CLIENT_TIMEOUT),

@@ -90,7 +90,8 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
                 let e = EntityRef::new(EntityKind::Vserver, &n);
                 let _ = writeln!(
                     out,
-                    "lb vserver {n} SSL_TCP {} {} epoch {} maxClients {} cltTimeout {}\n  bound: {}",
+                    "lb vserver {n} {} {} {} epoch {} maxClients {} cltTimeout {}\n  bound: {}",
+                    v.proto.keyword(),
                     v.addr,
                     state(v.enabled),
                     m.epochs.get(&e).copied().unwrap_or(0),

@@ -32,9 +32,9 @@ pub enum ValueType {
     Ip,
     /// A TCP port, 1 to 65535.
     Port,
-    /// `TCP` or `SSL_TCP`.
+    /// `TCP`, `SSL_TCP` or `SSL_BRIDGE`.
     BackendProto,
-    /// `SSL_TCP`: the only vserver type.
+    /// `SSL_TCP` or `SSL_BRIDGE`: the vserver types.
     VserverProto,
     /// One cipher suite, by its ADC name.
     Suite,
@@ -84,8 +84,8 @@ impl ValueType {
             ValueType::Presence => String::new(),
             ValueType::Ip => "IP".into(),
             ValueType::Port => "PORT".into(),
-            ValueType::BackendProto => "TCP|SSL_TCP".into(),
-            ValueType::VserverProto => "SSL_TCP".into(),
+            ValueType::BackendProto => "TCP|SSL_TCP|SSL_BRIDGE".into(),
+            ValueType::VserverProto => "SSL_TCP|SSL_BRIDGE".into(),
             ValueType::Suite => "SUITE".into(),
             ValueType::SuiteList => "SUITE,SUITE,...".into(),
             ValueType::Curve => Curve::ALL.map(|c| c.adc_name()).join("|"),
@@ -101,8 +101,8 @@ impl ValueType {
     pub fn keywords(self) -> Vec<&'static str> {
         match self {
             ValueType::Switch | ValueType::SwitchOrBare => vec!["ENABLED", "DISABLED"],
-            ValueType::BackendProto => vec!["TCP", "SSL_TCP"],
-            ValueType::VserverProto => vec!["SSL_TCP"],
+            ValueType::BackendProto => vec!["TCP", "SSL_TCP", "SSL_BRIDGE"],
+            ValueType::VserverProto => vec!["SSL_TCP", "SSL_BRIDGE"],
             ValueType::Suite | ValueType::SuiteList | ValueType::CipherRef => {
                 CipherSuiteName::ALL.iter().map(|s| s.adc_name()).collect()
             }
@@ -133,14 +133,14 @@ impl ValueType {
                 Err(_) => return Err(format!("bad port '{word}': not a number")),
             }),
             ValueType::BackendProto => Value::Proto(parse_proto(word)?),
-            ValueType::VserverProto => {
-                if !word.eq_ignore_ascii_case("SSL_TCP") {
+            ValueType::VserverProto => match parse_proto(word) {
+                Ok(p @ (BackendProto::SslTcp | BackendProto::SslBridge)) => Value::Proto(p),
+                _ => {
                     return Err(format!(
-                        "lb vserver: service type '{word}' is not supported (only SSL_TCP)"
-                    ));
+                        "lb vserver: service type '{word}' is not supported (only SSL_TCP or SSL_BRIDGE)"
+                    ))
                 }
-                Value::Proto(BackendProto::SslTcp)
-            }
+            },
             ValueType::Suite => Value::Suite(parse_suite(word)?),
             ValueType::SuiteList => {
                 let mut suites = Vec::new();
@@ -288,8 +288,10 @@ fn parse_proto(v: &str) -> Result<BackendProto, String> {
         Ok(BackendProto::Tcp)
     } else if v.eq_ignore_ascii_case("SSL_TCP") {
         Ok(BackendProto::SslTcp)
+    } else if v.eq_ignore_ascii_case("SSL_BRIDGE") {
+        Ok(BackendProto::SslBridge)
     } else {
-        Err(format!("bad protocol '{v}': expected TCP or SSL_TCP"))
+        Err(format!("bad protocol '{v}': expected TCP, SSL_TCP or SSL_BRIDGE"))
     }
 }
 

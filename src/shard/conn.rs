@@ -9,6 +9,11 @@
 //! written is still sent within its linger deadline (`-handshakeTimeout` of
 //! its vserver or service), past which it is reset and counted as
 //! `closed_unflushed` on its epoch.
+//!
+//! An `SSL_BRIDGE` vserver's connections take [`passthrough`] instead of
+//! the handshake: no TLS of ours, the ClientHello peeked and relayed.
+
+mod passthrough;
 
 use std::io;
 use std::rc::Rc;
@@ -158,6 +163,9 @@ pub(crate) async fn serve_client(
         id,
         peer,
     };
+    if vs.spec.passthrough {
+        return Box::pin(passthrough::serve(&c, stream, &signal)).await;
+    }
 
     // Wait for the first byte: only then is the connection bound to an epoch (R2).
     // Heap, not the future's own state: it is dropped once fed to rustls,

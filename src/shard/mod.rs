@@ -389,7 +389,7 @@ impl Shard {
             self.vservers
                 .borrow()
                 .iter()
-                .filter(|(_, v)| v.spec.enabled && v.tls.is_some())
+                .filter(|(_, v)| v.spec.enabled && (v.tls.is_some() || v.spec.passthrough))
                 .map(|(n, v)| (n.clone(), v.spec.addr))
                 .collect()
         };

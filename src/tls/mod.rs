@@ -11,6 +11,7 @@
 //! the other way.
 
 pub mod build;
+pub mod client_hello;
 pub mod local;
 pub mod session;
 pub mod stream;

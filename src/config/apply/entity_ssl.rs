@@ -30,6 +30,13 @@ impl Model {
 
     /// `bind ssl ENTITY X ...`; a cipher without a priority goes after the others.
     pub(super) fn bind_ssl(&mut self, entity: &EntityRef, bind: &SslBind) -> Result<Change, CommandError> {
+        if entity.kind == EntityKind::Vserver
+            && self.vservers.get(&*entity.name).map(|v| v.proto) == Some(BackendProto::SslBridge)
+        {
+            return Err(Invalid(format!(
+                "{entity} is SSL_BRIDGE: it passes TLS through and has no certificates, ciphers or curves of its own"
+            )));
+        }
         self.check_bind(entity, bind)?;
         let priority = match bind {
             SslBind::Cipher { priority: None, .. } => {
@@ -90,7 +97,15 @@ impl Model {
             .ssl_entities()
             .find(|(e, _)| e == entity)
             .map(|(_, v)| v.bindings)
-            .ok_or_else(|| Invalid(format!("{entity} uses TCP, not SSL_TCP: SSL settings do not apply")))?;
+            .ok_or_else(|| {
+                let proto = match entity.kind {
+                    EntityKind::Service => self.services.get(&*entity.name).map(|s| s.proto),
+                    EntityKind::ServiceGroup => self.service_groups.get(&*entity.name).map(|g| g.proto),
+                    EntityKind::Vserver => None,
+                };
+                let proto = proto.map_or("TCP", |p| p.keyword());
+                Invalid(format!("{entity} uses {proto}, not SSL_TCP: SSL settings do not apply"))
+            })?;
         match bind {
             SslBind::CertKey { name, sni, ca } => {
                 let certkey = self.certkey(name)?;

@@ -266,7 +266,12 @@ impl Model {
         &mut self,
         e: &EntityRef,
     ) -> Result<(&mut Option<String>, &mut SslParams, &mut SslBindings), CommandError> {
-        let not_ssl = || Invalid(format!("{e} uses TCP, not SSL_TCP: SSL settings do not apply"));
+        let not_ssl = |p: BackendProto| {
+            Invalid(format!(
+                "{e} uses {}, not SSL_TCP: SSL settings do not apply",
+                p.keyword()
+            ))
+        };
         match e.kind {
             EntityKind::Vserver => {
                 let v = self
@@ -281,7 +286,7 @@ impl Model {
                     .get_mut(&*e.name)
                     .ok_or_else(|| Unknown(format!("unknown {e}")))?;
                 if s.proto != BackendProto::SslTcp {
-                    return Err(not_ssl());
+                    return Err(not_ssl(s.proto));
                 }
                 Ok((&mut s.ssl_profile, &mut s.params, &mut s.bindings))
             }
@@ -291,7 +296,7 @@ impl Model {
                     .get_mut(&*e.name)
                     .ok_or_else(|| Unknown(format!("unknown {e}")))?;
                 if g.proto != BackendProto::SslTcp {
-                    return Err(not_ssl());
+                    return Err(not_ssl(g.proto));
                 }
                 Ok((&mut g.ssl_profile, &mut g.params, &mut g.bindings))
             }
@@ -320,10 +325,11 @@ impl Model {
             Command::SetProfile { name, params } => self.set_profile(name, params),
             Command::AddVserver {
                 name,
+                proto,
                 addr,
                 max_clients,
                 client_timeout,
-            } => self.add_vserver(name, addr, max_clients, client_timeout),
+            } => self.add_vserver(name, *proto, addr, max_clients, client_timeout),
             Command::SetLbVserver {
                 name,
                 max_clients,

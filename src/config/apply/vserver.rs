@@ -2,6 +2,10 @@
 //!
 //! Epoch effect: none of these open an epoch (a new vserver starts at
 //! epoch 1; limits and lb bindings are not TLS settings).
+//!
+//! An `SSL_BRIDGE` vserver passes TLS through: it binds only `SSL_BRIDGE`
+//! services and serviceGroups, and an `SSL_TCP` vserver never binds them
+//! (the back end would receive a second, unexpected TLS layer or none).
 
 use std::net::SocketAddr;
 
@@ -13,6 +17,7 @@ impl Model {
     pub(super) fn add_vserver(
         &mut self,
         name: &str,
+        proto: BackendProto,
         addr: &SocketAddr,
         max_clients: &Option<u32>,
         client_timeout: &Option<u32>,
@@ -30,6 +35,7 @@ impl Model {
             name.to_string(),
             Vserver {
                 name: name.to_string(),
+                proto,
                 addr: *addr,
                 enabled: true,
                 max_clients: max_clients.filter(|m| *m != 0),
@@ -72,6 +78,19 @@ impl Model {
         if !self.services.contains_key(target) && !self.service_groups.contains_key(target) {
             return Err(Unknown(format!(
                 "bind lb vserver {name}: no service or serviceGroup named {target}"
+            )));
+        }
+        let target_proto = self
+            .services
+            .get(target)
+            .map(|s| s.proto)
+            .or_else(|| self.service_groups.get(target).map(|g| g.proto));
+        let bridged = |p: Option<BackendProto>| p == Some(BackendProto::SslBridge);
+        if bridged(Some(v.proto)) != bridged(target_proto) {
+            return Err(Invalid(format!(
+                "bind lb vserver {name}: {target} is {}, lb vserver {name} is {}: an SSL_BRIDGE vserver binds only SSL_BRIDGE back ends, and only it does",
+                target_proto.map_or("?", |p| p.keyword()),
+                v.proto.keyword()
             )));
         }
         if v.targets.iter().any(|t| t == target) {
@@ -124,5 +143,47 @@ mod tests {
         );
         refused(&mut m, &fx, "bind lb vserver v1 s1", "already bound");
         refused(&mut m, &fx, "unbind lb vserver v1 g1", "not bound");
+    }
+
+    #[test]
+    fn ssl_bridge_vservers_bind_only_ssl_bridge_back_ends() {
+        let (fx, mut m) = setup();
+        ok(&mut m, &fx, "add lb vserver pt SSL_BRIDGE 127.0.0.1 8450");
+        ok(&mut m, &fx, "add service b1 127.0.0.1 9101 SSL_BRIDGE");
+        ok(&mut m, &fx, "add serviceGroup bg SSL_BRIDGE");
+        ok(&mut m, &fx, "bind lb vserver pt b1");
+        ok(&mut m, &fx, "bind lb vserver pt bg");
+        refused(&mut m, &fx, "bind lb vserver pt s1", "only SSL_BRIDGE back ends");
+        refused(&mut m, &fx, "bind lb vserver v1 b1", "only SSL_BRIDGE back ends");
+        refused(
+            &mut m,
+            &fx,
+            "bind ssl vserver pt -certkeyName site",
+            "passes TLS through",
+        );
+        refused(
+            &mut m,
+            &fx,
+            "bind ssl service b1 -certkeyName site",
+            "SSL settings do not apply",
+        );
+        // Its handshake timeout bounds the ClientHello peek.
+        ok(&mut m, &fx, "set ssl vserver pt -handshakeTimeout 3");
+        let saved = m.to_commands();
+        assert!(
+            saved.contains("add lb vserver pt SSL_BRIDGE 127.0.0.1 8450\n"),
+            "{saved}"
+        );
+        assert!(saved.contains("add service b1 127.0.0.1 9101 SSL_BRIDGE\n"), "{saved}");
+        let shown = crate::config::show::show(
+            &m,
+            crate::config::ShowWhat::Object(crate::config::ObjectKind::Vserver),
+            Some("pt"),
+        )
+        .unwrap();
+        assert!(
+            shown.starts_with("lb vserver pt SSL_BRIDGE 127.0.0.1:8450 UP"),
+            "{shown}"
+        );
     }
 }

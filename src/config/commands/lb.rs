@@ -9,9 +9,9 @@ use crate::config::values::ValueType::{BackendProto, Ip, Name, Port, VserverProt
 
 pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
     t.push(
-        cmd("add", "lb vserver", "Add a TLS-terminating virtual server.")
+        cmd("add", "lb vserver", "Add a TLS or TLS-passthrough vserver.")
             .name("name")
-            .arg("SSL_TCP", "service type SSL_TCP", VserverProto)
+            .arg("SSL_TCP|SSL_BRIDGE", "service type SSL_TCP or SSL_BRIDGE", VserverProto)
             .arg("IP", "IP address", Ip)
             .arg("PORT", "port", Port)
             .flag(&MAX_CLIENTS)
@@ -19,9 +19,11 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
             .rule(
                 |f| {
                     let name = f.take_arg(0)?;
+                    let proto = f.take_arg(1)?;
                     let (ip, port) = (f.take_arg(2)?, f.take_arg(3)?);
                     Ok(Command::AddVserver {
                         name,
+                        proto,
                         addr: std::net::SocketAddr::new(ip, port),
                         max_clients: f.take(&MAX_CLIENTS),
                         client_timeout: f.take(&CLIENT_TIMEOUT),
@@ -30,13 +32,14 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
                 |c| match c {
                     Command::AddVserver {
                         name,
+                        proto,
                         addr,
                         max_clients,
                         client_timeout,
                     } => Some(
                         Fields::new()
                             .arg(name.clone())
-                            .arg(crate::config::model::BackendProto::SslTcp)
+                            .arg(*proto)
                             .arg(addr.ip())
                             .arg(addr.port())
                             .opt_flag(&MAX_CLIENTS, *max_clients)
@@ -112,12 +115,19 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
             .name("name")
             .arg("IP", "IP address", Ip);
         s = if adc_order {
-            s.arg("TCP|SSL_TCP", "protocol TCP or SSL_TCP", BackendProto)
-                .arg("PORT", "port", Port)
-                .alias()
+            s.arg(
+                "TCP|SSL_TCP|SSL_BRIDGE",
+                "protocol TCP, SSL_TCP or SSL_BRIDGE",
+                BackendProto,
+            )
+            .arg("PORT", "port", Port)
+            .alias()
         } else {
-            s.arg("PORT", "port", Port)
-                .arg("TCP|SSL_TCP", "protocol TCP or SSL_TCP", BackendProto)
+            s.arg("PORT", "port", Port).arg(
+                "TCP|SSL_TCP|SSL_BRIDGE",
+                "protocol TCP, SSL_TCP or SSL_BRIDGE",
+                BackendProto,
+            )
         };
         let (port_at, proto_at) = if adc_order { (3, 2) } else { (2, 3) };
         t.push(s.flag(&HEALTH_INTERVAL).flag(&HEALTH_RETRIES).rule(
@@ -159,7 +169,11 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
             "Add a group of back-end servers (members are bound to it).",
         )
         .name("name")
-        .arg("TCP|SSL_TCP", "protocol TCP or SSL_TCP", BackendProto)
+        .arg(
+            "TCP|SSL_TCP|SSL_BRIDGE",
+            "protocol TCP, SSL_TCP or SSL_BRIDGE",
+            BackendProto,
+        )
         .flag(&HEALTH_INTERVAL)
         .flag(&HEALTH_RETRIES)
         .rule(
