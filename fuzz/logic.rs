@@ -15,6 +15,11 @@
 //!   those opened and not yet closed (or removed with their entity); every
 //!   id the core asks the shell to close is open and belongs to the entity
 //!   concerned, at most once per call; the stats agree with the core.
+//! - [`proxy_header`]: bytes as the first bytes of a connection through the
+//!   PROXY header parser. Checks: no panic; a header it accepts lies within
+//!   the input and its bounds, and encodes back to a header that parses to
+//!   the same addresses; every prefix of an accepted header is incomplete,
+//!   never invalid.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -377,5 +382,31 @@ pub fn core_events(data: &[u8]) {
             e.unbound,
             e.open
         );
+    }
+}
+
+// ----- proxy_header ----------------------------------------------------------
+
+pub fn proxy_header(data: &[u8]) {
+    use shardtls::shard::proxy_header::{encode, parse, Parsed, Version, V1_MAX, V2_MAX_PAYLOAD};
+    let Parsed::Done { header, len } = parse(data) else {
+        return;
+    };
+    assert!(len <= data.len());
+    match header.version {
+        Version::V1 => assert!(len <= V1_MAX),
+        Version::V2 => assert!(len <= 16 + V2_MAX_PAYLOAD),
+    }
+    for i in 0..len {
+        assert_eq!(parse(&data[..i]), Parsed::Incomplete, "prefix {i}");
+    }
+    let mut again = Vec::new();
+    encode(header.version, header.addrs, None, &mut again);
+    match parse(&again) {
+        Parsed::Done { header: h, len } => {
+            assert_eq!(len, again.len());
+            assert_eq!(h.addrs, header.addrs);
+        }
+        other => panic!("re-encoded header does not parse: {other:?}"),
     }
 }
