@@ -373,6 +373,58 @@ pub struct Vserver {
     pub targets: Vec<String>,
 }
 
+/// `-proxyProtocolVersion V1|V2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
+}
+
+impl ProxyProtocolVersion {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ProxyProtocolVersion::V1 => "V1",
+            ProxyProtocolVersion::V2 => "V2",
+        }
+    }
+}
+
+/// The settings of a net profile as written; `None` means the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetParams {
+    /// `-proxyProtocol ENABLED|DISABLED` (default DISABLED).
+    pub proxy_protocol: Option<bool>,
+    /// `-proxyProtocolVersion V1|V2` (default V1, as on the ADC).
+    pub proxy_protocol_version: Option<ProxyProtocolVersion>,
+}
+
+impl NetParams {
+    /// Take every field that `src` sets (what `set netProfile` does).
+    pub fn overlay(&mut self, src: &NetParams) {
+        if src.proxy_protocol.is_some() {
+            self.proxy_protocol = src.proxy_protocol;
+        }
+        if src.proxy_protocol_version.is_some() {
+            self.proxy_protocol_version = src.proxy_protocol_version;
+        }
+    }
+
+    /// The PROXY protocol version a back end bound to this profile
+    /// receives; `None` when the header is not sent.
+    pub fn proxy_header(&self) -> Option<ProxyProtocolVersion> {
+        self.proxy_protocol
+            .unwrap_or(false)
+            .then(|| self.proxy_protocol_version.unwrap_or(ProxyProtocolVersion::V1))
+    }
+}
+
+/// `add netProfile N [-proxyProtocol ENABLED] [-proxyProtocolVersion V2]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetProfile {
+    pub name: String,
+    pub params: NetParams,
+}
+
 /// Back-end protocol: plain TCP, or TLS re-encryption.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendProto {
@@ -410,6 +462,8 @@ pub struct Service {
     pub enabled: bool,
     /// `-healthInterval S -healthRetries N`.
     pub health: HealthFlags,
+    /// `-netProfile N`: how connections to the back end are made (PROXY header).
+    pub net_profile: Option<String>,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,
@@ -424,6 +478,7 @@ pub struct ServiceGroup {
     pub members: Vec<SocketAddr>,
     /// As for a service.
     pub health: HealthFlags,
+    pub net_profile: Option<String>,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,
@@ -436,6 +491,7 @@ pub struct Model {
     pub certkeys: BTreeMap<String, CertKey>,
     pub cipher_groups: BTreeMap<String, CipherGroup>,
     pub profiles: BTreeMap<String, SslProfile>,
+    pub net_profiles: BTreeMap<String, NetProfile>,
     pub vservers: BTreeMap<String, Vserver>,
     pub services: BTreeMap<String, Service>,
     pub service_groups: BTreeMap<String, ServiceGroup>,
