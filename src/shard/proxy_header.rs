@@ -26,6 +26,15 @@ pub enum Version {
     V2,
 }
 
+impl From<crate::config::ProxyProtocolVersion> for Version {
+    fn from(v: crate::config::ProxyProtocolVersion) -> Self {
+        match v {
+            crate::config::ProxyProtocolVersion::V1 => Version::V1,
+            crate::config::ProxyProtocolVersion::V2 => Version::V2,
+        }
+    }
+}
+
 /// Longest version 1 header, CRLF included (the specification's bound).
 pub const V1_MAX: usize = 107;
 /// Most bytes accepted after a version 2 header's fixed 16: the largest
