@@ -330,3 +330,56 @@ fn health_probe_sends_a_local_header() {
         assert_eq!((seen.source, seen.dest), (None, None));
     }
 }
+
+#[test]
+fn v2_header_carries_the_client_certificate() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let pki = Pki::new();
+    let (ck, _) = certkey(&pki, "site", &["site.test"]);
+    let l = listen("127.0.0.1");
+    let back = l.local_addr().unwrap();
+    let rx = header_backend(l, None);
+    let port = free_port();
+    let config = format!(
+        "{ck}add ssl certKey clients -cert {}\n\
+         add netProfile np -proxyProtocol ENABLED -proxyProtocolVersion V2\n\
+         add service plain {} TCP -netProfile np\n\
+         add lb vserver v SSL_TCP 127.0.0.1 {port}\n\
+         set ssl vserver v -clientAuth ENABLED -clientCert MANDATORY\n\
+         bind ssl vserver v -certkeyName site\n\
+         bind ssl vserver v -certkeyName clients -CA\n\
+         bind lb vserver v plain\n",
+        p(&pki.ca_file()),
+        sp(back),
+    );
+    let _proxy = Proxy::start(&config, 1);
+    let (cert, key, _) = pki.issue("alice", &["alice.client.test"]);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.cert_der()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .unwrap();
+    let mut c = Client::connect(lo(port), "site.test", Arc::new(cfg)).unwrap();
+    assert_eq!(c.echo(b"hi").unwrap(), b"hi");
+    let seen = recv(&rx);
+    let ssl = tlv(&seen, 0x20).expect("SSL TLV");
+    assert_eq!(
+        ssl[0],
+        0x01 | 0x02 | 0x04,
+        "SSL, certificate on this connection and its session"
+    );
+    assert_eq!(ssl[1..5], [0, 0, 0, 0], "verified");
+    let subs = tlvs(&ssl[5..]);
+    let cn = subs.iter().find(|(t, _)| *t == 0x22).map(|(_, v)| v.clone());
+    assert_eq!(cn.as_deref(), Some(&b"alice.client.test"[..]), "client CN");
+    c.close();
+}
