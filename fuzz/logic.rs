@@ -19,6 +19,11 @@
 //!   (`tls::client_hello::peek`), whole and cut at every length. Checks: no
 //!   panic; a verdict (hello or refusal) never changes when more bytes
 //!   arrive, so the answer at a cut is either "incomplete" or the final one.
+//! - [`proxy_header`]: bytes as the first bytes of a connection through the
+//!   PROXY header parser. Checks: no panic; a header it accepts lies within
+//!   the input and its bounds, and encodes back to a header that parses to
+//!   the same addresses; every prefix of an accepted header is incomplete,
+//!   never invalid.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -406,5 +411,31 @@ pub fn client_hello(data: &[u8]) {
                 final_seen = true;
             }
         }
+    }
+}
+
+// ----- proxy_header ----------------------------------------------------------
+
+pub fn proxy_header(data: &[u8]) {
+    use shardtls::shard::proxy_header::{encode, parse, Parsed, Version, V1_MAX, V2_MAX_PAYLOAD};
+    let Parsed::Done { header, len } = parse(data) else {
+        return;
+    };
+    assert!(len <= data.len());
+    match header.version {
+        Version::V1 => assert!(len <= V1_MAX),
+        Version::V2 => assert!(len <= 16 + V2_MAX_PAYLOAD),
+    }
+    for i in 0..len {
+        assert_eq!(parse(&data[..i]), Parsed::Incomplete, "prefix {i}");
+    }
+    let mut again = Vec::new();
+    encode(header.version, header.addrs, None, &mut again);
+    match parse(&again) {
+        Parsed::Done { header: h, len } => {
+            assert_eq!(len, again.len());
+            assert_eq!(h.addrs, header.addrs);
+        }
+        other => panic!("re-encoded header does not parse: {other:?}"),
     }
 }

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../fuzz"
 SECS=${1:-60}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config_line config_grammar core_events client_hello)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(config_line config_grammar core_events client_hello proxy_header)
 command -v cargo-fuzz >/dev/null || { echo "cargo-fuzz missing: cargo install cargo-fuzz" >&2; exit 2; }
 export RUSTC_BOOTSTRAP=1
 status=0

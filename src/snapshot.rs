@@ -52,6 +52,9 @@ pub struct ServiceSpec {
     pub connect_timeout: Duration,
     /// When a member is marked down and how it is probed back up.
     pub health: HealthPolicy,
+    /// The PROXY protocol header each connection to a member starts with
+    /// (from its `-netProfile`); `None`: none.
+    pub proxy_header: Option<crate::config::ProxyProtocolVersion>,
 }
 
 /// What one accepted change asks of the shards, beyond the new specs.
@@ -159,6 +162,7 @@ impl Snapshot {
                             kind: EntityKind,
                             enabled: bool,
                             health: crate::config::HealthFlags,
+                            net_profile: &Option<String>,
                             members: Vec<SocketAddr>,
                             proto: BackendProto,
                             params: &crate::config::SslParams,
@@ -195,6 +199,10 @@ impl Snapshot {
                     tls,
                     connect_timeout: CONNECT_TIMEOUT,
                     health: HealthPolicy::from_flags(health),
+                    proxy_header: net_profile
+                        .as_ref()
+                        .and_then(|n| model.net_profiles.get(n))
+                        .and_then(|n| n.params.proxy_header()),
                 }),
             );
             Ok(())
@@ -205,6 +213,7 @@ impl Snapshot {
                 EntityKind::Service,
                 s.enabled,
                 s.health,
+                &s.net_profile,
                 vec![s.addr],
                 s.proto,
                 &s.params,
@@ -218,6 +227,7 @@ impl Snapshot {
                 EntityKind::ServiceGroup,
                 g.enabled,
                 g.health,
+                &g.net_profile,
                 g.members.clone(),
                 g.proto,
                 &g.params,

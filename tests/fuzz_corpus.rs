@@ -91,6 +91,24 @@ fn client_hello_pseudo_random_and_mutated_seeds() {
 }
 
 #[test]
+fn proxy_header_corpus_replays_cleanly() {
+    replay("proxy_header", logic::proxy_header);
+}
+
+#[test]
+fn proxy_header_pseudo_random_inputs() {
+    // Random tails behind each signature, so the inputs reach past the first check.
+    for (i, tail) in inputs(0x5eed_0002, 3000, 200).iter().enumerate() {
+        for head in [&b""[..], b"PROXY ", b"PROXY TCP4 ", b"\r\n\r\n\0\r\nQUIT\n\x21"] {
+            let data = [head, &tail[..]].concat();
+            if std::panic::catch_unwind(|| logic::proxy_header(&data)).is_err() {
+                panic!("input {i} fails: {data:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn core_events_pseudo_random_sequences() {
     for (i, data) in inputs(0x5eed_0001, 3000, 400).iter().enumerate() {
         if std::panic::catch_unwind(|| logic::core_events(data)).is_err() {

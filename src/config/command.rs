@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use super::model::{BackendProto, CipherRef, CipherSuiteName, Curve, EntityKind, EntityRef, HealthFlags, SslParams};
+use super::model::{
+    BackendProto, CipherRef, CipherSuiteName, Curve, EntityKind, EntityRef, HealthFlags, NetParams, SslParams,
+};
 
 /// Longest entity name accepted, as on the ADC.
 pub const MAX_NAME_LEN: usize = 127;
@@ -21,6 +23,7 @@ pub enum ObjectKind {
     CertKey,
     CipherGroup,
     Profile,
+    NetProfile,
     Vserver,
     Service,
     ServiceGroup,
@@ -33,6 +36,7 @@ impl ObjectKind {
             ObjectKind::CertKey => "ssl certKey",
             ObjectKind::CipherGroup => "ssl cipher",
             ObjectKind::Profile => "ssl profile",
+            ObjectKind::NetProfile => "netProfile",
             ObjectKind::Vserver => "lb vserver",
             ObjectKind::Service => "service",
             ObjectKind::ServiceGroup => "serviceGroup",
@@ -129,6 +133,15 @@ pub enum Command {
         name: String,
         params: SslParams,
     },
+    AddNetProfile {
+        name: String,
+        params: NetParams,
+    },
+    /// `set netProfile`: every service and serviceGroup bound to it opens an epoch.
+    SetNetProfile {
+        name: String,
+        params: NetParams,
+    },
     SetProfile {
         name: String,
         params: SslParams,
@@ -174,11 +187,18 @@ pub enum Command {
         addr: SocketAddr,
         proto: BackendProto,
         health: HealthFlags,
+        net_profile: Option<String>,
     },
     AddServiceGroup {
         name: String,
         proto: BackendProto,
         health: HealthFlags,
+        net_profile: Option<String>,
+    },
+    /// `set service|serviceGroup X -netProfile N`: opens an epoch of that back end.
+    SetBackend {
+        entity: EntityRef,
+        net_profile: Option<String>,
     },
     BindServiceGroupMember {
         name: String,

@@ -44,6 +44,7 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
                 || o.health != n.health
                 || !reachable(o.params, n.params)
                 || (o.profile.is_some() && n.profile.is_none())
+                || (o.net_profile.is_some() && n.net_profile.is_none())
                 || o.profile
                     .as_ref()
                     .is_some_and(|p| recreated_profiles.contains(p.as_str()));
@@ -208,6 +209,20 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
             }),
         }
     }
+    for n in new.net_profiles.values() {
+        match old.net_profiles.get(&n.name) {
+            // Net profile settings are always explicit (see `apply`): a set reaches any.
+            Some(o) if o.params != n.params => build.push(Command::SetNetProfile {
+                name: n.name.clone(),
+                params: n.params.clone(),
+            }),
+            Some(_) => {}
+            None => build.push(Command::AddNetProfile {
+                name: n.name.clone(),
+                params: n.params.clone(),
+            }),
+        }
+    }
     // New and recreated entities: everything, as `save` writes it.
     let mut fresh = Model::default();
     for (e, _) in &ents_new {
@@ -263,6 +278,12 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
                 });
             }
         }
+        if o.net_profile != n.net_profile && e.kind != EntityKind::Vserver {
+            kept_set.push(Command::SetBackend {
+                entity: e.clone(),
+                net_profile: n.net_profile.clone(),
+            });
+        }
         let d = o.params.changes_to(n.params);
         let profile = if o.profile != n.profile {
             n.profile.clone()
@@ -304,6 +325,12 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
             name: o.clone(),
         });
     }
+    for o in old.net_profiles.keys().filter(|n| !new.net_profiles.contains_key(*n)) {
+        removals.push(Command::Rm {
+            what: ObjectKind::NetProfile,
+            name: o.clone(),
+        });
+    }
     // Children before the certKeys they were linked to.
     let mut gone: Vec<&str> = old
         .certkeys
@@ -336,6 +363,7 @@ struct View<'a> {
     health: HealthFlags,
     enabled: bool,
     profile: &'a Option<String>,
+    net_profile: &'a Option<String>,
     params: &'a SslParams,
     bindings: &'a SslBindings,
     targets: &'a [String],
@@ -353,6 +381,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
                 health: HealthFlags::default(),
                 enabled: v.enabled,
                 profile: &v.ssl_profile,
+                net_profile: &None,
                 params: &v.params,
                 bindings: &v.bindings,
                 targets: &v.targets,
@@ -369,6 +398,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
                 health: s.health,
                 enabled: s.enabled,
                 profile: &s.ssl_profile,
+                net_profile: &s.net_profile,
                 params: &s.params,
                 bindings: &s.bindings,
                 targets: &[],
@@ -385,6 +415,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
                 health: g.health,
                 enabled: g.enabled,
                 profile: &g.ssl_profile,
+                net_profile: &g.net_profile,
                 params: &g.params,
                 bindings: &g.bindings,
                 targets: &[],
@@ -502,6 +533,27 @@ bind ssl vserver v2 -eccCurveName X25519
 bind lb vserver v1 s1
 bind lb vserver v2 g1
 ";
+
+    #[test]
+    fn net_profiles_and_their_bindings() {
+        let fx = fixture();
+        let old = fx.model(&format!("add netProfile np -proxyProtocol ENABLED\nadd netProfile gone\n{BASE}set service s1 -netProfile np\nset serviceGroup g1 -netProfile gone\n"));
+        // Changed settings, a new profile, a kept service moving to it, a
+        // group losing its profile (recreated), a profile removed.
+        let new = fx.model(&format!("add netProfile np -proxyProtocol ENABLED -proxyProtocolVersion V2\nadd netProfile fresh\n{BASE}set service s1 -netProfile fresh\n"));
+        let cmds = check(&fx, &old, &new);
+        let text: Vec<String> = cmds.iter().map(|c| c.to_string()).collect();
+        assert!(
+            text.contains(&"set netProfile np -proxyProtocol ENABLED -proxyProtocolVersion V2".to_string()),
+            "{text:#?}"
+        );
+        assert!(
+            text.contains(&"set service s1 -netProfile fresh".to_string()),
+            "{text:#?}"
+        );
+        assert!(text.contains(&"rm netProfile gone".to_string()), "{text:#?}");
+        check(&fx, &new, &old);
+    }
 
     #[test]
     fn identical_models_give_nothing() {

@@ -574,5 +574,6 @@ fn sample_value(ty: ValueType, pick: &mut dyn FnMut(usize) -> usize) -> String {
         ValueType::ServerName => one(&["back.test", "a.example"], pick),
         ValueType::AlpnList => quote_word(&one(&["h2", "h2,http/1.1", "x y"], pick)),
         ValueType::Reneg => one(&["ALL", "NO", "FRONTEND_CLIENT"], pick),
+        ValueType::ProxyVersion => one(&["V1", "V2", "v2"], pick),
     }
 }

@@ -375,6 +375,58 @@ pub struct Vserver {
     pub targets: Vec<String>,
 }
 
+/// `-proxyProtocolVersion V1|V2`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
+}
+
+impl ProxyProtocolVersion {
+    pub fn keyword(self) -> &'static str {
+        match self {
+            ProxyProtocolVersion::V1 => "V1",
+            ProxyProtocolVersion::V2 => "V2",
+        }
+    }
+}
+
+/// The settings of a net profile as written; `None` means the default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetParams {
+    /// `-proxyProtocol ENABLED|DISABLED` (default DISABLED).
+    pub proxy_protocol: Option<bool>,
+    /// `-proxyProtocolVersion V1|V2` (default V1, as on the ADC).
+    pub proxy_protocol_version: Option<ProxyProtocolVersion>,
+}
+
+impl NetParams {
+    /// Take every field that `src` sets (what `set netProfile` does).
+    pub fn overlay(&mut self, src: &NetParams) {
+        if src.proxy_protocol.is_some() {
+            self.proxy_protocol = src.proxy_protocol;
+        }
+        if src.proxy_protocol_version.is_some() {
+            self.proxy_protocol_version = src.proxy_protocol_version;
+        }
+    }
+
+    /// The PROXY protocol version a back end bound to this profile
+    /// receives; `None` when the header is not sent.
+    pub fn proxy_header(&self) -> Option<ProxyProtocolVersion> {
+        self.proxy_protocol
+            .unwrap_or(false)
+            .then(|| self.proxy_protocol_version.unwrap_or(ProxyProtocolVersion::V1))
+    }
+}
+
+/// `add netProfile N [-proxyProtocol ENABLED] [-proxyProtocolVersion V2]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NetProfile {
+    pub name: String,
+    pub params: NetParams,
+}
+
 /// The ADC's service type, of a back end or a vserver: plain TCP, TLS
 /// (terminated by a vserver, re-encrypted to a back end), or TLS passed
 /// through untouched (`SSL_BRIDGE`: routed by the ClientHello's SNI,
@@ -417,6 +469,8 @@ pub struct Service {
     pub enabled: bool,
     /// `-healthInterval S -healthRetries N`.
     pub health: HealthFlags,
+    /// `-netProfile N`: how connections to the back end are made (PROXY header).
+    pub net_profile: Option<String>,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,
@@ -431,6 +485,7 @@ pub struct ServiceGroup {
     pub members: Vec<SocketAddr>,
     /// As for a service.
     pub health: HealthFlags,
+    pub net_profile: Option<String>,
     pub ssl_profile: Option<String>,
     pub params: SslParams,
     pub bindings: SslBindings,
@@ -443,6 +498,7 @@ pub struct Model {
     pub certkeys: BTreeMap<String, CertKey>,
     pub cipher_groups: BTreeMap<String, CipherGroup>,
     pub profiles: BTreeMap<String, SslProfile>,
+    pub net_profiles: BTreeMap<String, NetProfile>,
     pub vservers: BTreeMap<String, Vserver>,
     pub services: BTreeMap<String, Service>,
     pub service_groups: BTreeMap<String, ServiceGroup>,

@@ -373,6 +373,7 @@ mod cases {
                 addr: addr("192.168.1.5:8443"),
                 proto: BackendProto::SslTcp,
                 health: HealthFlags::default(),
+                net_profile: None,
             }
         );
         round_trip(&c);
@@ -383,6 +384,7 @@ mod cases {
                 addr: addr("192.168.1.5:80"),
                 proto: BackendProto::Tcp,
                 health: HealthFlags::default(),
+                net_profile: None,
             }
         });
         assert!(err("add service s1 192.168.1.5 80 UDP").contains("bad protocol 'UDP'"));
@@ -402,6 +404,26 @@ mod cases {
     }
 
     #[test]
+    fn net_profile_commands() {
+        for line in [
+            "add netProfile np -proxyProtocol ENABLED -proxyProtocolVersion V2",
+            "set netProfile np -proxyProtocolVersion V1",
+            "add service s1 10.0.0.1 443 SSL_TCP -netProfile np",
+            "add serviceGroup g TCP -netProfile np",
+            "set service s1 -netProfile np",
+            "set serviceGroup g -netProfile np",
+            "rm netProfile np",
+            "show netProfile np",
+        ] {
+            round_trip(&p(line));
+        }
+        let e = err("add netProfile np -proxyProtocolVersion V3");
+        assert!(e.contains("expected V1 or V2"), "{e}");
+        assert!(err("set netProfile np").contains("np"));
+        assert!(err("set service s1").contains("s1"));
+    }
+
+    #[test]
     fn service_group_commands() {
         let c = p("add serviceGroup g TCP");
         assert_eq!(
@@ -410,6 +432,7 @@ mod cases {
                 name: "g".into(),
                 proto: BackendProto::Tcp,
                 health: HealthFlags::default(),
+                net_profile: None,
             }
         );
         round_trip(&c);

@@ -29,7 +29,7 @@ impl Model {
     }
 
     /// The model as a list of commands, in an order that applies cleanly to
-    /// an empty model: certKeys, links, cipher groups, profiles, services,
+    /// an empty model: certKeys, links, cipher groups, profiles, net profiles, services,
     /// serviceGroups and members, vservers, SSL settings, SSL bindings, lb
     /// bindings, and last the disables.
     pub fn commands(&self) -> Vec<Command> {
@@ -64,12 +64,19 @@ impl Model {
                 params: p.params.clone(),
             });
         }
+        for p in self.net_profiles.values() {
+            out.push(Command::AddNetProfile {
+                name: p.name.clone(),
+                params: p.params.clone(),
+            });
+        }
         for s in self.services.values() {
             out.push(Command::AddService {
                 name: s.name.clone(),
                 addr: s.addr,
                 proto: s.proto,
                 health: s.health,
+                net_profile: s.net_profile.clone(),
             });
         }
         for g in self.service_groups.values() {
@@ -77,6 +84,7 @@ impl Model {
                 name: g.name.clone(),
                 proto: g.proto,
                 health: g.health,
+                net_profile: g.net_profile.clone(),
             });
             for m in &g.members {
                 out.push(Command::BindServiceGroupMember {

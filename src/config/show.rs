@@ -82,6 +82,19 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
                 let _ = writeln!(out, "ssl profile {n}:{params}\n  used by: {}", none_if_empty(&users));
             }
         }
+        ShowWhat::Object(ObjectKind::NetProfile) => {
+            for n in pick(m.net_profiles.keys().collect(), "netProfile")? {
+                let Some(p) = m.net_profiles.get(&n) else {
+                    continue;
+                };
+                let header = match p.params.proxy_header() {
+                    Some(v) => format!("PROXY protocol {}", v.keyword()),
+                    None => "no PROXY protocol".to_string(),
+                };
+                let users: Vec<String> = m.net_profile_users(&n).iter().map(|e| e.to_string()).collect();
+                let _ = writeln!(out, "netProfile {n}: {header}\n  used by: {}", none_if_empty(&users));
+            }
+        }
         ShowWhat::Object(ObjectKind::Vserver) => {
             for n in pick(m.vservers.keys().collect(), "lb vserver")? {
                 let Some(v) = m.vservers.get(&n) else {
@@ -115,6 +128,9 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
                     state(s.enabled),
                     m.epochs.get(&e).copied().unwrap_or(0)
                 );
+                if let Some(np) = &s.net_profile {
+                    let _ = writeln!(out, "  netProfile: {np}");
+                }
                 server_auth(&mut out, m, &e);
             }
         }
@@ -133,6 +149,9 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
                     m.epochs.get(&e).copied().unwrap_or(0),
                     none_if_empty(&members)
                 );
+                if let Some(np) = &g.net_profile {
+                    let _ = writeln!(out, "  netProfile: {np}");
+                }
                 server_auth(&mut out, m, &e);
             }
         }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use super::command::MAX_NAME_LEN;
 use super::lexer::quote_word;
-use super::model::{BackendProto, CipherRef, CipherSuiteName, ClientCertMode, Curve};
+use super::model::{BackendProto, CipherRef, CipherSuiteName, ClientCertMode, Curve, ProxyProtocolVersion};
 
 /// What one argument or flag value may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,8 @@ pub enum ValueType {
     AlpnList,
     /// `-denySSLReneg`: `NO`, or any of the ADC's other values (read as "deny").
     Reneg,
+    /// `V1` or `V2` (PROXY protocol).
+    ProxyVersion,
 }
 
 /// A typed value, as a command holds it.
@@ -70,6 +72,7 @@ pub enum Value {
     Cipher(CipherRef),
     ClientCert(ClientCertMode),
     List(Vec<String>),
+    ProxyVersion(ProxyProtocolVersion),
 }
 
 impl ValueType {
@@ -94,6 +97,7 @@ impl ValueType {
             ValueType::ServerName => "HOST".into(),
             ValueType::AlpnList => "PROTO,PROTO,...".into(),
             ValueType::Reneg => "ALL|NO".into(),
+            ValueType::ProxyVersion => "V1|V2".into(),
         }
     }
 
@@ -109,6 +113,7 @@ impl ValueType {
             ValueType::Curve => Curve::ALL.iter().map(|c| c.adc_name()).collect(),
             ValueType::ClientCert => vec!["MANDATORY", "OPTIONAL"],
             ValueType::Reneg => vec!["ALL", "NO", "FRONTEND_CLIENT"],
+            ValueType::ProxyVersion => vec!["V1", "V2"],
             _ => vec![],
         }
     }
@@ -191,6 +196,11 @@ impl ValueType {
                 Value::List(list)
             }
             ValueType::Reneg => Value::Bool(!word.eq_ignore_ascii_case("NO")),
+            ValueType::ProxyVersion => Value::ProxyVersion(match word.to_ascii_uppercase().as_str() {
+                "V1" => ProxyProtocolVersion::V1,
+                "V2" => ProxyProtocolVersion::V2,
+                _ => return Err(format!("{what}: expected V1 or V2, found '{word}'")),
+            }),
         })
     }
 
@@ -238,6 +248,7 @@ impl ValueType {
             (_, Value::ClientCert(ClientCertMode::Mandatory)) => "MANDATORY".to_string(),
             (_, Value::ClientCert(ClientCertMode::Optional)) => "OPTIONAL".to_string(),
             (_, Value::List(list)) => quote_word(&list.join(",")),
+            (_, Value::ProxyVersion(v)) => v.keyword().to_string(),
         })
     }
 }
@@ -350,4 +361,5 @@ value_conversions!(
     CipherRef => Cipher,
     ClientCertMode => ClientCert,
     Vec<String> => List,
+    ProxyProtocolVersion => ProxyVersion,
 );

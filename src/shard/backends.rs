@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use super::signal::ConnSignal;
 use super::{Shard, ShardService, ShardVserver};
-use crate::config::model::Epoch;
+use crate::config::model::{Epoch, ProxyProtocolVersion};
 use crate::core::{CloseKind, ConnId};
 use crate::tls::stream::Leg;
 
@@ -156,15 +156,34 @@ async fn probe_until_up(shard: Rc<Shard>, service_name: Arc<str>, addr: SocketAd
 }
 
 /// One probe: a TCP connect, plus a verified TLS handshake and close_notify
-/// for an SSL_TCP service.
+/// for an SSL_TCP service. A service that sends PROXY headers gets a LOCAL
+/// one (v2; `PROXY UNKNOWN` in v1): a connection of ours, not a client's.
 async fn probe(service: &ShardService, addr: SocketAddr) -> Result<(), String> {
     let stream = TcpStream::connect_timeout(addr, service.spec.connect_timeout)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let local = service.spec.proxy_header.map(|v| {
+        let mut out = Vec::with_capacity(16);
+        super::proxy_header::encode(v.into(), None, None, &mut out);
+        out
+    });
     let (Some(tls), Some(spec)) = (&service.tls, service.spec.tls.as_ref()) else {
+        if let Some(h) = local {
+            let mut leg = Leg::plain(stream);
+            leg.set_preamble(h);
+            let shut = std::future::poll_fn(|cx| leg.poll_shutdown(cx));
+            return match crate::rt::timeout(service.spec.policy.handshake_timeout, shut).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("PROXY header: {e}")),
+                Err(e) => Err(format!("PROXY header: {e}")),
+            };
+        }
         return Ok(());
     };
     let mut leg = Leg::client(stream, tls.config.clone(), spec.server_name(addr)).map_err(|e| e.to_string())?;
+    if let Some(h) = local {
+        leg.set_preamble(h);
+    }
     let handshake = async {
         std::future::poll_fn(|cx| leg.poll_handshake(cx)).await?;
         std::future::poll_fn(|cx| leg.poll_shutdown(cx)).await
@@ -197,7 +216,14 @@ fn candidates(shard: &Shard, vs: &ShardVserver) -> (Vec<(Rc<ShardService>, Socke
 }
 
 /// Connect to the next healthy member, failing over on errors.
-pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<ConnSignal>) -> Result<Backend, String> {
+/// `proxy_header` builds the PROXY protocol header for a member whose
+/// service sends one (called at most once per attempt).
+pub(crate) async fn connect(
+    shard: &Rc<Shard>,
+    vs: &ShardVserver,
+    signal: &Rc<ConnSignal>,
+    proxy_header: &dyn Fn(ProxyProtocolVersion) -> Vec<u8>,
+) -> Result<Backend, String> {
     let (members, down) = candidates(shard, vs);
     if members.is_empty() {
         return Err(if down > 0 {
@@ -223,13 +249,13 @@ pub(crate) async fn connect(shard: &Rc<Shard>, vs: &ShardVserver, signal: &Rc<Co
         }
         let (service, addr) = &members[(start + i) % members.len()];
         let attempt_started = Instant::now();
-        let mut attempt = try_member(shard, service, *addr, signal).await;
+        let mut attempt = try_member(shard, service, *addr, signal, proxy_header).await;
         if let Err(MemberError::EpochChanged(_)) = &attempt {
             // The service changed during this connect (R2 on the back-end
             // side): not the member's fault. Once more, under the new epoch.
             if let Some(fresh) = shard.service(&service.spec.entity.name) {
                 debug!(shard = shard.id, member = %addr, "back-end epoch changed while connecting; retrying once");
-                attempt = try_member(shard, &fresh, *addr, signal).await;
+                attempt = try_member(shard, &fresh, *addr, signal, proxy_header).await;
             }
         }
         match attempt {
@@ -283,6 +309,7 @@ async fn try_member(
     service: &Rc<ShardService>,
     addr: SocketAddr,
     signal: &Rc<ConnSignal>,
+    proxy_header: &dyn Fn(ProxyProtocolVersion) -> Vec<u8>,
 ) -> Result<Backend, MemberError> {
     let id = shard
         .core
@@ -318,6 +345,9 @@ async fn try_member(
     let service = &current;
     let _ = stream.set_nodelay(true);
     stream.set_linger(service.spec.policy.handshake_timeout);
+    // The header goes out with the first bytes written: the ClientHello,
+    // or the client's first bytes on a plain back end.
+    let header = service.spec.proxy_header.map(proxy_header);
     let Some(tls) = service.tls.clone() else {
         shard.core.borrow_mut().on_handshake_start(id, Instant::now());
         if shard
@@ -332,8 +362,12 @@ async fn try_member(
             ));
         }
         shard.signals.borrow_mut().insert(id, signal.clone());
+        let mut leg = Leg::plain(stream);
+        if let Some(h) = header {
+            leg.set_preamble(h);
+        }
         return Ok(Backend {
-            leg: Leg::plain(stream),
+            leg,
             id,
             service: service.clone(),
             server_name: None,
@@ -346,6 +380,9 @@ async fn try_member(
         Ok(l) => l,
         Err(e) => return Err(fail(CloseKind::ProtocolError, format!("TLS setup: {e}"))),
     };
+    if let Some(h) = header {
+        leg.set_preamble(h);
+    }
     shard.core.borrow_mut().on_handshake_start(id, Instant::now());
     let hs = std::future::poll_fn(|cx| leg.poll_handshake(cx));
     let handshake = futures_lite::future::or(

@@ -29,8 +29,8 @@ use super::logs::{self, Cause};
 use super::proxy::{Proxy, ProxyEnd};
 use super::signal::ConnSignal;
 use super::{Shard, ShardVserver};
-use crate::config::model::EntityRef;
 use crate::config::model::Epoch;
+use crate::config::model::{EntityRef, ProxyProtocolVersion};
 use crate::core::{CloseKind, CloseReason, ConnId};
 use crate::rt::net::Released;
 use crate::tls::stream::{Leg, PeerEnd};
@@ -50,7 +50,8 @@ struct ClientConn<'a> {
     shard: &'a Rc<Shard>,
     vs: &'a ShardVserver,
     id: ConnId,
-    peer: PeerAddr,
+    /// The client's address: what logs, stats and a back end's PROXY header carry.
+    client_addr: PeerAddr,
 }
 
 /// The client's address: from `accept4` when the fast path took the
@@ -62,35 +63,76 @@ pub(crate) struct PeerAddr {
     pub fd: std::os::fd::RawFd,
 }
 
+impl PeerAddr {
+    /// The address, looked up when `accept4` did not give it.
+    pub fn resolve(&self) -> Option<std::net::SocketAddr> {
+        self.addr.or_else(|| socket_addr(self.fd, libc::getpeername))
+    }
+}
+
 impl std::fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Some(a) = self.addr {
-            return write!(f, "{a}");
-        }
-        // SAFETY: a zeroed sockaddr_storage is a valid out-buffer for getpeername.
-        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        // SAFETY: the pointer and length describe `storage`.
-        let rc = unsafe { libc::getpeername(self.fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
-        if rc != 0 {
-            return f.write_str("?");
-        }
-        match storage.ss_family as i32 {
-            libc::AF_INET => {
-                // SAFETY: the family says this is a sockaddr_in.
-                let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in) };
-                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                write!(f, "{ip}:{}", u16::from_be(a.sin_port))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: the family says this is a sockaddr_in6.
-                let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in6) };
-                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-                write!(f, "[{ip}]:{}", u16::from_be(a.sin6_port))
-            }
-            _ => f.write_str("?"),
+        match self.resolve() {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("?"),
         }
     }
+}
+
+type SockNameFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+/// The peer's (`getpeername`) or our own (`getsockname`) address of socket `fd`.
+fn socket_addr(fd: std::os::fd::RawFd, call: SockNameFn) -> Option<std::net::SocketAddr> {
+    // SAFETY: a zeroed sockaddr_storage is a valid out-buffer for getpeername/getsockname.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `storage`.
+    let rc = unsafe { call(fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    match storage.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says this is a sockaddr_in.
+            let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in) };
+            let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(std::net::SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this is a sockaddr_in6.
+            let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(std::net::SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+/// The PROXY protocol header for a back end of the client connection on
+/// `leg`: the client's and the vserver's addresses, and what its TLS
+/// connection agreed. Built only for back ends whose net profile asks.
+fn proxy_header(client_addr: &PeerAddr, leg: &Leg<TcpStream>, version: ProxyProtocolVersion) -> Vec<u8> {
+    use super::proxy_header::{encode, Addrs, TlsFacts};
+    let addrs = match (client_addr.resolve(), socket_addr(client_addr.fd, libc::getsockname)) {
+        (Some(source), Some(dest)) => Some(Addrs { source, dest }),
+        _ => None,
+    };
+    let (tls_version, cipher) = leg.version_and_cipher().unzip();
+    let client_cert = leg.peer_certificates().is_some_and(|c| !c.is_empty());
+    let facts = TlsFacts {
+        sni: leg.server_name().map(str::to_string),
+        alpn: leg.alpn().map(<[u8]>::to_vec),
+        version: tls_version.map(str::to_string),
+        cipher,
+        sig_alg: None,
+        key_alg: None,
+        cert_conn: client_cert && leg.resumed() == Some(false),
+        cert_sess: client_cert,
+        client_cn: leg.peer_common_name(),
+    };
+    let mut out = Vec::with_capacity(128);
+    encode(version.into(), addrs, leg.is_tls().then_some(&facts), &mut out);
+    out
 }
 
 impl ClientConn<'_> {
@@ -161,7 +203,7 @@ pub(crate) async fn serve_client(
         shard,
         vs: &vs,
         id,
-        peer,
+        client_addr: peer,
     };
     if vs.spec.passthrough {
         return Box::pin(passthrough::serve(&c, stream, &signal)).await;
@@ -196,7 +238,7 @@ pub(crate) async fn serve_client(
         }
         Ok(n) => n,
         Err((kind, why)) => {
-            debug!(shard = shard.id, peer = %c.peer, "{why}");
+            debug!(shard = shard.id, peer = %c.client_addr, "{why}");
             c.finish(kind, None);
             return;
         }
@@ -213,14 +255,14 @@ pub(crate) async fn serve_client(
             .and_then(|v| v.tls.clone())
             .filter(|t| t.epoch == epoch)
     }) else {
-        info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no TLS config for epoch {epoch}");
+        info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "no TLS config for epoch {epoch}");
         c.finish(CloseKind::Killed, None);
         return;
     };
     let mut leg = match Leg::server(stream, tls.config.clone()) {
         Ok(l) => l,
         Err(e) => {
-            info!(shard = shard.id, peer = %c.peer, "TLS setup failed: {e}");
+            info!(shard = shard.id, peer = %c.client_addr, "TLS setup failed: {e}");
             c.finish(CloseKind::ProtocolError, None);
             return;
         }
@@ -228,7 +270,7 @@ pub(crate) async fn serve_client(
     if let Err(e) = leg.feed(&first[..n]) {
         // Logged while the peer's address can still be looked up.
         if logs::allow(Cause::HandshakeFailed, Instant::now()) {
-            info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+            info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "handshake failed: {e}");
         }
         // Accounted for at once (the close kind does not depend on the
         // close); then the alert and FIN: the peer never waits on a silent socket.
@@ -250,7 +292,7 @@ pub(crate) async fn serve_client(
         Ok(()) => {}
         Err(Ok(e)) => {
             if logs::allow(Cause::HandshakeFailed, Instant::now()) {
-                info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "handshake failed: {e}");
+                info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "handshake failed: {e}");
             }
             c.finish(classify(&e), Some(&leg));
             Box::pin(close_gracefully(&mut leg)).await;
@@ -263,7 +305,7 @@ pub(crate) async fn serve_client(
             } else {
                 CloseKind::Killed
             };
-            debug!(shard = shard.id, peer = %c.peer, "handshake ended by the shard: {reason:?}");
+            debug!(shard = shard.id, peer = %c.client_addr, "handshake ended by the shard: {reason:?}");
             // Accounted for at once, so the epoch drains without waiting on
             // the peer; then close_notify (plain or under the handshake keys) and FIN.
             c.finish(kind, Some(&leg));
@@ -293,12 +335,13 @@ pub(crate) async fn serve_client(
     }
 
     vs.metrics.handshake.observe(handshake_started.elapsed());
-    debug!(shard = shard.id, peer = %c.peer, epoch, resumed, "handshake complete");
-    let mut backend = match Box::pin(backends::connect(shard, &vs, &signal)).await {
+    debug!(shard = shard.id, peer = %c.client_addr, epoch, resumed, "handshake complete");
+    let header = |version| proxy_header(&c.client_addr, &leg, version);
+    let mut backend = match Box::pin(backends::connect(shard, &vs, &signal, &header)).await {
         Ok(b) => b,
         Err(e) => {
             if logs::allow(Cause::NoBackend, Instant::now()) {
-                info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
+                info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "no back end: {e}");
             }
             let kind = if Box::pin(close_gracefully(&mut leg)).await {
                 CloseKind::Clean
@@ -311,11 +354,11 @@ pub(crate) async fn serve_client(
         }
     };
 
-    debug!(shard = shard.id, peer = %c.peer, backend = %backend.addr, "proxying");
+    debug!(shard = shard.id, peer = %c.client_addr, backend = %backend.addr, "proxying");
     let (end, up, down) = Proxy::new(&mut leg, &mut backend.leg, &signal, vs.spec.idle_timeout).await;
     shard.counters.bytes_up.set(shard.counters.bytes_up.get() + up);
     shard.counters.bytes_down.set(shard.counters.bytes_down.get() + down);
-    debug!(shard = shard.id, peer = %c.peer, up, down, "proxy ended: {end:?}");
+    debug!(shard = shard.id, peer = %c.client_addr, up, down, "proxy ended: {end:?}");
     Box::pin(finish_proxied(&c, epoch, leg, backend, end, &signal)).await;
 }
 
@@ -340,7 +383,7 @@ async fn finish_proxied(
             // R7 / R12: close_notify to both, then close.
             let back_ok = close_gracefully(&mut backend.leg).await;
             let front_ok = close_gracefully(&mut leg).await;
-            debug!(shard = c.shard.id, peer = %c.peer, "closed by the shard: {reason:?}");
+            debug!(shard = c.shard.id, peer = %c.client_addr, "closed by the shard: {reason:?}");
             (
                 if front_ok {
                     CloseKind::Clean
@@ -358,15 +401,15 @@ async fn finish_proxied(
             close_gracefully(&mut backend.leg).await;
             close_gracefully(&mut leg).await;
             if logs::allow(Cause::IdleTimeout, Instant::now()) {
-                info!(shard = c.shard.id, peer = %c.peer, "idle timeout");
+                info!(shard = c.shard.id, peer = %c.client_addr, "idle timeout");
             }
             (CloseKind::Timeout, CloseKind::Timeout)
         }
         ProxyEnd::ClientError(e) => {
             if leg.peer_end() == PeerEnd::Open && logs::allow(Cause::ClientFailed, Instant::now()) {
-                info!(shard = c.shard.id, peer = %c.peer, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
+                info!(shard = c.shard.id, peer = %c.client_addr, vserver = %c.vs.spec.entity.name, "client connection failed: {e}");
             } else {
-                debug!(shard = c.shard.id, peer = %c.peer, "client closed before our close_notify: {e}");
+                debug!(shard = c.shard.id, peer = %c.client_addr, "client closed before our close_notify: {e}");
             }
             // The alert queued for a refused record, then FIN (fails fast on a reset socket).
             close_gracefully(&mut leg).await;
@@ -382,7 +425,7 @@ async fn finish_proxied(
         }
         ProxyEnd::BackendError(e) => {
             if logs::allow(Cause::BackendFailed, Instant::now()) {
-                info!(shard = c.shard.id, peer = %c.peer, backend = %backend.addr, "back-end connection failed: {e}");
+                info!(shard = c.shard.id, peer = %c.client_addr, backend = %backend.addr, "back-end connection failed: {e}");
             }
             let front_ok = close_gracefully(&mut leg).await;
             close_gracefully(&mut backend.leg).await;

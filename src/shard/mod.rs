@@ -14,6 +14,7 @@ mod backends;
 mod conn;
 mod logs;
 mod proxy;
+pub mod proxy_header;
 mod signal;
 
 use std::cell::{Cell, RefCell};

@@ -8,6 +8,9 @@
 //! session tickets and close_notify are handled here. Calls into rustls that
 //! may create or consult sessions run under the leg's [`SessionNotes`], so
 //! the shard can forget those sessions if the connection ends badly (R8).
+//! A leg may carry a preamble (a PROXY protocol header): bytes that go out
+//! before anything else, in the same send as the first bytes written after
+//! them (the ClientHello, or the client's first bytes on a plain leg).
 //!
 //! It does not know about epochs, timers or back-end selection.
 
@@ -55,11 +58,73 @@ pub struct Leg<S> {
     wrote_tls: bool,
     /// A plaintext fatal alert of our own, and how much of it is written.
     own_alert: Option<([u8; 7], usize)>,
+    preamble: Preamble,
+}
+
+/// Bytes written before anything else on the stream, and how many went.
+#[derive(Default)]
+struct Preamble {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Preamble {
+    fn pending(&self) -> bool {
+        self.sent < self.bytes.len()
+    }
+}
+
+thread_local! {
+    /// The preamble and the first bytes after it, gathered for one send.
+    static PREAMBLE_GATHER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Write `data` to `io`, behind what is left of `pre` in the same send;
+/// returns how much of `data` was taken. With `data` empty, writes the
+/// preamble alone.
+fn poll_write_after<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    pre: &mut Preamble,
+    cx: &mut Context<'_>,
+    data: &[u8],
+) -> Poll<io::Result<usize>> {
+    while pre.pending() {
+        let rest = &pre.bytes[pre.sent..];
+        let r = PREAMBLE_GATHER.with(|g| match g.try_borrow_mut() {
+            Ok(mut g) if !data.is_empty() => {
+                g.clear();
+                g.extend_from_slice(rest);
+                g.extend_from_slice(&data[..data.len().min(GATHER)]);
+                let r = Pin::new(&mut *io).poll_write(cx, &g);
+                g.clear();
+                g.shrink_to(GATHER);
+                r
+            }
+            _ => Pin::new(&mut *io).poll_write(cx, rest),
+        });
+        match r {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                let of_data = n.saturating_sub(rest.len());
+                pre.sent += n - of_data;
+                if !pre.pending() {
+                    pre.bytes = Vec::new();
+                    pre.sent = 0;
+                }
+                if of_data > 0 || data.is_empty() {
+                    return Poll::Ready(Ok(of_data));
+                }
+            }
+            other => return other,
+        }
+    }
+    Pin::new(io).poll_write(cx, data)
 }
 
 struct SyncIo<'a, 'b, S> {
     io: &'a mut S,
     cx: &'a mut Context<'b>,
+    preamble: &'a mut Preamble,
 }
 
 impl<S: AsyncRead + Unpin> Read for SyncIo<'_, '_, S> {
@@ -80,7 +145,7 @@ thread_local! {
 
 impl<S: AsyncWrite + Unpin> Write for SyncIo<'_, '_, S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
+        match poll_write_after(self.io, self.preamble, self.cx, buf) {
             Poll::Ready(r) => r,
             Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
         }
@@ -157,7 +222,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             failed: false,
             wrote_tls: false,
             own_alert: None,
+            preamble: Preamble::default(),
         }
+    }
+
+    /// Send `bytes` before anything else this leg writes, in the same send
+    /// as what follows them. Set before the first write.
+    pub fn set_preamble(&mut self, bytes: Vec<u8>) {
+        self.preamble = Preamble { bytes, sent: 0 };
+    }
+
+    /// The ALPN protocol agreed with the peer.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.tls.as_ref()?.alpn_protocol()
+    }
+
+    /// The negotiated version as `TLSv1.2` / `TLSv1.3`, and the suite by
+    /// its IANA name, for a PROXY header or a log line.
+    pub fn version_and_cipher(&self) -> Option<(&'static str, String)> {
+        let (v, suite) = self.negotiated()?;
+        let version = match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "unknown",
+        };
+        let name = suite.as_str().unwrap_or("unknown");
+        // rustls spells the TLS 1.3 suites `TLS13_...`; IANA says `TLS_...`.
+        let name = match name.strip_prefix("TLS13_") {
+            Some(rest) => format!("TLS_{rest}"),
+            None => name.to_string(),
+        };
+        Some((version, name))
+    }
+
+    /// Common name of the peer's certificate, when it sent one that has one.
+    pub fn peer_common_name(&self) -> Option<String> {
+        let der = self.peer_certificates()?.first()?;
+        let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        let cn = x.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+        Some(cn)
     }
 
     /// A server-side TLS leg (client-facing).
@@ -258,7 +361,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         // already holds (up to a full record) before processing it once.
         let mut n = 0;
         loop {
-            match tls.read_tls(&mut SyncIo { io: &mut self.io, cx }) {
+            match tls.read_tls(&mut SyncIo {
+                io: &mut self.io,
+                cx,
+                preamble: &mut self.preamble,
+            }) {
                 Ok(0) => {
                     if n == 0 {
                         self.socket_eof = true;
@@ -396,7 +503,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     /// Write plaintext; returns how much was taken.
     pub fn poll_write_plain(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if self.tls.is_none() {
-            return Pin::new(&mut self.io).poll_write(cx, data);
+            return poll_write_after(&mut self.io, &mut self.preamble, cx, data);
         }
         loop {
             let tls = self.tls.as_mut().expect("tls leg");
@@ -424,15 +531,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
 
     /// Write every queued TLS record to the stream.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(tls) = self.tls.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        while tls.wants_write() {
-            match tls.write_tls(&mut SyncIo { io: &mut self.io, cx }) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(_) => self.wrote_tls = true,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-                Err(e) => return Poll::Ready(Err(e)),
+        // Queued records carry the preamble in front of them; a preamble
+        // with nothing (yet) to follow it goes alone.
+        if let Some(tls) = self.tls.as_mut() {
+            while tls.wants_write() {
+                match tls.write_tls(&mut SyncIo {
+                    io: &mut self.io,
+                    cx,
+                    preamble: &mut self.preamble,
+                }) {
+                    Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Ok(_) => self.wrote_tls = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+        while self.preamble.pending() {
+            match poll_write_after(&mut self.io, &mut self.preamble, cx, &[]) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         while let Some((alert, done)) = self.own_alert.as_mut() {
@@ -454,7 +573,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
 
     /// Whether TLS records are waiting to be written.
     pub fn wants_flush(&self) -> bool {
-        self.own_alert.is_some() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.preamble.pending() || self.own_alert.is_some() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Finish sending: close_notify (TLS), flush, then shut down the write side.

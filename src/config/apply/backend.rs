@@ -52,8 +52,10 @@ impl Model {
         addr: &SocketAddr,
         proto: &BackendProto,
         health: &HealthFlags,
+        net_profile: &Option<String>,
     ) -> Result<Change, CommandError> {
         self.backend_name_free(name)?;
+        self.check_net_profile(net_profile.as_ref())?;
         if let Some(other) = self.services.values().find(|s| s.addr == *addr && s.proto == *proto) {
             return Err(Conflict(format!(
                 "service {name}: {addr} {} is already service {}",
@@ -69,6 +71,7 @@ impl Model {
                 proto: *proto,
                 enabled: true,
                 health: *health,
+                net_profile: net_profile.clone(),
                 ssl_profile: None,
                 params: SslParams::default(),
                 bindings: SslBindings::default(),
@@ -83,8 +86,10 @@ impl Model {
         name: &str,
         proto: &BackendProto,
         health: &HealthFlags,
+        net_profile: &Option<String>,
     ) -> Result<Change, CommandError> {
         self.backend_name_free(name)?;
+        self.check_net_profile(net_profile.as_ref())?;
         self.service_groups.insert(
             name.to_string(),
             ServiceGroup {
@@ -93,6 +98,7 @@ impl Model {
                 enabled: true,
                 members: vec![],
                 health: *health,
+                net_profile: net_profile.clone(),
                 ssl_profile: None,
                 params: SslParams::default(),
                 bindings: SslBindings::default(),

@@ -14,7 +14,7 @@
 //!
 //! One file per kind of entity, each with its checks, its effect on epochs
 //! and its tests: `certkey`, `cipher`, `profile`, `vserver`, `backend`
-//! (services and serviceGroups), `entity_ssl` (SSL settings and bindings of
+//! (services and serviceGroups), `net_profile`, `entity_ssl` (SSL settings and bindings of
 //! any of those), `removal` (`rm`, `disable`, `enable`); `files` says where
 //! the files a command names are read from. This file holds the
 //! dispatcher, the transaction and the queries they share.
@@ -24,6 +24,7 @@ mod certkey;
 mod cipher;
 mod entity_ssl;
 mod files;
+mod net_profile;
 mod profile;
 mod removal;
 mod vserver;
@@ -344,13 +345,22 @@ impl Model {
             } => self.set_ssl(entity, params, profile),
             Command::BindSsl { entity, bind } => self.bind_ssl(entity, bind),
             Command::UnbindSsl { entity, bind } => self.unbind_ssl(entity, bind),
+            Command::AddNetProfile { name, params } => self.add_net_profile(name, params),
+            Command::SetNetProfile { name, params } => self.set_net_profile(name, params),
             Command::AddService {
                 name,
                 addr,
                 proto,
                 health,
-            } => self.add_service(name, addr, proto, health),
-            Command::AddServiceGroup { name, proto, health } => self.add_service_group(name, proto, health),
+                net_profile,
+            } => self.add_service(name, addr, proto, health, net_profile),
+            Command::AddServiceGroup {
+                name,
+                proto,
+                health,
+                net_profile,
+            } => self.add_service_group(name, proto, health, net_profile),
+            Command::SetBackend { entity, net_profile } => self.set_backend(entity, net_profile),
             Command::BindServiceGroupMember { name, addr } => self.bind_member(name, addr),
             Command::UnbindServiceGroupMember { name, addr } => self.unbind_member(name, addr),
             Command::Disable(e) => self.set_enabled(e, false),

@@ -69,6 +69,15 @@ impl Model {
                 }
                 self.profiles.remove(name);
             }
+            ObjectKind::NetProfile => {
+                if !self.net_profiles.contains_key(name) {
+                    return Err(Unknown(format!("unknown netProfile {name}")));
+                }
+                if let Some(e) = self.net_profile_users(name).into_iter().next() {
+                    return Err(in_use(&format!("{e} uses it")));
+                }
+                self.net_profiles.remove(name);
+            }
             ObjectKind::Vserver | ObjectKind::Service | ObjectKind::ServiceGroup => {
                 let kind = what.entity_kind().unwrap_or(EntityKind::Vserver);
                 let e = EntityRef::new(kind, name);

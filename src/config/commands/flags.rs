@@ -38,6 +38,27 @@ pub(super) static SSL_PROFILE: FlagSpec = flag(
     None,
     "SSL profile whose parameters apply where the entity sets none",
 );
+pub(super) static NET_PROFILE: FlagSpec = flag(
+    "-netProfile",
+    Name,
+    Back,
+    None,
+    "net profile: how connections to the back end are made (PROXY header)",
+);
+pub(super) static PROXY_PROTOCOL: FlagSpec = flag(
+    "-proxyProtocol",
+    Switch,
+    Back,
+    Some("DISABLED"),
+    "send a PROXY protocol header to the back end before any client byte",
+);
+pub(super) static PROXY_PROTOCOL_VERSION: FlagSpec = flag(
+    "-proxyProtocolVersion",
+    ProxyVersion,
+    Back,
+    Some("V1"),
+    "PROXY protocol version: V1 (text) or V2 (binary, with the TLS TLVs)",
+);
 pub(super) static MAX_CLIENTS: FlagSpec = flag(
     "-maxClients",
     num(0, 4_294_967_294),

@@ -4,7 +4,7 @@ use super::cmd;
 use super::flags::*;
 use crate::config::command::Command;
 use crate::config::grammar::{CommandSpec, Fields};
-use crate::config::model::HealthFlags;
+use crate::config::model::{EntityKind, EntityRef, HealthFlags, NetParams};
 use crate::config::values::ValueType::{BackendProto, Ip, Name, Port, VserverProto};
 
 pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
@@ -130,7 +130,7 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
             )
         };
         let (port_at, proto_at) = if adc_order { (3, 2) } else { (2, 3) };
-        t.push(s.flag(&HEALTH_INTERVAL).flag(&HEALTH_RETRIES).rule(
+        t.push(s.flag(&HEALTH_INTERVAL).flag(&HEALTH_RETRIES).flag(&NET_PROFILE).rule(
             move |f| {
                 let name = f.take_arg(0)?;
                 let ip = f.take_arg(1)?;
@@ -140,6 +140,7 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
                     addr: std::net::SocketAddr::new(ip, port),
                     proto: f.take_arg(proto_at)?,
                     health: health(f),
+                    net_profile: f.take(&NET_PROFILE),
                 })
             },
             |c| {
@@ -149,14 +150,18 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
                         addr,
                         proto,
                         health,
-                    } => Some(with_health(
-                        Fields::new()
-                            .arg(name.clone())
-                            .arg(addr.ip())
-                            .arg(addr.port())
-                            .arg(*proto),
-                        health,
-                    )),
+                        net_profile,
+                    } => Some(
+                        with_health(
+                            Fields::new()
+                                .arg(name.clone())
+                                .arg(addr.ip())
+                                .arg(addr.port())
+                                .arg(*proto),
+                            health,
+                        )
+                        .opt_flag(&NET_PROFILE, net_profile.clone()),
+                    ),
                     _ => None,
                 }
             },
@@ -176,22 +181,58 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
         )
         .flag(&HEALTH_INTERVAL)
         .flag(&HEALTH_RETRIES)
+        .flag(&NET_PROFILE)
         .rule(
             |f| {
                 Ok(Command::AddServiceGroup {
                     name: f.take_arg(0)?,
                     proto: f.take_arg(1)?,
                     health: health(f),
+                    net_profile: f.take(&NET_PROFILE),
                 })
             },
             |c| match c {
-                Command::AddServiceGroup { name, proto, health } => {
-                    Some(with_health(Fields::new().arg(name.clone()).arg(*proto), health))
-                }
+                Command::AddServiceGroup {
+                    name,
+                    proto,
+                    health,
+                    net_profile,
+                } => Some(
+                    with_health(Fields::new().arg(name.clone()).arg(*proto), health)
+                        .opt_flag(&NET_PROFILE, net_profile.clone()),
+                ),
                 _ => None,
             },
         ),
     );
+    for kind in [EntityKind::Service, EntityKind::ServiceGroup] {
+        t.push(
+            cmd(
+                "set",
+                super::entity_object(kind),
+                "Bind a net profile to a back end (opens an epoch of that back end).",
+            )
+            .name("name")
+            .flag(&NET_PROFILE)
+            .needs_flag()
+            .rule(
+                move |f| {
+                    Ok(Command::SetBackend {
+                        entity: EntityRef::new(kind, &f.take_arg::<String>(0)?),
+                        net_profile: f.take(&NET_PROFILE),
+                    })
+                },
+                move |c| match c {
+                    Command::SetBackend { entity, net_profile } if entity.kind == kind => Some(
+                        Fields::new()
+                            .arg(entity.name.to_string())
+                            .opt_flag(&NET_PROFILE, net_profile.clone()),
+                    ),
+                    _ => None,
+                },
+            ),
+        );
+    }
     for verb in ["bind", "unbind"] {
         let help = if verb == "bind" {
             "Add a member to a serviceGroup."
@@ -238,4 +279,47 @@ fn with_health(fields: Fields, h: &HealthFlags) -> Fields {
     fields
         .opt_flag(&HEALTH_INTERVAL, h.interval)
         .opt_flag(&HEALTH_RETRIES, h.retries)
+}
+
+/// `add netProfile` and `set netProfile`.
+pub(super) fn net_profile_commands(t: &mut Vec<CommandSpec>) {
+    for verb in ["add", "set"] {
+        let help = if verb == "add" {
+            "Add a net profile: how a back end bound to it is connected (PROXY header)."
+        } else {
+            "Change a net profile: every back end bound to it opens an epoch."
+        };
+        let s = cmd(verb, "netProfile", help)
+            .name("net profile name")
+            .flag(&PROXY_PROTOCOL)
+            .flag(&PROXY_PROTOCOL_VERSION);
+        let s = if verb == "set" { s.needs_flag() } else { s };
+        t.push(s.rule(
+            move |f| {
+                let name = f.take_arg(0)?;
+                let params = NetParams {
+                    proxy_protocol: f.take(&PROXY_PROTOCOL),
+                    proxy_protocol_version: f.take(&PROXY_PROTOCOL_VERSION),
+                };
+                Ok(if verb == "add" {
+                    Command::AddNetProfile { name, params }
+                } else {
+                    Command::SetNetProfile { name, params }
+                })
+            },
+            move |c| {
+                let (name, params) = match c {
+                    Command::AddNetProfile { name, params } if verb == "add" => (name, params),
+                    Command::SetNetProfile { name, params } if verb == "set" => (name, params),
+                    _ => return None,
+                };
+                Some(
+                    Fields::new()
+                        .arg(name.clone())
+                        .opt_flag(&PROXY_PROTOCOL, params.proxy_protocol)
+                        .opt_flag(&PROXY_PROTOCOL_VERSION, params.proxy_protocol_version),
+                )
+            },
+        ));
+    }
 }

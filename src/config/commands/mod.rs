@@ -131,10 +131,11 @@ impl Spec {
 }
 
 pub(super) const ENTITY_KINDS: [EntityKind; 3] = [EntityKind::Vserver, EntityKind::Service, EntityKind::ServiceGroup];
-pub(super) const OBJECT_KINDS: [ObjectKind; 6] = [
+pub(super) const OBJECT_KINDS: [ObjectKind; 7] = [
     ObjectKind::CertKey,
     ObjectKind::CipherGroup,
     ObjectKind::Profile,
+    ObjectKind::NetProfile,
     ObjectKind::Vserver,
     ObjectKind::Service,
     ObjectKind::ServiceGroup,
@@ -157,6 +158,7 @@ pub(super) fn table() -> Vec<CommandSpec> {
     let mut t = Vec::new();
     certs::certkey_commands(&mut t);
     certs::cipher_and_profile_commands(&mut t);
+    lb::net_profile_commands(&mut t);
     lb::vserver_and_backend_commands(&mut t);
     for kind in ENTITY_KINDS {
         ssl_entities::ssl_entity_commands(&mut t, kind);

@@ -80,9 +80,9 @@ pub(super) async fn serve(c: &ClientConn<'_>, mut stream: TcpStream, signal: &Rc
         Ok(h) => h,
         Err((kind, why)) => {
             if kind == CloseKind::ProtocolError && logs::allow(Cause::HandshakeFailed, Instant::now()) {
-                info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "passthrough refused: {why}");
+                info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "passthrough refused: {why}");
             } else {
-                debug!(shard = shard.id, peer = %c.peer, "{why}");
+                debug!(shard = shard.id, peer = %c.client_addr, "{why}");
             }
             c.finish(kind, None);
             Box::pin(release(shard, &vs.spec.entity, epoch, Leg::plain(stream))).await;
@@ -102,12 +102,23 @@ pub(super) async fn serve(c: &ClientConn<'_>, mut stream: TcpStream, signal: &Rc
         Box::pin(release(shard, &vs.spec.entity, Some(epoch), leg)).await;
         return;
     }
-    debug!(shard = shard.id, peer = %c.peer, sni = ?hello.sni, "ClientHello peeked");
-    let mut backend = match Box::pin(backends::connect(shard, vs, signal)).await {
+    debug!(shard = shard.id, peer = %c.client_addr, sni = ?hello.sni, "ClientHello peeked");
+    // A PROXY header to a passthrough back end carries the addresses only:
+    // the TLS is the client's and the back end's, not ours.
+    let header = |version: crate::config::model::ProxyProtocolVersion| {
+        let addrs = match (c.client_addr.resolve(), super::socket_addr(c.client_addr.fd, libc::getsockname)) {
+            (Some(source), Some(dest)) => Some(crate::shard::proxy_header::Addrs { source, dest }),
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(64);
+        crate::shard::proxy_header::encode(version.into(), addrs, None, &mut out);
+        out
+    };
+    let mut backend = match Box::pin(backends::connect(shard, vs, signal, &header)).await {
         Ok(b) => b,
         Err(e) => {
             if logs::allow(Cause::NoBackend, Instant::now()) {
-                info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
+                info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "no back end: {e}");
             }
             c.finish(CloseKind::Clean, None);
             Box::pin(release(shard, &vs.spec.entity, Some(epoch), leg)).await;
@@ -130,7 +141,7 @@ pub(super) async fn serve(c: &ClientConn<'_>, mut stream: TcpStream, signal: &Rc
     let end = match end {
         Some(end) => end,
         None => {
-            debug!(shard = shard.id, peer = %c.peer, backend = %backend.addr, "relaying");
+            debug!(shard = shard.id, peer = %c.client_addr, backend = %backend.addr, "relaying");
             let (end, up, down) = Proxy::new(&mut leg, &mut backend.leg, signal, vs.spec.idle_timeout).await;
             shard
                 .counters
