@@ -12,10 +12,10 @@
 //! and reply with the epochs opened and the propagation time.
 //!
 //! Failures are a [`ControlError`], which says whose fault they are: the
-//! operator's (bad text, refused command, TLS settings rustls refuses: HTTP
-//! 400 or 409, exit 1, nothing changed) or the proxy's (a shard that did not
-//! acknowledge, a failed write, a thread that did not start: HTTP 500,
-//! exit 70).
+//! operator's (bad text, refused command, TLS settings rustls refuses, a
+//! save the file system does not allow: HTTP 400 or 409, exit 1, nothing
+//! changed) or the proxy's (a shard that did not acknowledge, a thread that
+//! did not start: HTTP 500, exit 70).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +52,9 @@ pub enum ControlError {
     /// live on some cores only, so the process stops (fail-stop).
     #[error("{0}")]
     ShardFailed(String),
-    /// The configuration file could not be written.
+    /// The configuration file could not be written (a folder in the way,
+    /// no permission, a full disk): the operator's to fix; the old file is
+    /// kept. `source` is the OS error alone; the message names the path once.
     #[error("cannot save to {path}: {source}")]
     Save { path: String, source: std::io::Error },
     /// The admin API cannot listen where `--admin` says (not an address,
@@ -75,22 +77,20 @@ impl ControlError {
     /// The operator's mistake (nothing changed; fix the input and retry),
     /// rather than a fault of the proxy.
     pub fn is_user_error(&self) -> bool {
-        !matches!(
-            self,
-            ControlError::ShardFailed(_) | ControlError::Save { .. } | ControlError::Startup(_)
-        )
+        !matches!(self, ControlError::ShardFailed(_) | ControlError::Startup(_))
     }
 
     /// The admin API's status: 409 when the command clashes with the running
-    /// configuration (exists, in use, address taken), 400 for other
-    /// mistakes, 500 for faults.
+    /// configuration or the machine (exists, in use, address taken, a file
+    /// that cannot be written), 400 for other mistakes, 500 for faults.
     pub fn http_status(&self) -> u16 {
         match self {
             ControlError::Refused(BatchError {
                 reason: CommandError::Conflict(_),
                 ..
             })
-            | ControlError::AdminAddress(_) => 409,
+            | ControlError::AdminAddress(_)
+            | ControlError::Save { .. } => 409,
             e if e.is_user_error() => 400,
             _ => 500,
         }
@@ -600,7 +600,7 @@ mod error_tests {
             path: "/etc/ns.conf".into(),
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
-        assert_eq!(save.http_status(), 500);
-        assert!(save.to_string().starts_with("cannot save to /etc/ns.conf: "), "{save}");
+        assert_eq!((save.http_status(), save.exit_code()), (409, 1));
+        assert_eq!(save.to_string(), "cannot save to /etc/ns.conf: permission denied");
     }
 }
