@@ -332,3 +332,21 @@ fn a_save_that_cannot_write_is_the_operators_to_fix_and_says_why_once() {
     assert!(text.contains("Is a directory"), "the OS error: {text}");
     assert!(!text.contains("proxy failed"), "{text}");
 }
+
+#[test]
+fn warnings_a_command_causes_reach_the_ctl_user_on_stderr() {
+    let pki = Pki::new();
+    let (config, _, _) = site(&pki);
+    let proxy = Proxy::start(&config, 1);
+    let port = free_port().to_string();
+    let out = ctl(&proxy, &["add", "service", "open", "127.0.0.1", &port, "SSL_TCP"], "");
+    ok(&out, "add service SSL_TCP");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("Done"), "{stdout}");
+    assert!(
+        stderr.contains("warning: service open: SSL_TCP without -serverAuth ENABLED"),
+        "the warning did not reach the user: stdout {stdout}\nstderr {stderr}"
+    );
+    assert!(!stdout.contains("warning"), "warnings go to stderr: {stdout}");
+}

@@ -60,7 +60,8 @@ pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>
     }
 }
 
-/// Parse and apply `text` to an empty model, reporting every error.
+/// Parse and apply `text` to an empty model, reporting every error. Every
+/// entity of the model is at epoch 1.
 pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Result<Model, Vec<ConfigError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut model = Model::default();
@@ -88,6 +89,11 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
         }
     }
     if errors.is_empty() {
+        // A file is one transaction: everything in it starts at epoch 1,
+        // however many of its commands touched it.
+        for e in model.epochs.values_mut() {
+            *e = 1;
+        }
         Ok(model)
     } else {
         Err(errors)
