@@ -114,6 +114,33 @@ fn ctl(admin: &str, cmd: &str) -> Result<String, BoxError> {
     }
 }
 
+/// The files `examples/shardtls.conf` names, in `dir` (created if need
+/// be): `site.pem`/`site.key` (a leaf for www.example.test, issued by
+/// the intermediate), `intermediate.pem` and `backend-ca.pem`, each from a
+/// throwaway CA made now. For trying the example, never for production.
+/// Refuses to replace a file that is there. Returns the files written.
+pub fn write_example_certs(dir: &Path) -> Result<Vec<PathBuf>, BoxError> {
+    let names = ["site.pem", "site.key", "intermediate.pem", "backend-ca.pem"];
+    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    if let Some(there) = paths.iter().find(|p| std::fs::symlink_metadata(p).is_ok()) {
+        return Err(format!("{} is already there; nothing written", there.display()).into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let root = Ca::new("shardtls example root CA (throwaway)")?;
+    let intermediate = root.intermediate("shardtls example intermediate CA (throwaway)")?;
+    let site = intermediate.issue(&["www.example.test"], 1)?;
+    let backend_ca = Ca::new("shardtls example back-end CA (throwaway)")?;
+    let write = |path: &Path, text: &[u8]| {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write(&paths[0], site.cert_pem.as_bytes())?;
+    crate::pki::write_private(&paths[1], site.key_pem.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", paths[1].display()))?;
+    write(&paths[2], intermediate.cert_pem().as_bytes())?;
+    write(&paths[3], backend_ca.cert_pem().as_bytes())?;
+    Ok(paths)
+}
+
 /// A line of the demo's story: on standard output, or on standard error
 /// when standard output carries the JSON (`--json`).
 macro_rules! say {

@@ -132,6 +132,10 @@ enum Cmd {
         /// output, the story on standard error (`shardtls demo --json | jq`).
         #[arg(long)]
         json: bool,
+        /// Instead of running the demo, write the throwaway certificates and key
+        /// that examples/shardtls.conf names into DIR (examples/certs for it), then exit.
+        #[arg(long, value_name = "DIR")]
+        write_example_certs: Option<PathBuf>,
     },
     /// Load generator and benchmark scenarios.
     Bench(Box<shardtls::bench::BenchArgs>),
@@ -316,7 +320,15 @@ fn main() -> ExitCode {
                 };
                 ctl(&admin, token, args)
             }),
-        Cmd::Demo { json } => shardtls::demo::main(json),
+        Cmd::Demo {
+            write_example_certs: Some(dir),
+            ..
+        } => shardtls::demo::write_example_certs(&dir).map(|written| {
+            for p in written {
+                println!("wrote {}", p.display());
+            }
+        }),
+        Cmd::Demo { json, .. } => shardtls::demo::main(json),
         Cmd::Bench(a) => shardtls::bench::main(*a),
         Cmd::TestServer(a) => shardtls::test_server::main(a),
     };

@@ -1055,3 +1055,36 @@ fn a_batch_opens_at_most_one_epoch_per_entity() {
     let now = epochs(&proxy);
     assert!(now.iter().any(|l| l.ends_with("\"vserver\" \"v1\" 2 true")), "{now:?}");
 }
+
+#[test]
+fn the_example_config_reports_each_missing_file_once_and_checks_with_the_certificates_it_documents() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("shardtls.conf");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shardtls.conf"), &conf).unwrap();
+    let within = Duration::from_secs(30);
+
+    // Without its certificates: each unreadable file once, nothing that follows from it.
+    let (code, out) = run_binary(&["check", "-c", &p(&conf)], within);
+    assert_eq!(code, Some(1), "{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with(&p(&conf))).collect();
+    assert_eq!(errors.len(), 3, "{out}");
+    assert!(errors.iter().all(|l| l.contains("cannot read")), "{out}");
+
+    // The command the example documents writes them, a private key 0600; then it checks.
+    let certs = dir.path().join("certs");
+    let (code, out) = run_binary(&["demo", "--write-example-certs", &p(&certs)], within);
+    assert_eq!(code, Some(0), "{out}");
+    let mode = std::fs::metadata(certs.join("site.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (code, out) = run_binary(&["check", "-c", &p(&conf)], within);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("OK"), "{out}");
+
+    // It never replaces what is there.
+    let key = std::fs::read(certs.join("site.key")).unwrap();
+    let (code, out) = run_binary(&["demo", "--write-example-certs", &p(&certs)], within);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("already there"), "{out}");
+    assert_eq!(std::fs::read(certs.join("site.key")).unwrap(), key);
+}
