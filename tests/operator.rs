@@ -1088,3 +1088,33 @@ fn the_example_config_reports_each_missing_file_once_and_checks_with_the_certifi
     assert!(out.contains("already there"), "{out}");
     assert_eq!(std::fs::read(certs.join("site.key")).unwrap(), key);
 }
+
+/// A client config that sends no SNI.
+fn client_without_sni(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut cfg = (*pki.client_config()).clone();
+    cfg.enable_sni = false;
+    std::sync::Arc::new(cfg)
+}
+
+#[test]
+fn strict_sni_refuses_an_unknown_or_missing_name_with_unrecognized_name() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, 1);
+    // By default the default certificate answers any name, or none.
+    assert!(Client::connect(lo(s.port), "www.test", client_without_sni(&s.pki)).is_ok());
+
+    proxy.ctl("set ssl vserver v1 -strictSNI ENABLED").unwrap();
+    let mut c = Client::connect(lo(s.port), "www.test", s.pki.client_config()).expect("a name the certificate covers");
+    assert_eq!(c.echo(b"hi").unwrap(), b"hi");
+    for (what, cfg, name) in [
+        ("an unknown name", s.pki.client_config(), "other.test"),
+        ("no name", client_without_sni(&s.pki), "www.test"),
+    ] {
+        let err = Client::connect(lo(s.port), name, cfg).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("UnrecognisedName")),
+            "{what}: {err:?}"
+        );
+    }
+    assert!(get(&proxy, "/config").contains("-strictSNI ENABLED"));
+}

@@ -117,6 +117,9 @@ pub struct SessionNotes {
     /// Issue time of the session this connection resumed: sessions it
     /// creates inherit it, so no chain of resumptions outlives the lifetime.
     pub resumed_issued_ms: Option<u64>,
+    /// `-strictSNI`: no bound certificate covers the client's SNI (or it
+    /// sent none), so the handshake is refused with `unrecognized_name`.
+    pub sni_refused: bool,
 }
 
 thread_local! {
@@ -131,6 +134,11 @@ pub(crate) fn with_notes<R>(notes: &mut SessionNotes, f: impl FnOnce() -> R) -> 
         *notes = n;
     }
     r
+}
+
+/// Note on the current connection that its SNI was refused (`-strictSNI`).
+pub(crate) fn note_sni_refused() {
+    note(|n| n.sni_refused = true);
 }
 
 fn note<R>(f: impl FnOnce(&mut SessionNotes) -> R) -> Option<R> {
