@@ -1117,4 +1117,14 @@ fn strict_sni_refuses_an_unknown_or_missing_name_with_unrecognized_name() {
         );
     }
     assert!(get(&proxy, "/config").contains("-strictSNI ENABLED"));
+    // Log lines are written by a thread of their own: wait for them.
+    let reasons = ["SNI other.test: no certificate", "no SNI: no certificate"];
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let log = proxy.log();
+            reasons.iter().all(|r| log.contains(r))
+        }),
+        "no log line names the refused SNI:\n{}",
+        proxy.log()
+    );
 }

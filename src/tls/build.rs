@@ -263,7 +263,7 @@ impl ResolvesServerCert for SniResolver {
                 .server_name()
                 .is_some_and(|sni| self.default_names.iter().any(|n| name_matches(n, sni)))
         {
-            super::session::note_sni_refused();
+            super::session::note_sni_refused(hello.server_name());
             return None;
         }
         self.default.as_ref().map(|c| c.key.clone())

@@ -119,7 +119,8 @@ pub struct SessionNotes {
     pub resumed_issued_ms: Option<u64>,
     /// `-strictSNI`: no bound certificate covers the client's SNI (or it
     /// sent none), so the handshake is refused with `unrecognized_name`.
-    pub sni_refused: bool,
+    /// The name as the client sent it; empty for none.
+    pub sni_refused: Option<String>,
 }
 
 thread_local! {
@@ -136,9 +137,10 @@ pub(crate) fn with_notes<R>(notes: &mut SessionNotes, f: impl FnOnce() -> R) -> 
     r
 }
 
-/// Note on the current connection that its SNI was refused (`-strictSNI`).
-pub(crate) fn note_sni_refused() {
-    note(|n| n.sni_refused = true);
+/// Note on the current connection that its SNI `sni` was refused
+/// (`-strictSNI`; `None`: it sent none).
+pub(crate) fn note_sni_refused(sni: Option<&str>) {
+    note(|n| n.sni_refused = Some(sni.unwrap_or_default().to_string()));
 }
 
 fn note<R>(f: impl FnOnce(&mut SessionNotes) -> R) -> Option<R> {

@@ -311,11 +311,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         let Some(tls) = self.tls.as_mut() else {
             return tls_error(e);
         };
-        if std::mem::take(&mut self.notes.sni_refused) && !self.wrote_tls {
+        if let Some(sni) = self.notes.sni_refused.take().filter(|_| !self.wrote_tls) {
             while tls.wants_write() && tls.write_tls(&mut io::sink()).is_ok_and(|n| n > 0) {}
             let d = u8::from(rustls::AlertDescription::UnrecognisedName);
             self.own_alert = Some(([21, 3, 3, 0, 2, 2, d], 0));
-            return tls_error(e);
+            let name = if sni.is_empty() {
+                "no SNI".to_string()
+            } else {
+                format!("SNI {sni}")
+            };
+            return io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name}: no certificate of this vserver covers it (-strictSNI); unrecognized_name sent"),
+            );
         }
         let peer_alert = matches!(e, rustls::Error::AlertReceived(_));
         if !peer_alert && !self.wrote_tls && !tls.wants_write() {
