@@ -114,6 +114,45 @@ fn ctl(admin: &str, cmd: &str) -> Result<String, BoxError> {
     }
 }
 
+/// The files `examples/shardtls.conf` names, in `dir` (created if need
+/// be): `site.pem`/`site.key` (a leaf for www.example.test, issued by
+/// the intermediate), `intermediate.pem` and `backend-ca.pem`, each from a
+/// throwaway CA made now. For trying the example, never for production.
+/// Refuses to replace a file that is there. Returns the files written.
+pub fn write_example_certs(dir: &Path) -> Result<Vec<PathBuf>, BoxError> {
+    let names = ["site.pem", "site.key", "intermediate.pem", "backend-ca.pem"];
+    let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+    if let Some(there) = paths.iter().find(|p| std::fs::symlink_metadata(p).is_ok()) {
+        return Err(format!("{} is already there; nothing written", there.display()).into());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let root = Ca::new("shardtls example root CA (throwaway)")?;
+    let intermediate = root.intermediate("shardtls example intermediate CA (throwaway)")?;
+    let site = intermediate.issue(&["www.example.test"], 1)?;
+    let backend_ca = Ca::new("shardtls example back-end CA (throwaway)")?;
+    let write = |path: &Path, text: &[u8]| {
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    write(&paths[0], site.cert_pem.as_bytes())?;
+    crate::pki::write_private(&paths[1], site.key_pem.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", paths[1].display()))?;
+    write(&paths[2], intermediate.cert_pem().as_bytes())?;
+    write(&paths[3], backend_ca.cert_pem().as_bytes())?;
+    Ok(paths)
+}
+
+/// A line of the demo's story: on standard output, or on standard error
+/// when standard output carries the JSON (`--json`).
+macro_rules! say {
+    ($json:expr, $($arg:tt)*) => {
+        if $json {
+            eprintln!($($arg)*)
+        } else {
+            println!($($arg)*)
+        }
+    };
+}
+
 /// Run the demo; returns an error if any invariant was broken.
 pub fn main(json: bool) -> Result<(), BoxError> {
     // A fresh folder only this user can enter: its keys are nobody else's.
@@ -124,7 +163,7 @@ pub fn main(json: bool) -> Result<(), BoxError> {
 }
 
 fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
-    println!("shardtls demo: everything on loopback, in {}", dir.display());
+    say!(json, "shardtls demo: everything on loopback, in {}", dir.display());
     let ca = Ca::new("shardtls demo CA")?;
     let (cert, key) = write_pair(dir, "site-1", &ca.issue(&[SNI], 1)?)?;
 
@@ -154,7 +193,12 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
             backend.local_addr().port()
         ),
     )?;
-    println!("config ({}):\n{}", config.display(), std::fs::read_to_string(&config)?);
+    say!(
+        json,
+        "config ({}):\n{}",
+        config.display(),
+        std::fs::read_to_string(&config)?
+    );
 
     let admin = dir.join("admin.sock").to_string_lossy().into_owned();
     let shards = crate::control::runtime::allowed_cpus().len().clamp(1, 2);
@@ -179,7 +223,8 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!(
+    say!(
+        json,
         "proxy up: vserver demo on {vserver}, {shards} shard(s), back end on {}",
         backend.local_addr()
     );
@@ -204,13 +249,13 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
         c.close();
     }
     let el = t.elapsed();
-    println!(
+    say!(json,
         "\nphase 1: {n} TLS connections through the proxy, one request each: {:.0} conn/s from one client thread, {resumed} resumed, 0 errors",
         n as f64 / el.as_secs_f64()
     );
 
     // Phase 2: rotations under load.
-    println!("\nphase 2: rotating the certificate 3 times under load");
+    say!(json, "\nphase 2: rotating the certificate 3 times under load");
     let mut long_lived: Vec<DemoClient> = (0..8)
         .map(|_| DemoClient::connect(vserver, client_cfg.clone()))
         .collect::<Result<_, _>>()?;
@@ -276,7 +321,8 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
             .lines()
             .filter(|l| l.contains("epoch opened") || l.contains("propagation"))
             .collect();
-        println!(
+        say!(
+            json,
             "  rotation {}: {}",
             round - 1,
             line.iter().map(|s| s.trim()).collect::<Vec<_>>().join("; ")
@@ -300,23 +346,24 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
     let new_serial = fresh.cert_serial();
     fresh.close();
 
-    println!("\n  new connections by certificate serial seen:");
+    say!(json, "\n  new connections by certificate serial seen:");
     for (serial, count) in seen.lock().unwrap().iter() {
-        println!("    serial {serial}: {count} connections");
+        say!(json, "    serial {serial}: {count} connections");
     }
-    println!(
+    say!(json,
         "  8 long-lived connections made {long_lived_requests} requests across all rotations: 0 lost; still on their original certificate: {still_old}"
     );
-    println!("  a connection opened now gets serial {new_serial}");
+    say!(json, "  a connection opened now gets serial {new_serial}");
     let (_, stats) = client_request(&admin, "GET", "/stats", "", None)?;
     let killed = epoch_rows(&stats).iter().map(|r| r.killed).sum::<u64>();
-    println!(
+    say!(json,
         "  handshakes killed by the rotations (R2, shards' count): {killed}; retried by the client: {}, failed after a retry: {}",
         retried.load(Ordering::Relaxed),
         errors.load(Ordering::Relaxed)
     );
     if json {
-        println!("\nGET /stats:\n{stats}");
+        // The one thing on standard output: `shardtls demo --json | jq` works.
+        println!("{stats}");
     } else {
         println!("\nper shard and epoch of vserver demo (GET /stats; `shardtls demo --json` for all of it):");
         println!(
@@ -335,7 +382,7 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
     // SAFETY: raising a signal we installed a handler for.
     unsafe { libc::raise(libc::SIGTERM) };
     match proxy.join() {
-        Ok(Ok(())) => println!("proxy drained and stopped"),
+        Ok(Ok(())) => say!(json, "proxy drained and stopped"),
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Err("proxy thread panicked".into()),
     }

@@ -89,10 +89,13 @@ enum Cmd {
         #[arg(long)]
         allow_core_dumps: bool,
     },
-    /// Validate FILE without serving; prints FILE:LINE: reason for each error.
+    /// Validate FILE as `run` would, without serving; prints FILE:LINE: reason for each error.
     Check {
         #[arg(short = 'c', long = "config")]
         config: PathBuf,
+        /// As for `run`: the admin API's address, which no vserver may share.
+        #[arg(long, env = "SHARDTLS_ADMIN")]
+        admin: Option<String>,
         /// As for `run`: accept private keys others can read, with a warning.
         #[arg(long)]
         allow_insecure_key_mode: bool,
@@ -125,9 +128,14 @@ enum Cmd {
     },
     /// Run an embedded demo: throwaway CA, back end and proxy on loopback, real traffic, live rotations.
     Demo {
-        /// Print the raw `/stats` JSON instead of the per-epoch table.
+        /// Print the raw `/stats` JSON instead of the per-epoch table: alone on standard
+        /// output, the story on standard error (`shardtls demo --json | jq`).
         #[arg(long)]
         json: bool,
+        /// Instead of running the demo, write the throwaway certificates and key
+        /// that examples/shardtls.conf names into DIR (examples/certs for it), then exit.
+        #[arg(long, value_name = "DIR")]
+        write_example_certs: Option<PathBuf>,
     },
     /// Load generator and benchmark scenarios.
     Bench(Box<shardtls::bench::BenchArgs>),
@@ -137,7 +145,8 @@ enum Cmd {
     TestServer(shardtls::test_server::TestServerArgs),
 }
 
-fn check(config: &std::path::Path, allow_insecure_key_mode: bool) -> ExitCode {
+fn check(config: &std::path::Path, admin: Option<&str>, allow_insecure_key_mode: bool) -> ExitCode {
+    use shardtls::control::runtime::{validate, ControlError};
     // The host, as `run` will need it: a ring and its provided buffers.
     if let Err(e) = shardtls::rt::probe() {
         eprintln!("shardtls: {e}");
@@ -145,8 +154,9 @@ fn check(config: &std::path::Path, allow_insecure_key_mode: bool) -> ExitCode {
     }
     let files = shardtls::config::DirFileSource::new(shardtls::config::config_dir(config))
         .allow_insecure_key_mode(allow_insecure_key_mode);
-    match shardtls::config::load_file_with(config, &files) {
-        Ok(m) => {
+    match validate(config, &files, admin) {
+        Ok(v) => {
+            let m = &v.model;
             println!(
                 "{}: OK ({} certKeys, {} vservers, {} services, {} serviceGroups)",
                 config.display(),
@@ -155,18 +165,16 @@ fn check(config: &std::path::Path, allow_insecure_key_mode: bool) -> ExitCode {
                 m.services.len(),
                 m.service_groups.len()
             );
-            match shardtls::snapshot::Snapshot::build(&m, None, 1, Default::default()) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("{}: {e}", config.display());
-                    ExitCode::FAILURE
-                }
-            }
+            ExitCode::SUCCESS
         }
-        Err(errs) => {
+        Err(ControlError::Load(errs)) => {
             for e in errs {
                 eprintln!("{e}");
             }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", config.display());
             ExitCode::FAILURE
         }
     }
@@ -228,7 +236,11 @@ fn ctl(admin: &str, token: Option<String>, args: CtlArgs) -> Result<(), Box<dyn 
     };
     let (status, reply) = shardtls::control::admin::client_request_status(admin, method, path, &body, token.as_deref())
         .map_err(CtlError::Unreachable)?;
-    print!("{reply}");
+    // The reply's warnings go to standard error, after the rest.
+    let (warnings, rest): (Vec<&str>, Vec<&str>) =
+        reply.split_inclusive('\n').partition(|l| l.starts_with("warning: "));
+    print!("{}", rest.concat());
+    eprint!("{}", warnings.concat());
     match status {
         200 => Ok(()),
         _ => Err(CtlError::from_status(status).into()),
@@ -303,9 +315,10 @@ fn main() -> ExitCode {
             }),
         Cmd::Check {
             config,
+            admin,
             allow_insecure_key_mode,
         } => {
-            let code = check(&config, allow_insecure_key_mode);
+            let code = check(&config, admin.as_deref(), allow_insecure_key_mode);
             flush_logs();
             return code;
         }
@@ -327,7 +340,15 @@ fn main() -> ExitCode {
                 };
                 ctl(&admin, token, args)
             }),
-        Cmd::Demo { json } => shardtls::demo::main(json),
+        Cmd::Demo {
+            write_example_certs: Some(dir),
+            ..
+        } => shardtls::demo::write_example_certs(&dir).map(|written| {
+            for p in written {
+                println!("wrote {}", p.display());
+            }
+        }),
+        Cmd::Demo { json, .. } => shardtls::demo::main(json),
         Cmd::Bench(a) => shardtls::bench::main(*a),
         Cmd::TestServer(a) => shardtls::test_server::main(a),
     };

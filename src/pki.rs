@@ -87,6 +87,21 @@ impl Ca {
         self.cert.pem()
     }
 
+    /// A CA named `name` whose certificate this one issues (an intermediate).
+    pub fn intermediate(&self, name: &str) -> Result<Ca, rcgen::Error> {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.signed_by(&key, &self.cert, &self.key)?;
+        Ok(Ca { key, cert })
+    }
+
     pub fn cert_der(&self) -> rustls::pki_types::CertificateDer<'static> {
         self.cert.der().clone()
     }

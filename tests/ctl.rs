@@ -305,3 +305,48 @@ fn a_second_ctrl_c_ends_show_stats_watch_while_a_request_hangs() {
     // after the request timed out.
     assert_eq!(code, Some(130), "{stderr}");
 }
+
+#[test]
+fn a_save_that_cannot_write_is_the_operators_to_fix_and_says_why_once() {
+    let pki = Pki::new();
+    let (config, _, _) = site(&pki);
+    let proxy = Proxy::start(&config, 1);
+    // A folder now stands where the file is: the rename onto it fails.
+    std::fs::remove_file(&proxy.config).unwrap();
+    std::fs::create_dir(&proxy.config).unwrap();
+    let (status, _) =
+        shardtls::control::admin::client_request_status(&proxy.admin, "POST", "/cmd", "save ns config", None).unwrap();
+    assert!(
+        (400..500).contains(&status),
+        "HTTP {status} for a file that cannot be written"
+    );
+    let out = ctl(&proxy, &["save", "ns", "config"], "");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(text.matches("cannot save").count(), 1, "said more than once: {text}");
+    assert_eq!(text.matches(&p(&proxy.config)).count(), 1, "the path, once: {text}");
+    assert!(text.contains("Is a directory"), "the OS error: {text}");
+    assert!(!text.contains("proxy failed"), "{text}");
+}
+
+#[test]
+fn warnings_a_command_causes_reach_the_ctl_user_on_stderr() {
+    let pki = Pki::new();
+    let (config, _, _) = site(&pki);
+    let proxy = Proxy::start(&config, 1);
+    let port = free_port().to_string();
+    let out = ctl(&proxy, &["add", "service", "open", "127.0.0.1", &port, "SSL_TCP"], "");
+    ok(&out, "add service SSL_TCP");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("Done"), "{stdout}");
+    assert!(
+        stderr.contains("warning: service open: SSL_TCP without -serverAuth ENABLED"),
+        "the warning did not reach the user: stdout {stdout}\nstderr {stderr}"
+    );
+    assert!(!stdout.contains("warning"), "warnings go to stderr: {stdout}");
+}

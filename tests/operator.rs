@@ -873,3 +873,258 @@ fn save_on_a_full_disk_fails_clearly_and_leaves_the_old_file_intact() {
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("-sessTimeout 77"), "{text}");
 }
+
+/// A self-signed certificate for www.test valid through 2019 only, as
+/// NAME.pem and NAME.key in `pki`'s folder.
+fn expired_pair(pki: &Pki, name: &str) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["www.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let (cp, kp) = (pki.path(&format!("{name}.pem")), pki.path(&format!("{name}.key")));
+    std::fs::write(&cp, cert.pem()).unwrap();
+    shardtls::pki::write_private(&kp, key.serialize_pem().as_bytes()).unwrap();
+    (cp, kp)
+}
+
+/// Whether `text` names the certKey, its file and the end of its validity.
+fn names_the_expired_certificate(text: &str, certkey: &str, cert: &Path) -> bool {
+    text.contains(&format!("certKey {certkey}")) && text.contains(&p(cert)) && text.contains("2020-01-01")
+}
+
+#[test]
+fn an_expired_certificate_is_refused_by_add_update_sighup_run_and_check_alike() {
+    let s = site();
+    let (cp, kp) = expired_pair(&s.pki, "expired");
+    let proxy = Proxy::start(&s.config, 1);
+    let config0 = get(&proxy, "/config");
+
+    let err = proxy
+        .ctl(&format!("add ssl certKey old -cert {} -key {}", p(&cp), p(&kp)))
+        .expect_err("add ssl certKey with an expired certificate was accepted");
+    assert!(names_the_expired_certificate(&err, "old", &cp), "add: {err}");
+    let err = proxy
+        .ctl(&format!("update ssl certKey site -cert {} -key {}", p(&cp), p(&kp)))
+        .expect_err("update ssl certKey with an expired certificate was accepted");
+    assert!(names_the_expired_certificate(&err, "site", &cp), "update: {err}");
+    assert_eq!(get(&proxy, "/config"), config0);
+
+    // The file now adds it on its last line.
+    let line = s.config.lines().count() + 1;
+    let text = format!("{}add ssl certKey old -cert {} -key {}\n", s.config, p(&cp), p(&kp));
+    std::fs::write(&proxy.config, &text).unwrap();
+    unsafe { libc::kill(proxy.child.id() as i32, libc::SIGHUP) };
+    assert!(
+        wait_for(Duration::from_secs(5), || proxy.log().contains("reload refused")),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let refusal = &log[log.find("reload refused").unwrap()..];
+    let at = format!("{}:{line}: ", p(&proxy.config));
+    assert!(
+        refusal.contains(&at) && names_the_expired_certificate(refusal, "old", &cp),
+        "SIGHUP: {refusal}"
+    );
+    assert_eq!(get(&proxy, "/config"), config0);
+
+    let (code, out) = run_binary(&["check", "-c", &p(&proxy.config)], Duration::from_secs(10));
+    assert_eq!(code, Some(1), "check: {out}");
+    assert!(
+        out.contains(&at) && names_the_expired_certificate(&out, "old", &cp),
+        "check: {out}"
+    );
+    let admin = proxy.dir.path().join("second.sock");
+    let (code, out) = run_binary(
+        &["run", "-c", &p(&proxy.config), "--shards", "1", "--admin", &p(&admin)],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(1), "run: {out}");
+    assert!(
+        out.contains(&at) && names_the_expired_certificate(&out, "old", &cp),
+        "run: {out}"
+    );
+}
+
+/// A certKey updated in the file to a certificate the update refuses: the
+/// refusal on SIGHUP names the file and the line the certKey is on.
+#[test]
+fn a_refused_sighup_names_the_file_and_the_line_of_the_cause() {
+    let s = site();
+    let (cp, kp) = expired_pair(&s.pki, "expired");
+    let proxy = Proxy::start(&s.config, 1);
+    let text = s.config.replace(&p(&s.cert), &p(&cp)).replace(&p(&s.key), &p(&kp));
+    std::fs::write(&proxy.config, &text).unwrap();
+    unsafe { libc::kill(proxy.child.id() as i32, libc::SIGHUP) };
+    assert!(
+        wait_for(Duration::from_secs(5), || proxy.log().contains("reload refused")),
+        "{}",
+        proxy.log()
+    );
+    let log = proxy.log();
+    let refusal = &log[log.find("reload refused").unwrap()..];
+    assert!(
+        refusal.contains(&format!("{}:1: certKey site", p(&proxy.config))),
+        "the refusal does not point at FILE:1: {refusal}"
+    );
+}
+
+#[test]
+fn check_takes_the_admin_address_and_refuses_a_vserver_on_it_as_run_does() {
+    let s = site();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shardtls.conf");
+    std::fs::write(&path, &s.config).unwrap();
+    let admin = format!("127.0.0.1:{}", s.port);
+    let (code, out) = run_binary(&["check", "-c", &p(&path), "--admin", &admin], Duration::from_secs(10));
+    assert_eq!(code, Some(1), "check: {out}");
+    assert!(out.contains("vserver v1") && out.contains("admin API"), "check: {out}");
+    let (code, out) = run_binary(
+        &["check", "-c", &p(&path), "--admin", &p(&dir.path().join("a.sock"))],
+        Duration::from_secs(10),
+    );
+    assert_eq!(code, Some(0), "check with a socket path: {out}");
+}
+
+#[test]
+fn demo_json_writes_json_alone_on_standard_output() {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardtls"))
+        .args(["demo", "--json"])
+        .env("SHARDTLS_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"));
+    assert!(v["shards"].is_array(), "{v}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("phase 2"),
+        "the story goes to stderr"
+    );
+}
+
+#[test]
+fn more_shards_than_cpus_warns() {
+    use std::os::unix::process::CommandExt;
+    let s = site();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shardtls.conf");
+    std::fs::write(&path, &s.config).unwrap();
+    let admin = p(&dir.path().join("admin.sock"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardtls"));
+    cmd.args(["run", "-c", &p(&path), "--shards", "2", "--admin", &admin])
+        .env("SHARDTLS_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("log")).unwrap());
+    // SAFETY: sched_setaffinity is async-signal-safe; it runs in the child only.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+    let serving = wait_for(Duration::from_secs(15), || log().contains("serving"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(serving, "{}", log());
+    assert!(
+        log().contains("--shards 2 is more than the 1 CPU"),
+        "no warning for 2 shards on 1 CPU:\n{}",
+        log()
+    );
+}
+
+#[test]
+fn a_batch_opens_at_most_one_epoch_per_entity() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, 1);
+    let reply = proxy
+        .ctl("set ssl vserver v1 -sessTimeout 111\nset ssl vserver v1 -tls12 DISABLED\n")
+        .unwrap();
+    assert!(reply.contains("vserver v1 -> 2"), "{reply}");
+    assert_eq!(reply.matches("epoch opened: vserver v1").count(), 1, "{reply}");
+    let now = epochs(&proxy);
+    assert!(now.iter().any(|l| l.ends_with("\"vserver\" \"v1\" 2 true")), "{now:?}");
+}
+
+#[test]
+fn the_example_config_reports_each_missing_file_once_and_checks_with_the_certificates_it_documents() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("shardtls.conf");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/shardtls.conf"), &conf).unwrap();
+    let within = Duration::from_secs(30);
+
+    // Without its certificates: each unreadable file once, nothing that follows from it.
+    let (code, out) = run_binary(&["check", "-c", &p(&conf)], within);
+    assert_eq!(code, Some(1), "{out}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.starts_with(&p(&conf))).collect();
+    assert_eq!(errors.len(), 3, "{out}");
+    assert!(errors.iter().all(|l| l.contains("cannot read")), "{out}");
+
+    // The command the example documents writes them, a private key 0600; then it checks.
+    let certs = dir.path().join("certs");
+    let (code, out) = run_binary(&["demo", "--write-example-certs", &p(&certs)], within);
+    assert_eq!(code, Some(0), "{out}");
+    let mode = std::fs::metadata(certs.join("site.key")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (code, out) = run_binary(&["check", "-c", &p(&conf)], within);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("OK"), "{out}");
+
+    // It never replaces what is there.
+    let key = std::fs::read(certs.join("site.key")).unwrap();
+    let (code, out) = run_binary(&["demo", "--write-example-certs", &p(&certs)], within);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("already there"), "{out}");
+    assert_eq!(std::fs::read(certs.join("site.key")).unwrap(), key);
+}
+
+/// A client config that sends no SNI.
+fn client_without_sni(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut cfg = (*pki.client_config()).clone();
+    cfg.enable_sni = false;
+    std::sync::Arc::new(cfg)
+}
+
+#[test]
+fn strict_sni_refuses_an_unknown_or_missing_name_with_unrecognized_name() {
+    let s = site();
+    let proxy = Proxy::start(&s.config, 1);
+    // By default the default certificate answers any name, or none.
+    assert!(Client::connect(lo(s.port), "www.test", client_without_sni(&s.pki)).is_ok());
+
+    proxy.ctl("set ssl vserver v1 -strictSNI ENABLED").unwrap();
+    let mut c = Client::connect(lo(s.port), "www.test", s.pki.client_config()).expect("a name the certificate covers");
+    assert_eq!(c.echo(b"hi").unwrap(), b"hi");
+    for (what, cfg, name) in [
+        ("an unknown name", s.pki.client_config(), "other.test"),
+        ("no name", client_without_sni(&s.pki), "www.test"),
+    ] {
+        let err = Client::connect(lo(s.port), name, cfg).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_some_and(|e| e.contains("UnrecognisedName")),
+            "{what}: {err:?}"
+        );
+    }
+    assert!(get(&proxy, "/config").contains("-strictSNI ENABLED"));
+    // Log lines are written by a thread of their own: wait for them.
+    let reasons = ["SNI other.test: no certificate", "no SNI: no certificate"];
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let log = proxy.log();
+            reasons.iter().all(|r| log.contains(r))
+        }),
+        "no log line names the refused SNI:\n{}",
+        proxy.log()
+    );
+}

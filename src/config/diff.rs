@@ -5,7 +5,8 @@
 //! did not change keep their epochs. The language has no `unset`: when a
 //! setting goes back to "not set" (a parameter, or an entity's profile),
 //! or an entity's address or protocol changes, the entity is removed and
-//! added again (it then starts over at epoch 1); a profile that loses a
+//! added again (in one transaction: it opens its next epoch, as any
+//! change does); a profile that loses a
 //! parameter is recreated together with the entities using it. The result
 //! is meant for [`Model::apply_batch`] on `old`; it assumes both models are
 //! valid (each was built by `apply`).

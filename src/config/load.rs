@@ -1,7 +1,8 @@
 //! Reads a whole configuration: text to commands to a validated [`Model`].
 //!
 //! Loading keeps going after an error so that one run reports every bad
-//! line of a file (a later line that depends on a failed one fails too).
+//! line of a file. A later line that fails only because it names what a
+//! failed `add` would have made is not reported again: each cause once.
 //! Each error reads `FILE:LINE: reason`. A file that loads with errors
 //! gives no model at all. Certificate and key paths are resolved against
 //! the config file's folder.
@@ -9,7 +10,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::apply::{read_regular, DirFileSource, FileSource};
+use super::apply::{read_regular, CommandError, DirFileSource, FileSource};
 use super::command::Command;
 use super::grammar::parse_line;
 use super::model::Model;
@@ -60,11 +61,14 @@ pub fn parse_text(text: &str, source_name: &str) -> Result<Vec<(usize, Command)>
     }
 }
 
-/// Parse and apply `text` to an empty model, reporting every error.
+/// Parse and apply `text` to an empty model, reporting every error. Every
+/// entity of the model is at epoch 1.
 pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Result<Model, Vec<ConfigError>> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut model = Model::default();
     let mut errors = Vec::new();
+    // What failed `add`s would have made, as error messages name it.
+    let mut never_made: Vec<String> = Vec::new();
     let err = |line: usize, reason: String| ConfigError {
         file: source_name.to_string(),
         line,
@@ -83,15 +87,48 @@ pub fn load_text(text: &str, source_name: &str, files: &dyn FileSource) -> Resul
             errors.push(err(i + 1, format!("'{cmd}' does not belong in a configuration file")));
             continue;
         }
-        if let Err(reason) = model.apply(&cmd, files) {
-            errors.push(err(i + 1, reason.to_string()));
+        match model.apply(&cmd, files) {
+            Ok(_) => {}
+            Err(CommandError::Unknown(why)) if never_made.iter().any(|m| names(&why, m)) => {}
+            Err(reason) => {
+                never_made.extend(made_by(&cmd));
+                errors.push(err(i + 1, reason.to_string()));
+            }
         }
     }
     if errors.is_empty() {
+        // A file is one transaction: everything in it starts at epoch 1,
+        // however many of its commands touched it.
+        for e in model.epochs.values_mut() {
+            *e = 1;
+        }
         Ok(model)
     } else {
         Err(errors)
     }
+}
+
+/// What `cmd` makes, as an "unknown ..." error names it: `certKey site`.
+fn made_by(cmd: &Command) -> Option<String> {
+    match cmd {
+        Command::AddCertKey { name, .. } => Some(format!("certKey {name}")),
+        Command::AddCipherGroup { name } => Some(format!("cipher group {name}")),
+        Command::AddProfile { name, .. } => Some(format!("ssl profile {name}")),
+        Command::AddVserver { name, .. } => Some(format!("vserver {name}")),
+        Command::AddService { name, .. } => Some(format!("service {name}")),
+        Command::AddServiceGroup { name, .. } => Some(format!("serviceGroup {name}")),
+        _ => None,
+    }
+}
+
+/// Whether `message` names `what` (`certKey site`) as a whole: not
+/// `certKey site2`.
+fn names(message: &str, what: &str) -> bool {
+    message.match_indices(what).any(|(at, _)| {
+        let before = message[..at].chars().next_back();
+        let after = message[at + what.len()..].chars().next();
+        before.is_none_or(char::is_whitespace) && after.is_none_or(|c| !(c.is_alphanumeric() || "_-.".contains(c)))
+    })
 }
 
 /// The largest configuration file read, in bytes.
@@ -220,5 +257,15 @@ bind ssl vserver v -certkeyName a
         let ok = parse_text("# c\nadd ssl cipher g\n", "x").unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(ok[0].0, 2);
+    }
+
+    #[test]
+    fn a_name_is_matched_whole() {
+        assert!(names("unknown certKey site", "certKey site"));
+        assert!(names("cannot link leaf: unknown CA certKey site", "certKey site"));
+        assert!(names("unknown lb vserver www", "vserver www"));
+        assert!(!names("unknown certKey site2", "certKey site"));
+        assert!(!names("unknown certKey my-site", "certKey site"));
+        assert!(!names("unknown certKey site.old", "certKey site"));
     }
 }

@@ -184,6 +184,9 @@ pub struct SslParams {
     pub client_auth: Option<bool>,
     pub client_cert: Option<ClientCertMode>,
     pub sni_enable: Option<bool>,
+    /// Front end: refuse a handshake whose SNI (or its absence) no bound
+    /// server certificate covers, with `unrecognized_name`.
+    pub strict_sni: Option<bool>,
     /// Back end: verify the server's certificate against the bound `-CA` certKeys.
     pub server_auth: Option<bool>,
     /// Back end: name sent in SNI and verified in the server's certificate.
@@ -212,6 +215,7 @@ pub struct EffectiveSslParams {
     pub client_auth: bool,
     pub client_cert: ClientCertMode,
     pub sni_enable: bool,
+    pub strict_sni: bool,
     pub server_auth: bool,
     pub common_name: Option<String>,
     pub alpn_protocols: Vec<String>,
@@ -234,6 +238,7 @@ macro_rules! for_each_ssl_param {
             client_auth,
             client_cert,
             sni_enable,
+            strict_sni,
             server_auth,
             common_name,
             alpn_protocols,
@@ -283,6 +288,7 @@ impl SslParams {
             client_auth: pick!(client_auth, false),
             client_cert: pick!(client_cert, ClientCertMode::Mandatory),
             sni_enable: pick!(sni_enable, false),
+            strict_sni: pick!(strict_sni, false),
             server_auth: pick!(server_auth, false),
             common_name: self.common_name.clone().or_else(|| p.common_name.clone()),
             alpn_protocols: pick!(alpn_protocols, Vec::new()),

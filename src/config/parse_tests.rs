@@ -197,6 +197,7 @@ mod cases {
                 client_auth: Some(true),
                 client_cert: Some(ClientCertMode::Optional),
                 sni_enable: Some(true),
+                strict_sni: None,
                 server_auth: Some(true),
                 common_name: Some("back.test".into()),
                 alpn_protocols: Some(vec!["h2".into(), "http/1.1".into()]),

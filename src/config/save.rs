@@ -203,12 +203,15 @@ pub(crate) fn binding_commands(e: &EntityRef, b: &SslBindings) -> Vec<Command> {
 /// in that file's folder. The new file keeps the old one's mode, owner and
 /// group (set on the temporary file's descriptor before the rename); a
 /// file saved for the first time is 0600.
+///
+/// An error is the OS's as it came, without the path: the caller says
+/// which file it was saving.
 pub fn save_atomically(path: &Path, text: &str) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let target = match fs::canonicalize(path) {
         Ok(t) => t,
         Err(e) if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(path).is_err() => path.to_path_buf(),
-        Err(e) => return Err(io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display()))),
+        Err(e) => return Err(e),
     };
     let name = target.file_name().ok_or_else(|| {
         io::Error::new(
@@ -242,7 +245,7 @@ pub fn save_atomically(path: &Path, text: &str) -> io::Result<()> {
     })();
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(io::Error::new(e.kind(), format!("cannot save {}: {e}", path.display())));
+        return Err(e);
     }
     File::open(dir)?.sync_all()
 }
@@ -378,7 +381,8 @@ disable service s2
         fs::create_dir(&target).unwrap();
         fs::write(target.join("keep"), "old").unwrap();
         let e = save_atomically(&target, "new").unwrap_err();
-        assert!(e.to_string().contains("cannot save"), "{e}");
+        // The OS error alone: the caller names the path.
+        assert_eq!(e.raw_os_error(), Some(libc::EISDIR), "{e}");
         assert_eq!(fs::read_to_string(target.join("keep")).unwrap(), "old");
         let names: Vec<_> = fs::read_dir(fx.path())
             .unwrap()

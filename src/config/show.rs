@@ -272,7 +272,7 @@ mod tests {
         assert!(!ck.contains("PRIVATE") && !ck.contains("BEGIN"));
         let v = show(&m, ShowWhat::Object(ObjectKind::Vserver), None).unwrap();
         assert!(
-            v.contains("lb vserver v SSL_TCP 127.0.0.1:8443 UP epoch 4") && v.contains("bound: s"),
+            v.contains("lb vserver v SSL_TCP 127.0.0.1:8443 UP epoch 1") && v.contains("bound: s"),
             "{v}"
         );
         let s = show(&m, ShowWhat::Ssl(EntityKind::Vserver), Some("v")).unwrap();

@@ -12,10 +12,10 @@
 //! and reply with the epochs opened and the propagation time.
 //!
 //! Failures are a [`ControlError`], which says whose fault they are: the
-//! operator's (bad text, refused command, TLS settings rustls refuses: HTTP
-//! 400 or 409, exit 1, nothing changed) or the proxy's (a shard that did not
-//! acknowledge, a failed write, a thread that did not start: HTTP 500,
-//! exit 70).
+//! operator's (bad text, refused command, TLS settings rustls refuses, a
+//! save the file system does not allow: HTTP 400 or 409, exit 1, nothing
+//! changed) or the proxy's (a shard that did not acknowledge, a thread that
+//! did not start: HTTP 500, exit 70).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +52,9 @@ pub enum ControlError {
     /// live on some cores only, so the process stops (fail-stop).
     #[error("{0}")]
     ShardFailed(String),
-    /// The configuration file could not be written.
+    /// The configuration file could not be written (a folder in the way,
+    /// no permission, a full disk): the operator's to fix; the old file is
+    /// kept. `source` is the OS error alone; the message names the path once.
     #[error("cannot save to {path}: {source}")]
     Save { path: String, source: std::io::Error },
     /// The admin API cannot listen where `--admin` says (not an address,
@@ -79,22 +81,20 @@ impl ControlError {
     /// The operator's mistake (nothing changed; fix the input and retry),
     /// rather than a fault of the proxy.
     pub fn is_user_error(&self) -> bool {
-        !matches!(
-            self,
-            ControlError::ShardFailed(_) | ControlError::Save { .. } | ControlError::Startup(_)
-        )
+        !matches!(self, ControlError::ShardFailed(_) | ControlError::Startup(_))
     }
 
     /// The admin API's status: 409 when the command clashes with the running
-    /// configuration (exists, in use, address taken), 400 for other
-    /// mistakes, 500 for faults.
+    /// configuration or the machine (exists, in use, address taken, a file
+    /// that cannot be written), 400 for other mistakes, 500 for faults.
     pub fn http_status(&self) -> u16 {
         match self {
             ControlError::Refused(BatchError {
                 reason: CommandError::Conflict(_),
                 ..
             })
-            | ControlError::AdminAddress(_) => 409,
+            | ControlError::AdminAddress(_)
+            | ControlError::Save { .. } => 409,
             e if e.is_user_error() => 400,
             _ => 500,
         }
@@ -178,12 +178,22 @@ pub fn set_core_dumps(allowed: bool) -> std::io::Result<()> {
 }
 
 /// One warning for each `SSL_TCP` back end of `new` that accepts any server
-/// certificate and did not in `old` (or was not there).
-fn warn_unverified_backends(old: &Model, new: &Model) {
+/// certificate and did not in `old` (or was not there), logged and returned
+/// for the reply to the command that caused it.
+fn warn_unverified_backends(old: &Model, new: &Model) -> Vec<String> {
     let before = old.unverified_backends();
-    for e in new.unverified_backends().into_iter().filter(|e| !before.contains(e)) {
-        warn!("{e}: SSL_TCP without -serverAuth ENABLED: any back-end certificate is accepted (not verified)");
+    let warnings: Vec<String> = new
+        .unverified_backends()
+        .into_iter()
+        .filter(|e| !before.contains(e))
+        .map(|e| {
+            format!("{e}: SSL_TCP without -serverAuth ENABLED: any back-end certificate is accepted (not verified)")
+        })
+        .collect();
+    for w in &warnings {
+        warn!("{w}");
     }
+    warnings
 }
 
 /// Default of `run --batch-wait-us`: a waiting shard wakes on the first
@@ -199,7 +209,11 @@ pub struct ApplyReport {
     pub killed: usize,
     pub draining: usize,
     pub propagation: Duration,
+    /// What a shard could not do (a listener it could not open).
     pub errors: Vec<String>,
+    /// What the change allows that the operator should know of (a back end
+    /// whose certificate is not verified).
+    pub warnings: Vec<String>,
 }
 
 impl ApplyReport {
@@ -217,8 +231,9 @@ impl ApplyReport {
             self.killed,
             self.propagation.as_micros()
         ));
-        for e in &self.errors {
-            s.push_str(&format!("  warning: {e}\n"));
+        // `ctl` prints the lines starting `warning: ` on standard error.
+        for e in self.errors.iter().chain(&self.warnings) {
+            s.push_str(&format!("warning: {e}\n"));
         }
         s
     }
@@ -355,8 +370,8 @@ impl Control {
         }
         let snap = Snapshot::build(&model, Some(&self.snapshot), self.snapshot.generation + 1, notes)?;
         let snap = Arc::new(snap);
-        let report = self.broadcast(snap.clone()).await?;
-        warn_unverified_backends(&self.model, &model);
+        let mut report = self.broadcast(snap.clone()).await?;
+        report.warnings = warn_unverified_backends(&self.model, &model);
         self.model = model;
         self.snapshot = snap;
         Ok(report)
@@ -426,7 +441,16 @@ impl Control {
             });
         }
         let files = self.files_in_config.clone();
-        self.apply_with(&cmds, &files).await
+        // The commands are the difference, not the file's lines: a refusal
+        // names the file, not a line of the difference. (Whatever a line
+        // of the file causes, loading it above reports at FILE:LINE.)
+        let file = self.config_path.display().to_string();
+        let whole_file = |reason: String| ControlError::Load(vec![ConfigError { file, line: 0, reason }]);
+        match self.apply_with(&cmds, &files).await {
+            Err(ControlError::Refused(e)) => Err(whole_file(e.reason.to_string())),
+            Err(ControlError::Tls(e)) => Err(whole_file(e.to_string())),
+            other => other,
+        }
     }
 
     async fn drain(&mut self, deadline: Duration) {
@@ -473,25 +497,57 @@ impl Signals {
     }
 }
 
-/// Load, validate and serve `opts.config` until SIGTERM.
-pub fn run(opts: RunOptions) -> Result<(), ControlError> {
-    let files_in_config = opts.files.in_config(&opts.config);
-    let files_at_run_time = opts.files.at_run_time(&opts.config)?;
-    let mut model = config::load_file_with(&opts.config, &files_in_config).map_err(ControlError::Load)?;
+/// A configuration file that passed every check `run` makes before it
+/// serves: what [`validate`] returns.
+pub struct Validated {
+    pub model: Model,
+    /// The first snapshot: generation 1, every entity at epoch 1.
+    pub snapshot: Snapshot,
+    /// The admin API's TCP address, if it listens on one.
+    pub admin_addr: Option<std::net::SocketAddr>,
+}
+
+/// What `run` checks before serving `config`, and `check` alike: the file
+/// loads (files read through `files`), no vserver listens on the admin
+/// API's address (`admin` as `--admin` gives it), and rustls accepts every
+/// TLS setting. Warns of back ends whose certificates are not verified.
+pub fn validate(config: &Path, files: &config::DirFileSource, admin: Option<&str>) -> Result<Validated, ControlError> {
+    // Start-up is the first epoch of everything (the loader's doing).
+    let model = config::load_file_with(config, files).map_err(ControlError::Load)?;
     warn_unverified_backends(&Model::default(), &model);
-    // Start-up is the first epoch of everything, however many commands built it.
-    for e in model.epochs.values_mut() {
-        *e = 1;
-    }
-    let admin_addr = match super::access::Endpoint::parse(opts.admin.endpoint.as_deref()) {
+    let admin_addr = match super::access::Endpoint::parse(admin) {
         Ok(super::access::Endpoint::Tcp(addr)) => Some(addr),
         Ok(super::access::Endpoint::Unix(_)) => None,
         Err(e) => return Err(ControlError::AdminListen(e)),
     };
     check_admin_address(&model, admin_addr)?;
-    let snapshot = Arc::new(Snapshot::build(&model, None, 1, ChangeNotes::default())?);
+    let snapshot = Snapshot::build(&model, None, 1, ChangeNotes::default())?;
+    Ok(Validated {
+        model,
+        snapshot,
+        admin_addr,
+    })
+}
+
+/// Load, validate and serve `opts.config` until SIGTERM.
+pub fn run(opts: RunOptions) -> Result<(), ControlError> {
+    let files_in_config = opts.files.in_config(&opts.config);
+    let files_at_run_time = opts.files.at_run_time(&opts.config)?;
+    let Validated {
+        model,
+        snapshot,
+        admin_addr,
+    } = validate(&opts.config, &files_in_config, opts.admin.endpoint.as_deref())?;
+    let snapshot = Arc::new(snapshot);
     let cpus = allowed_cpus();
     let n = opts.shards.unwrap_or(cpus.len()).max(1);
+    if n > cpus.len() {
+        warn!(
+            "--shards {n} is more than the {} CPU(s) this process may use: shards share CPUs and wait \
+             for each other, adding latency under load (tuning.md, \"Shards\")",
+            cpus.len()
+        );
+    }
     let signals =
         Signals::install().map_err(|e| ControlError::Startup(format!("cannot install signal handlers: {e}")))?;
     // Before the shards start: the socket is created under a (process-wide) umask.
@@ -600,7 +656,7 @@ mod error_tests {
             path: "/etc/ns.conf".into(),
             source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
         };
-        assert_eq!(save.http_status(), 500);
-        assert!(save.to_string().starts_with("cannot save to /etc/ns.conf: "), "{save}");
+        assert_eq!((save.http_status(), save.exit_code()), (409, 1));
+        assert_eq!(save.to_string(), "cannot save to /etc/ns.conf: permission denied");
     }
 }

@@ -204,11 +204,17 @@ fn profile_params<'m>(model: &'m Model, profile: &Option<String>) -> Option<&'m 
     profile.as_ref().and_then(|p| model.profiles.get(p)).map(|p| &p.params)
 }
 
-/// Chooses the certificate by SNI among `-SNICert` bindings, else the default.
+/// Chooses the certificate by SNI among `-SNICert` bindings, else the
+/// default. With `-strictSNI` the default answers only names it covers,
+/// and a name no certificate covers (or no name) gets none: the handshake
+/// is refused (`unrecognized_name`, see [`super::stream`]).
 pub struct SniResolver {
     default: Option<ServerCert>,
+    /// DNS names of the default certificate.
+    default_names: Vec<String>,
     by_name: Vec<(Vec<String>, ServerCert)>,
     sni_enable: bool,
+    strict: bool,
 }
 
 impl SniResolver {
@@ -216,8 +222,10 @@ impl SniResolver {
     fn for_shard(&self) -> Self {
         SniResolver {
             default: self.default.as_ref().map(ServerCert::for_shard),
+            default_names: self.default_names.clone(),
             by_name: self.by_name.iter().map(|(n, c)| (n.clone(), c.for_shard())).collect(),
             sni_enable: self.sni_enable,
+            strict: self.strict,
         }
     }
 }
@@ -249,6 +257,14 @@ impl ResolvesServerCert for SniResolver {
                     }
                 }
             }
+        }
+        if self.strict
+            && !hello
+                .server_name()
+                .is_some_and(|sni| self.default_names.iter().any(|n| name_matches(n, sni)))
+        {
+            super::session::note_sni_refused(hello.server_name());
+            return None;
         }
         self.default.as_ref().map(|c| c.key.clone())
     }
@@ -292,21 +308,22 @@ impl FrontendSpec {
         let params = vs.params.effective(profile_params(model, &vs.ssl_profile));
         let (provider, versions, server_order) = provider_for(model, &vs.bindings, &params)?;
         let mut default = None;
+        let mut default_names = Vec::new();
         let mut by_name = Vec::new();
         for b in vs.bindings.certkeys.iter().filter(|b| !b.ca) {
             let ck = certified_key(model, &b.certkey)?;
+            let names = model
+                .certkeys
+                .get(&b.certkey)
+                .map(|c| c.material.dns_names.clone())
+                .unwrap_or_default();
+            let is_default = default.is_none() && (!b.sni || !vs.bindings.certkeys.iter().any(|x| !x.ca && !x.sni));
+            if is_default {
+                default = Some(ck.clone());
+                default_names = names.clone();
+            }
             if b.sni {
-                let names = model
-                    .certkeys
-                    .get(&b.certkey)
-                    .map(|c| c.material.dns_names.clone())
-                    .unwrap_or_default();
-                by_name.push((names, ck.clone()));
-                if default.is_none() && !vs.bindings.certkeys.iter().any(|x| !x.ca && !x.sni) {
-                    default = Some(ck);
-                }
-            } else if default.is_none() {
-                default = Some(ck);
+                by_name.push((names, ck));
             }
         }
         if default.is_none() {
@@ -336,8 +353,10 @@ impl FrontendSpec {
             epoch,
             resolver: Arc::new(SniResolver {
                 default,
+                default_names,
                 by_name,
                 sni_enable: params.sni_enable,
+                strict: params.strict_sni,
             }),
             params,
             provider,

@@ -117,6 +117,10 @@ pub struct SessionNotes {
     /// Issue time of the session this connection resumed: sessions it
     /// creates inherit it, so no chain of resumptions outlives the lifetime.
     pub resumed_issued_ms: Option<u64>,
+    /// `-strictSNI`: no bound certificate covers the client's SNI (or it
+    /// sent none), so the handshake is refused with `unrecognized_name`.
+    /// The name as the client sent it; empty for none.
+    pub sni_refused: Option<String>,
 }
 
 thread_local! {
@@ -131,6 +135,12 @@ pub(crate) fn with_notes<R>(notes: &mut SessionNotes, f: impl FnOnce() -> R) -> 
         *notes = n;
     }
     r
+}
+
+/// Note on the current connection that its SNI `sni` was refused
+/// (`-strictSNI`; `None`: it sent none).
+pub(crate) fn note_sni_refused(sni: Option<&str>) {
+    note(|n| n.sni_refused = Some(sni.unwrap_or_default().to_string()));
 }
 
 fn note<R>(f: impl FnOnce(&mut SessionNotes) -> R) -> Option<R> {

@@ -408,11 +408,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     /// peer the connection ended in order: RFC 8446 6.2 asks for the fitting
     /// fatal alert or none ("close the connection without sending ...
     /// additional data"), so the connection then ends with a bare FIN.
+    ///
+    /// A ClientHello refused for its SNI (`-strictSNI`) gets
+    /// `unrecognized_name` (RFC 6066 3) instead of the `access_denied`
+    /// rustls queues when no certificate is chosen: nothing was encrypted
+    /// yet, so that alert is dropped and ours goes out.
     fn fail(&mut self, e: rustls::Error) -> io::Error {
         self.failed = true;
-        let Some(tls) = self.tls.as_ref() else {
+        let Some(tls) = self.tls.as_mut() else {
             return tls_error(e);
         };
+        if let Some(sni) = self.notes.sni_refused.take().filter(|_| !self.wrote_tls) {
+            while tls.wants_write() && tls.write_tls(&mut io::sink()).is_ok_and(|n| n > 0) {}
+            let d = u8::from(rustls::AlertDescription::UnrecognisedName);
+            self.own_alert = Some(([21, 3, 3, 0, 2, 2, d], 0));
+            let name = if sni.is_empty() {
+                "no SNI".to_string()
+            } else {
+                format!("SNI {sni}")
+            };
+            return io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name}: no certificate of this vserver covers it (-strictSNI); unrecognized_name sent"),
+            );
+        }
         let peer_alert = matches!(e, rustls::Error::AlertReceived(_));
         if !peer_alert && !self.wrote_tls && !tls.wants_write() {
             let d = u8::from(fitting_alert(&e));

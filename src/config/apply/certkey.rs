@@ -11,7 +11,10 @@ use super::{Change, ChangeKind::*, CommandError, CommandError::*, FileKind, File
 use crate::config::material::load_cert_key;
 use crate::config::model::*;
 
-/// Read and check a certKey's files.
+/// Read and check a certKey's files: one policy for `add` and `update`,
+/// and so for the config file at start-up, on SIGHUP and in `check`. A
+/// certificate outside its validity period (expired, or not valid yet) is
+/// refused; the message names the certKey, the file and the date.
 fn load_material(
     name: &str,
     cert: &Path,
@@ -37,6 +40,32 @@ fn load_material(
         key_pem.as_ref().map(|p| (p.as_slice(), key_name.as_str())),
     )
     .map_err(|e| Invalid(format!("certKey {name}: {e}")))
+    .and_then(|m| within_validity(name, cert, m, std::time::SystemTime::now()))
+}
+
+/// `material` if `now` lies within its leaf's validity period.
+fn within_validity(
+    name: &str,
+    cert: &Path,
+    material: CertKeyMaterial,
+    now: std::time::SystemTime,
+) -> Result<CertKeyMaterial, CommandError> {
+    use crate::config::material::rfc3339;
+    if material.is_expired(now) {
+        return Err(Invalid(format!(
+            "certKey {name}: the certificate {} expired on {} (notAfter)",
+            cert.display(),
+            rfc3339(material.not_after)
+        )));
+    }
+    if now < material.not_before {
+        return Err(Invalid(format!(
+            "certKey {name}: the certificate {} is not valid before {} (notBefore)",
+            cert.display(),
+            rfc3339(material.not_before)
+        )));
+    }
+    Ok(material)
 }
 
 /// Whether `child`'s leaf was issued by `ca`'s leaf (issuer name equals subject name).
@@ -90,20 +119,10 @@ impl Model {
     ) -> Result<Change, CommandError> {
         let old = self.certkey(name)?;
         let key = key.map(Path::to_path_buf).or_else(|| old.key_path.clone());
-        let material = load_material(name, cert, key.as_deref(), files)?;
-        let now = std::time::SystemTime::now();
-        if material.is_expired(now) {
-            return Err(Invalid(format!(
-                "certKey {name}: the new certificate {} has expired; the running one is kept",
-                cert.display()
-            )));
-        }
-        if now < material.not_before {
-            return Err(Invalid(format!(
-                "certKey {name}: the new certificate {} is not valid yet; the running one is kept",
-                cert.display()
-            )));
-        }
+        let material = load_material(name, cert, key.as_deref(), files).map_err(|e| match e {
+            Invalid(why) => Invalid(format!("{why}; the running one is kept")),
+            other => other,
+        })?;
         if let Some(ca) = &old.linked_to {
             let ca_certkey = self.certkey(ca)?;
             if !issued_by(&material, &ca_certkey.material) {

@@ -379,6 +379,11 @@ impl Model {
     /// Apply `cmds` as one transaction on a copy of `self`. Returns the new
     /// model and each command's change, or the first failing line; `self`
     /// is never modified (R10).
+    ///
+    /// A transaction opens at most one epoch per entity: an entity that was
+    /// there before and that any command changed (removed and added again
+    /// included) gets the number after the one it had, however many of its
+    /// commands opened one; an entity the transaction creates starts at 1.
     pub fn apply_batch(
         &self,
         cmds: &[(usize, Command)],
@@ -391,6 +396,14 @@ impl Model {
                 .apply(cmd, files)
                 .map_err(|reason| BatchError { line: *line, reason })?;
             changes.push(change);
+        }
+        for (e, epoch) in next.epochs.iter_mut() {
+            let touched = || changes.iter().any(|c| c.bumped.contains(e) || c.added.contains(e));
+            *epoch = match self.epochs.get(e) {
+                None => 1,
+                Some(&before) if *epoch != before || touched() => before + 1,
+                Some(&before) => before,
+            };
         }
         Ok((next, changes))
     }
@@ -536,9 +549,42 @@ mod tests {
         let (next, changes) = m.apply_batch(&cmds[..3], &fx.files()).unwrap();
         assert_eq!(changes.len(), 3);
         assert_eq!(changes[0].added, [v("v3")]);
-        assert_eq!(next.epochs[&v("v3")], 2);
+        assert_eq!(
+            next.epochs[&v("v3")],
+            1,
+            "created and bound in one transaction: its first epoch"
+        );
         assert_eq!(next.epochs[&v("v1")], m.epochs[&v("v1")] + 1);
         assert_eq!(crate::config::save::snapshot(&m), before);
+    }
+
+    #[test]
+    fn a_batch_opens_at_most_one_epoch_per_entity() {
+        let (fx, m) = setup();
+        let e1 = m.epochs[&v("v1")];
+        let cmds = vec![
+            (1, cmd("set ssl vserver v1 -tls12 DISABLED")),
+            (2, cmd("set ssl vserver v1 -sessTimeout 77")),
+            (3, cmd("unbind ssl vserver v1 -certkeyName a")),
+            (4, cmd("bind ssl vserver v1 -certkeyName a")),
+        ];
+        let (next, _) = m.apply_batch(&cmds, &fx.files()).unwrap();
+        assert_eq!(next.epochs[&v("v1")], e1 + 1);
+        // Removed and added again: still the next epoch, never an older number
+        // (a shard keeps the higher one it has).
+        let cmds: Vec<_> = [
+            "rm lb vserver v1",
+            "add lb vserver v1 SSL_TCP 127.0.0.1 8441",
+            "set ssl vserver v1 -sslProfile fe",
+            "bind ssl vserver v1 -certkeyName a",
+            "bind lb vserver v1 s1",
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (i + 1, cmd(l)))
+        .collect();
+        let (next, _) = m.apply_batch(&cmds, &fx.files()).unwrap();
+        assert_eq!(next.epochs[&v("v1")], e1 + 1);
     }
 
     #[test]

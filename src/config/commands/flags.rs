@@ -149,6 +149,7 @@ ssl_params! {
     session_ticket: "-sessionTicket", Switch, Front, Some("ENABLED"), "issue session tickets";
     client_auth: "-clientAuth", Switch, Front, Some("DISABLED"), "ask clients for a certificate, checked against the bound -CA certKeys";
     sni_enable: "-SNIEnable", SwitchOrBare, Front, Some("DISABLED"), "choose the certificate by the client's SNI";
+    strict_sni: "-strictSNI", Switch, Front, Some("DISABLED"), "refuse a handshake whose SNI (or its absence) no bound certificate covers, with unrecognized_name; DISABLED: the default certificate answers";
     server_auth: "-serverAuth", Switch, Back, Some("DISABLED"), "verify the server's certificate against the bound -CA certKeys";
     strict_session_cleanup: "-strictSessionCleanup", Switch, Both, Some("ENABLED"), "drop the session of a connection that did not end with close_notify (R8)";
     sess_timeout: "-sessTimeout", num(1, 604_800), Both, Some("300"), "session lifetime, seconds";
