@@ -8,9 +8,13 @@
 //! sessions survive (R8). Each leg's socket is then released: what was
 //! written is still sent within its linger deadline (`-handshakeTimeout` of
 //! its vserver or service), past which it is reset and counted as
-//! `closed_unflushed` on its epoch.
+//! `closed_unflushed` on its epoch. With an access log, what the
+//! connection learns on the way (epoch, handshake, back end, bytes) is kept
+//! in a [`Trace`] and becomes one line when the client side is accounted for.
 
+use std::cell::Cell;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,7 @@ use super::logs::{self, Cause};
 use super::proxy::{Proxy, ProxyEnd};
 use super::signal::ConnSignal;
 use super::{Shard, ShardVserver};
+use crate::access_log::{self, AccessLog, Ending, Record};
 use crate::config::model::EntityRef;
 use crate::config::model::Epoch;
 use crate::core::{CloseKind, CloseReason, ConnId};
@@ -46,6 +51,38 @@ struct ClientConn<'a> {
     vs: &'a ShardVserver,
     id: ConnId,
     peer: PeerAddr,
+    signal: &'a ConnSignal,
+    /// What the access log line will say; `None` without an access log.
+    trace: Option<Trace>,
+}
+
+/// What the access log records of one client connection as it goes.
+struct Trace {
+    log: &'static AccessLog,
+    accepted: Instant,
+    epoch: Cell<Option<Epoch>>,
+    /// First byte to handshake complete, once it completed.
+    handshake: Cell<Option<Duration>>,
+    backend: Cell<Option<SocketAddr>>,
+    /// Plaintext bytes (client to back end, back end to client).
+    bytes: Cell<(u64, u64)>,
+    /// How it ended, where the client side's close kind does not tell
+    /// (the back end failed, the idle timer ran out, the shard closed it).
+    ending: Cell<Option<Ending>>,
+}
+
+impl Trace {
+    fn new(accepted: Instant) -> Option<Trace> {
+        access_log::get().map(|log| Trace {
+            log,
+            accepted,
+            epoch: Cell::new(None),
+            handshake: Cell::new(None),
+            backend: Cell::new(None),
+            bytes: Cell::new((0, 0)),
+            ending: Cell::new(None),
+        })
+    }
 }
 
 /// The client's address: from `accept4` when the fast path took the
@@ -53,14 +90,15 @@ struct ClientConn<'a> {
 /// `getpeername` per connection; valid while the socket is open).
 #[derive(Clone, Copy)]
 pub(crate) struct PeerAddr {
-    pub addr: Option<std::net::SocketAddr>,
+    pub addr: Option<SocketAddr>,
     pub fd: std::os::fd::RawFd,
 }
 
-impl std::fmt::Display for PeerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl PeerAddr {
+    /// The client's address as every log line and the access log give it.
+    pub fn resolve(&self) -> Option<SocketAddr> {
         if let Some(a) = self.addr {
-            return write!(f, "{a}");
+            return Some(a);
         }
         // SAFETY: a zeroed sockaddr_storage is a valid out-buffer for getpeername.
         let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -68,30 +106,66 @@ impl std::fmt::Display for PeerAddr {
         // SAFETY: the pointer and length describe `storage`.
         let rc = unsafe { libc::getpeername(self.fd, &mut storage as *mut _ as *mut libc::sockaddr, &mut len) };
         if rc != 0 {
-            return f.write_str("?");
+            return None;
         }
         match storage.ss_family as i32 {
             libc::AF_INET => {
                 // SAFETY: the family says this is a sockaddr_in.
                 let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in) };
                 let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-                write!(f, "{ip}:{}", u16::from_be(a.sin_port))
+                Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
             }
             libc::AF_INET6 => {
                 // SAFETY: the family says this is a sockaddr_in6.
                 let a = unsafe { *(&storage as *const _ as *const libc::sockaddr_in6) };
                 let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
-                write!(f, "[{ip}]:{}", u16::from_be(a.sin6_port))
+                Some(SocketAddr::from((ip, u16::from_be(a.sin6_port))))
             }
-            _ => f.write_str("?"),
+            _ => None,
         }
     }
 }
 
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.resolve() {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("?"),
+        }
+    }
+}
+
+/// The access log line of a connection refused at accept.
+pub(crate) fn log_refused(shard: &Shard, vserver: &str, peer: PeerAddr) {
+    if let Some(log) = access_log::get() {
+        log.push(&Record {
+            shard: shard.id,
+            vserver,
+            client: peer.resolve(),
+            sni: None,
+            alpn: None,
+            tls: None,
+            cipher: None,
+            resumed: None,
+            handshake: None,
+            backend: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            end: Ending::Refused,
+            epoch: None,
+        });
+    }
+}
+
 impl ClientConn<'_> {
-    /// Tell the core how the client side ended; forget sessions on a bad end (R8).
+    /// Tell the core how the client side ended; forget sessions on a bad
+    /// end (R8); write the access log line.
     fn finish(&self, kind: CloseKind, leg: Option<&Leg<TcpStream>>) {
         self.shard.unregister(self.id);
+        if let Some(t) = &self.trace {
+            self.log(t, kind, leg);
+        }
         let out = self.shard.core.borrow_mut().on_close(self.id, kind, Instant::now());
         if out.drop_session {
             if let (Some(leg), Some(tls)) = (leg, &self.vs.tls) {
@@ -107,6 +181,47 @@ impl ClientConn<'_> {
                 }
             }
         }
+    }
+
+    /// Set how the connection ended where its close kind will not tell:
+    /// the shard's reason if it closed the connection, else `ending`.
+    fn ended(&self, ending: Ending) {
+        if let Some(t) = &self.trace {
+            t.ending
+                .set(Some(self.signal.fired().map_or(ending, Ending::of_reason)));
+        }
+    }
+
+    fn log(&self, t: &Trace, kind: CloseKind, leg: Option<&Leg<TcpStream>>) {
+        let established = t.handshake.get().is_some();
+        let end = t
+            .ending
+            .get()
+            .or(self.signal.fired().map(Ending::of_reason))
+            .unwrap_or(Ending::of_kind(kind, established));
+        let (tls, cipher) = leg.map_or((None, None), |l| l.negotiated_names());
+        let (bytes_in, bytes_out) = t.bytes.get();
+        t.log.push(&Record {
+            shard: self.shard.id,
+            vserver: &self.vs.spec.entity.name,
+            client: self.peer.resolve(),
+            sni: leg.and_then(|l| l.server_name()),
+            alpn: leg.and_then(|l| l.alpn()),
+            tls,
+            cipher,
+            resumed: if established {
+                leg.and_then(|l| l.resumed())
+            } else {
+                None
+            },
+            handshake: t.handshake.get(),
+            backend: t.backend.get(),
+            bytes_in,
+            bytes_out,
+            duration: t.accepted.elapsed(),
+            end,
+            epoch: t.epoch.get(),
+        });
     }
 }
 
@@ -135,17 +250,19 @@ pub(crate) async fn serve_client(
     shard: &Rc<Shard>,
     vs: Rc<ShardVserver>,
     mut stream: TcpStream,
-    addr: Option<std::net::SocketAddr>,
+    addr: Option<SocketAddr>,
 ) {
+    let accepted = Instant::now();
     let peer = PeerAddr {
         addr,
         fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
     };
-    let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, Instant::now()) {
+    let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, accepted) {
         Ok(id) => id,
         Err(_) => {
             shard.counters.refused.set(shard.counters.refused.get() + 1);
             debug!(shard = shard.id, vserver = %vs.spec.entity.name, %peer, "refused: vserver full or disabled");
+            log_refused(shard, &vs.spec.entity.name, peer);
             return;
         }
     };
@@ -157,6 +274,8 @@ pub(crate) async fn serve_client(
         vs: &vs,
         id,
         peer,
+        signal: &signal,
+        trace: Trace::new(accepted),
     };
 
     // Wait for the first byte: only then is the connection bound to an epoch (R2).
@@ -196,6 +315,9 @@ pub(crate) async fn serve_client(
 
     let handshake_started = Instant::now();
     let epoch = shard.core.borrow_mut().on_handshake_start(id, handshake_started);
+    if let Some(t) = &c.trace {
+        t.epoch.set(Some(epoch));
+    }
     // The shard's config always belongs to the core's current epoch; a
     // mismatch means the vserver changed under us: start over is not
     // possible, so refuse this connection.
@@ -284,7 +406,11 @@ pub(crate) async fn serve_client(
         return;
     }
 
-    vs.metrics.handshake.observe(handshake_started.elapsed());
+    let handshake_time = handshake_started.elapsed();
+    vs.metrics.handshake.observe(handshake_time);
+    if let Some(t) = &c.trace {
+        t.handshake.set(Some(handshake_time));
+    }
     debug!(shard = shard.id, peer = %c.peer, epoch, resumed, "handshake complete");
     let mut backend = match Box::pin(backends::connect(shard, &vs, &signal)).await {
         Ok(b) => b,
@@ -292,6 +418,7 @@ pub(crate) async fn serve_client(
             if logs::allow(Cause::NoBackend, Instant::now()) {
                 info!(shard = shard.id, peer = %c.peer, vserver = %vs.spec.entity.name, "no back end: {e}");
             }
+            c.ended(Ending::NoBackend);
             let kind = if Box::pin(close_gracefully(&mut leg)).await {
                 CloseKind::Clean
             } else {
@@ -304,9 +431,15 @@ pub(crate) async fn serve_client(
     };
 
     debug!(shard = shard.id, peer = %c.peer, backend = %backend.addr, "proxying");
+    if let Some(t) = &c.trace {
+        t.backend.set(Some(backend.addr));
+    }
     let (end, up, down) = Proxy::new(&mut leg, &mut backend.leg, &signal, vs.spec.idle_timeout).await;
     shard.counters.bytes_up.set(shard.counters.bytes_up.get() + up);
     shard.counters.bytes_down.set(shard.counters.bytes_down.get() + down);
+    if let Some(t) = &c.trace {
+        t.bytes.set((up, down));
+    }
     debug!(shard = shard.id, peer = %c.peer, up, down, "proxy ended: {end:?}");
     Box::pin(finish_proxied(&c, epoch, leg, backend, end, &signal)).await;
 }
@@ -329,6 +462,7 @@ async fn finish_proxied(
             CloseKind::Clean,
         ),
         ProxyEnd::Killed(reason) => {
+            c.ended(Ending::of_reason(reason));
             // R7 / R12: close_notify to both, then close.
             let back_ok = close_gracefully(&mut backend.leg).await;
             let front_ok = close_gracefully(&mut leg).await;
@@ -347,6 +481,7 @@ async fn finish_proxied(
             )
         }
         ProxyEnd::IdleTimeout => {
+            c.ended(Ending::IdleTimeout);
             close_gracefully(&mut backend.leg).await;
             close_gracefully(&mut leg).await;
             if logs::allow(Cause::IdleTimeout, Instant::now()) {
@@ -373,6 +508,7 @@ async fn finish_proxied(
             )
         }
         ProxyEnd::BackendError(e) => {
+            c.ended(Ending::BackendReset);
             if logs::allow(Cause::BackendFailed, Instant::now()) {
                 info!(shard = c.shard.id, peer = %c.peer, backend = %backend.addr, "back-end connection failed: {e}");
             }

@@ -225,6 +225,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         Some((t.protocol_version()?, t.negotiated_cipher_suite()?.suite()))
     }
 
+    /// The protocol ALPN settled on, when it did.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.tls.as_ref()?.alpn_protocol()
+    }
+
+    /// Names of the negotiated protocol version (`TLSv1.3`) and suite
+    /// (`TLS13_AES_128_GCM_SHA256`), for logs.
+    pub fn negotiated_names(&self) -> (Option<&'static str>, Option<&'static str>) {
+        let Some(t) = self.tls.as_ref() else {
+            return (None, None);
+        };
+        let version = t.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            other => other.as_str().unwrap_or("unknown"),
+        });
+        let suite = t
+            .negotiated_cipher_suite()
+            .map(|s| s.suite().as_str().unwrap_or("unknown"));
+        (version, suite)
+    }
+
     /// The peer's certificate chain, when it sent one.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
         self.tls.as_ref()?.peer_certificates()
