@@ -392,7 +392,7 @@ fn a_hostile_sni_never_reaches_the_line_raw() {
     // a space, quotes, a backslash, control and non-ASCII bytes.
     let cfg = rig.pki.client_config();
     let placeholder = "abcdefghijklmnop.test";
-    let hostile: &[u8] = b"a b\"\\\n\x1b\xff=-%s'x.test";
+    let hostile: &[u8] = b"a b\"\\\n\x1b\xff=-%s'xyz.test";
     assert_eq!(placeholder.len(), hostile.len());
     let mut conn = rustls::ClientConnection::new(
         cfg,
@@ -427,7 +427,7 @@ fn a_hostile_sni_never_reaches_the_line_raw() {
 
 #[test]
 fn sigusr1_reopens_the_file_at_its_path() {
-    let rig = rig("plain", "", "");
+    let mut rig = rig("plain", "", "");
     rig.client().close();
     assert!(wait_for(Duration::from_secs(10), || rig.lines().len() == 1));
     let rotated = rig.pki.path("access.log.1");

@@ -253,10 +253,15 @@ pub(crate) async fn serve_client(
     addr: Option<SocketAddr>,
 ) {
     let accepted = Instant::now();
-    let peer = PeerAddr {
+    let mut peer = PeerAddr {
         addr,
         fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
     };
+    // The access log needs the address after the socket may be reset:
+    // look it up now. This is where the connection learns its client's address.
+    if access_log::get().is_some() {
+        peer.addr = peer.resolve();
+    }
     let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, accepted) {
         Ok(id) => id,
         Err(_) => {
