@@ -286,6 +286,22 @@ fn a_back_end_reset_is_logged() {
 }
 
 #[test]
+fn a_back_end_that_cannot_be_reached_is_logged() {
+    let rig = rig_to("plain", "", "", lo(unreserved_port()), None);
+    let mut c = rig.client();
+    let me = c.tls.sock.local_addr().unwrap();
+    let mut buf = [0u8; 16];
+    assert!(!matches!(c.tls.read(&mut buf), Ok(n) if n > 0));
+    let line = rig.line_ending("no_backend");
+    assert_eq!(
+        (line["client"].as_str(), line["sni"].as_str()),
+        (me.to_string().as_str(), SNI)
+    );
+    assert_eq!((line["backend"].as_str(), line["resumed"].as_str()), ("-", "no"));
+    assert_eq!(line["epoch"], "1");
+}
+
+#[test]
 fn an_idle_timeout_is_logged() {
     let rig = rig("plain", " -cltTimeout 1", "");
     let mut c = rig.client();

@@ -257,9 +257,10 @@ pub(crate) async fn serve_client(
         addr,
         fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
     };
+    let trace = Trace::new(accepted);
     // The access log needs the address after the socket may be reset:
     // look it up now. This is where the connection learns its client's address.
-    if access_log::get().is_some() {
+    if trace.is_some() {
         peer.addr = peer.resolve();
     }
     let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, accepted) {
@@ -280,7 +281,7 @@ pub(crate) async fn serve_client(
         id,
         peer,
         signal: &signal,
-        trace: Trace::new(accepted),
+        trace,
     };
 
     // Wait for the first byte: only then is the connection bound to an epoch (R2).
