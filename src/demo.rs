@@ -211,6 +211,7 @@ fn run_demo(dir: &Path, json: bool) -> Result<(), BoxError> {
         },
         batch_wait_us: crate::control::DEFAULT_BATCH_WAIT_US,
         files: Default::default(),
+        access_log: None,
     };
     let proxy = std::thread::spawn(move || crate::control::run(opts));
     let t0 = Instant::now();

@@ -12,9 +12,11 @@
 //!   (below both `control` and `shard`: neither imports the other's types);
 //! - [`shard`] is the thin shell per core: accept, handshake, copy;
 //! - [`tls`] is the only module that touches rustls;
+//! - [`access_log`] writes one line per client connection, off the shards' threads;
 //! - [`test_server`] is the built-in test server (echo, sink, HTTP) for tests, demos and benchmarks;
 //! - [`bench`] is the load generator and benchmark CLI.
 
+pub mod access_log;
 pub mod bench;
 pub mod config;
 pub mod control;

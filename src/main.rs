@@ -88,6 +88,13 @@ enum Cmd {
         /// debugging; by default it is not, so no key material reaches a core file.
         #[arg(long)]
         allow_core_dumps: bool,
+        /// Write one line per client connection when it ends to PATH (`-`: standard
+        /// output). SIGUSR1 reopens PATH (logrotate). Off by default.
+        #[arg(long, value_name = "PATH|-")]
+        access_log: Option<String>,
+        /// Lines of --access-log: `plain` (key=value, fixed order) or `json`.
+        #[arg(long, value_enum, default_value_t = shardtls::access_log::Format::Plain, requires = "access_log")]
+        access_log_format: shardtls::access_log::Format,
     },
     /// Validate FILE as `run` would, without serving; prints FILE:LINE: reason for each error.
     Check {
@@ -292,6 +299,8 @@ fn main() -> ExitCode {
             allow_dirs,
             allow_insecure_key_mode,
             allow_core_dumps,
+            access_log,
+            access_log_format,
         } => shardtls::control::set_core_dumps(allow_core_dumps)
             .map_err(|e| format!("cannot set whether core dumps are allowed: {e}"))
             .map_err(Into::into)
@@ -310,6 +319,7 @@ fn main() -> ExitCode {
                         allow_dirs,
                         allow_insecure_key_mode,
                     },
+                    access_log: access_log.map(|p| (shardtls::access_log::Target::parse(&p), access_log_format)),
                 })
                 .map_err(Into::into)
             }),

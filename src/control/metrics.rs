@@ -459,7 +459,18 @@ fn control_families(control: ControlFigures, shards: usize) -> Vec<Family> {
         "Admin API requests refused for a Host, Origin or Content-Type no operator's client sends (403).",
     );
     forbidden.push(Vec::new(), Value::Counter(control.admin_forbidden));
-    vec![uptime, generation, count, propagation, auth_failures, forbidden]
+    let mut families = vec![uptime, generation, count, propagation, auth_failures, forbidden];
+    if let Some(log) = crate::access_log::get() {
+        let mut written = Family::counter("access_log_lines_written", "Access log lines written.");
+        written.push(Vec::new(), Value::Counter(log.written()));
+        let mut dropped = Family::counter(
+            "access_log_lines_dropped",
+            "Access log lines dropped: the queue to the writer was full, or the write failed.",
+        );
+        dropped.push(Vec::new(), Value::Counter(log.dropped()));
+        families.extend([written, dropped]);
+    }
+    families
 }
 
 /// The OpenMetrics exposition of one scrape, ending with `# EOF`.

@@ -132,6 +132,8 @@ pub struct RunOptions {
     pub batch_wait_us: u32,
     /// What certificate and key files may be read.
     pub files: FileRules,
+    /// Where the access log goes and in which format; `None`: no access log.
+    pub access_log: Option<(crate::access_log::Target, crate::access_log::Format)>,
 }
 
 /// What certificate and key files `run` may read (`run --allow-dir`,
@@ -389,6 +391,10 @@ impl Control {
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "generation": self.snapshot.generation,
             "shards": reports.iter().map(ShardReport::to_json).collect::<Vec<_>>(),
+            "access_log": crate::access_log::get().map(|l| json!({
+                "lines_written": l.written(),
+                "lines_dropped": l.dropped(),
+            })),
         })
     }
 
@@ -484,16 +490,21 @@ pub fn allowed_cpus() -> Vec<usize> {
 pub struct Signals {
     pub term: Arc<AtomicBool>,
     pub hup: Arc<AtomicBool>,
+    /// SIGUSR1: reopen the access log (read by its writer). Registered
+    /// with or without an access log, so a stray signal never stops the process.
+    pub usr1: Arc<AtomicBool>,
 }
 
 impl Signals {
     pub fn install() -> std::io::Result<Self> {
         let term = Arc::new(AtomicBool::new(false));
         let hup = Arc::new(AtomicBool::new(false));
+        let usr1 = Arc::new(AtomicBool::new(false));
         signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone())?;
         signal_hook::flag::register(signal_hook::consts::SIGINT, term.clone())?;
         signal_hook::flag::register(signal_hook::consts::SIGHUP, hup.clone())?;
-        Ok(Signals { term, hup })
+        signal_hook::flag::register(signal_hook::consts::SIGUSR1, usr1.clone())?;
+        Ok(Signals { term, hup, usr1 })
     }
 }
 
@@ -550,6 +561,10 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
     }
     let signals =
         Signals::install().map_err(|e| ControlError::Startup(format!("cannot install signal handlers: {e}")))?;
+    if let Some((target, format)) = &opts.access_log {
+        crate::access_log::start(target.clone(), *format, signals.usr1.clone())
+            .map_err(|e| ControlError::Startup(format!("access log: {e}")))?;
+    }
     // Before the shards start: the socket is created under a (process-wide) umask.
     let admin = super::admin::AdminListener::bind(&opts.admin).map_err(ControlError::AdminListen)?;
 
@@ -601,14 +616,18 @@ pub fn run(opts: RunOptions) -> Result<(), ControlError> {
         .map_err(|e| ControlError::Host(format!("cannot start the control thread: {e}")))?;
     let result = control
         .join()
-        .map_err(|_| ControlError::ShardFailed("the control thread panicked".to_string()))?;
-    if result.is_ok() {
+        .map_err(|_| ControlError::ShardFailed("the control thread panicked".to_string()));
+    if matches!(result, Ok(Ok(()))) {
         // Drained: every shard has finished. After a failure some may not.
         for h in shard_handles {
             let _ = h.join();
         }
     }
-    result
+    // The lines of the last connections, drained or not, reach the file.
+    if let Some(log) = crate::access_log::get() {
+        log.stop();
+    }
+    result?
 }
 
 /// Drain all shards; used by the admin loop on SIGTERM.

@@ -8,14 +8,18 @@
 //! sessions survive (R8). Each leg's socket is then released: what was
 //! written is still sent within its linger deadline (`-handshakeTimeout` of
 //! its vserver or service), past which it is reset and counted as
-//! `closed_unflushed` on its epoch.
+//! `closed_unflushed` on its epoch. With an access log, what the
+//! connection learns on the way (epoch, handshake, back end, bytes) is kept
+//! in a [`Trace`] and becomes one line when the client side is accounted for.
 //!
 //! An `SSL_BRIDGE` vserver's connections take [`passthrough`] instead of
 //! the handshake: no TLS of ours, the ClientHello peeked and relayed.
 
 mod passthrough;
 
+use std::cell::Cell;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,7 @@ use super::logs::{self, Cause};
 use super::proxy::{Proxy, ProxyEnd};
 use super::signal::ConnSignal;
 use super::{Shard, ShardVserver};
+use crate::access_log::{self, AccessLog, Ending, Record};
 use crate::config::model::Epoch;
 use crate::config::model::{EntityRef, ProxyProtocolVersion};
 use crate::core::{CloseKind, CloseReason, ConnId};
@@ -52,6 +57,38 @@ struct ClientConn<'a> {
     id: ConnId,
     /// The client's address: what logs, stats and a back end's PROXY header carry.
     client_addr: PeerAddr,
+    signal: &'a ConnSignal,
+    /// What the access log line will say; `None` without an access log.
+    trace: Option<Trace>,
+}
+
+/// What the access log records of one client connection as it goes.
+struct Trace {
+    log: &'static AccessLog,
+    accepted: Instant,
+    epoch: Cell<Option<Epoch>>,
+    /// First byte to handshake complete, once it completed.
+    handshake: Cell<Option<Duration>>,
+    backend: Cell<Option<SocketAddr>>,
+    /// Plaintext bytes (client to back end, back end to client).
+    bytes: Cell<(u64, u64)>,
+    /// How it ended, where the client side's close kind does not tell
+    /// (the back end failed, the idle timer ran out, the shard closed it).
+    ending: Cell<Option<Ending>>,
+}
+
+impl Trace {
+    fn new(accepted: Instant) -> Option<Trace> {
+        access_log::get().map(|log| Trace {
+            log,
+            accepted,
+            epoch: Cell::new(None),
+            handshake: Cell::new(None),
+            backend: Cell::new(None),
+            bytes: Cell::new((0, 0)),
+            ending: Cell::new(None),
+        })
+    }
 }
 
 /// The client's address: from `accept4` when the fast path took the
@@ -59,7 +96,7 @@ struct ClientConn<'a> {
 /// `getpeername` per connection; valid while the socket is open).
 #[derive(Clone, Copy)]
 pub(crate) struct PeerAddr {
-    pub addr: Option<std::net::SocketAddr>,
+    pub addr: Option<SocketAddr>,
     pub fd: std::os::fd::RawFd,
 }
 
@@ -135,10 +172,37 @@ fn proxy_header(client_addr: &PeerAddr, leg: &Leg<TcpStream>, version: ProxyProt
     out
 }
 
+/// The access log line of a connection refused at accept.
+pub(crate) fn log_refused(shard: &Shard, vserver: &str, peer: PeerAddr) {
+    if let Some(log) = access_log::get() {
+        log.push(&Record {
+            shard: shard.id,
+            vserver,
+            client: peer.resolve(),
+            sni: None,
+            alpn: None,
+            tls: None,
+            cipher: None,
+            resumed: None,
+            handshake: None,
+            backend: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            end: Ending::Refused,
+            epoch: None,
+        });
+    }
+}
+
 impl ClientConn<'_> {
-    /// Tell the core how the client side ended; forget sessions on a bad end (R8).
+    /// Tell the core how the client side ended; forget sessions on a bad
+    /// end (R8); write the access log line.
     fn finish(&self, kind: CloseKind, leg: Option<&Leg<TcpStream>>) {
         self.shard.unregister(self.id);
+        if let Some(t) = &self.trace {
+            self.log(t, kind, leg);
+        }
         let out = self.shard.core.borrow_mut().on_close(self.id, kind, Instant::now());
         if out.drop_session {
             if let (Some(leg), Some(tls)) = (leg, &self.vs.tls) {
@@ -154,6 +218,47 @@ impl ClientConn<'_> {
                 }
             }
         }
+    }
+
+    /// Set how the connection ended where its close kind will not tell:
+    /// the shard's reason if it closed the connection, else `ending`.
+    fn ended(&self, ending: Ending) {
+        if let Some(t) = &self.trace {
+            t.ending
+                .set(Some(self.signal.fired().map_or(ending, Ending::of_reason)));
+        }
+    }
+
+    fn log(&self, t: &Trace, kind: CloseKind, leg: Option<&Leg<TcpStream>>) {
+        let established = t.handshake.get().is_some();
+        let end = t
+            .ending
+            .get()
+            .or(self.signal.fired().map(Ending::of_reason))
+            .unwrap_or(Ending::of_kind(kind, established));
+        let (tls, cipher) = leg.map_or((None, None), |l| l.negotiated_names());
+        let (bytes_in, bytes_out) = t.bytes.get();
+        t.log.push(&Record {
+            shard: self.shard.id,
+            vserver: &self.vs.spec.entity.name,
+            client: self.client_addr.resolve(),
+            sni: leg.and_then(|l| l.server_name()),
+            alpn: leg.and_then(|l| l.alpn()),
+            tls,
+            cipher,
+            resumed: if established {
+                leg.and_then(|l| l.resumed())
+            } else {
+                None
+            },
+            handshake: t.handshake.get(),
+            backend: t.backend.get(),
+            bytes_in,
+            bytes_out,
+            duration: t.accepted.elapsed(),
+            end,
+            epoch: t.epoch.get(),
+        });
     }
 }
 
@@ -182,17 +287,25 @@ pub(crate) async fn serve_client(
     shard: &Rc<Shard>,
     vs: Rc<ShardVserver>,
     mut stream: TcpStream,
-    addr: Option<std::net::SocketAddr>,
+    addr: Option<SocketAddr>,
 ) {
-    let peer = PeerAddr {
+    let accepted = Instant::now();
+    let mut peer = PeerAddr {
         addr,
         fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
     };
-    let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, Instant::now()) {
+    let trace = Trace::new(accepted);
+    // The access log needs the address after the socket may be reset:
+    // look it up now. This is where the connection learns its client's address.
+    if trace.is_some() {
+        peer.addr = peer.resolve();
+    }
+    let id = match shard.core.borrow_mut().on_accept(&vs.spec.entity, accepted) {
         Ok(id) => id,
         Err(_) => {
             shard.counters.refused.set(shard.counters.refused.get() + 1);
             debug!(shard = shard.id, vserver = %vs.spec.entity.name, %peer, "refused: vserver full or disabled");
+            log_refused(shard, &vs.spec.entity.name, peer);
             return;
         }
     };
@@ -204,6 +317,8 @@ pub(crate) async fn serve_client(
         vs: &vs,
         id,
         client_addr: peer,
+        signal: &signal,
+        trace,
     };
     if vs.spec.passthrough {
         return Box::pin(passthrough::serve(&c, stream, &signal)).await;
@@ -246,6 +361,9 @@ pub(crate) async fn serve_client(
 
     let handshake_started = Instant::now();
     let epoch = shard.core.borrow_mut().on_handshake_start(id, handshake_started);
+    if let Some(t) = &c.trace {
+        t.epoch.set(Some(epoch));
+    }
     // The shard's config always belongs to the core's current epoch; a
     // mismatch means the vserver changed under us: start over is not
     // possible, so refuse this connection.
@@ -334,7 +452,11 @@ pub(crate) async fn serve_client(
         return;
     }
 
-    vs.metrics.handshake.observe(handshake_started.elapsed());
+    let handshake_time = handshake_started.elapsed();
+    vs.metrics.handshake.observe(handshake_time);
+    if let Some(t) = &c.trace {
+        t.handshake.set(Some(handshake_time));
+    }
     debug!(shard = shard.id, peer = %c.client_addr, epoch, resumed, "handshake complete");
     let header = |version| proxy_header(&c.client_addr, &leg, version);
     let mut backend = match Box::pin(backends::connect(shard, &vs, &signal, &header)).await {
@@ -343,6 +465,7 @@ pub(crate) async fn serve_client(
             if logs::allow(Cause::NoBackend, Instant::now()) {
                 info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "no back end: {e}");
             }
+            c.ended(Ending::NoBackend);
             let kind = if Box::pin(close_gracefully(&mut leg)).await {
                 CloseKind::Clean
             } else {
@@ -355,9 +478,15 @@ pub(crate) async fn serve_client(
     };
 
     debug!(shard = shard.id, peer = %c.client_addr, backend = %backend.addr, "proxying");
+    if let Some(t) = &c.trace {
+        t.backend.set(Some(backend.addr));
+    }
     let (end, up, down) = Proxy::new(&mut leg, &mut backend.leg, &signal, vs.spec.idle_timeout).await;
     shard.counters.bytes_up.set(shard.counters.bytes_up.get() + up);
     shard.counters.bytes_down.set(shard.counters.bytes_down.get() + down);
+    if let Some(t) = &c.trace {
+        t.bytes.set((up, down));
+    }
     debug!(shard = shard.id, peer = %c.client_addr, up, down, "proxy ended: {end:?}");
     Box::pin(finish_proxied(&c, epoch, leg, backend, end, &signal)).await;
 }
@@ -380,6 +509,7 @@ async fn finish_proxied(
             CloseKind::Clean,
         ),
         ProxyEnd::Killed(reason) => {
+            c.ended(Ending::of_reason(reason));
             // R7 / R12: close_notify to both, then close.
             let back_ok = close_gracefully(&mut backend.leg).await;
             let front_ok = close_gracefully(&mut leg).await;
@@ -398,6 +528,7 @@ async fn finish_proxied(
             )
         }
         ProxyEnd::IdleTimeout => {
+            c.ended(Ending::IdleTimeout);
             close_gracefully(&mut backend.leg).await;
             close_gracefully(&mut leg).await;
             if logs::allow(Cause::IdleTimeout, Instant::now()) {
@@ -424,6 +555,7 @@ async fn finish_proxied(
             )
         }
         ProxyEnd::BackendError(e) => {
+            c.ended(Ending::BackendReset);
             if logs::allow(Cause::BackendFailed, Instant::now()) {
                 info!(shard = c.shard.id, peer = %c.client_addr, backend = %backend.addr, "back-end connection failed: {e}");
             }

@@ -577,6 +577,8 @@ async fn accept_loop(shard: Rc<Shard>, name: Arc<str>, listener: TcpListener) {
                     // once) rather than fail accepts and back ends later.
                     shard.counters.refused.set(shard.counters.refused.get() + 1);
                     shard.note_at_limit(&name);
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+                    conn::log_refused(&shard, &name, conn::PeerAddr { addr: None, fd });
                     continue;
                 }
                 let Some(vs) = shard.vserver(&name) else { continue };

@@ -240,13 +240,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     /// The negotiated version as `TLSv1.2` / `TLSv1.3`, and the suite by
     /// its IANA name, for a PROXY header or a log line.
     pub fn version_and_cipher(&self) -> Option<(&'static str, String)> {
-        let (v, suite) = self.negotiated()?;
-        let version = match v {
-            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-            _ => "unknown",
-        };
-        let name = suite.as_str().unwrap_or("unknown");
+        let (version, name) = self.negotiated_names();
+        let (version, name) = (version?, name?);
         // rustls spells the TLS 1.3 suites `TLS13_...`; IANA says `TLS_...`.
         let name = match name.strip_prefix("TLS13_") {
             Some(rest) => format!("TLS_{rest}"),
@@ -326,6 +321,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     pub fn negotiated(&self) -> Option<(rustls::ProtocolVersion, rustls::CipherSuite)> {
         let t = self.tls.as_ref()?;
         Some((t.protocol_version()?, t.negotiated_cipher_suite()?.suite()))
+    }
+
+    /// Names of the negotiated protocol version (`TLSv1.3`) and suite
+    /// (`TLS13_AES_128_GCM_SHA256`), for logs.
+    pub fn negotiated_names(&self) -> (Option<&'static str>, Option<&'static str>) {
+        let Some(t) = self.tls.as_ref() else {
+            return (None, None);
+        };
+        let version = t.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            other => other.as_str().unwrap_or("unknown"),
+        });
+        let suite = t
+            .negotiated_cipher_suite()
+            .map(|s| s.suite().as_str().unwrap_or("unknown"));
+        (version, suite)
     }
 
     /// The peer's certificate chain, when it sent one.
