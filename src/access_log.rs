@@ -185,6 +185,29 @@ pub struct Record<'a> {
     pub epoch: Option<Epoch>,
 }
 
+impl<'a> Record<'a> {
+    /// The line of a connection refused at accept: who, where, nothing more.
+    pub fn refused(shard: usize, vserver: &'a str, client: Option<SocketAddr>) -> Record<'a> {
+        Record {
+            shard,
+            vserver,
+            client,
+            sni: None,
+            alpn: None,
+            tls: None,
+            cipher: None,
+            resumed: None,
+            handshake: None,
+            backend: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration: Duration::ZERO,
+            end: Ending::Refused,
+            epoch: None,
+        }
+    }
+}
+
 /// Milliseconds with microsecond precision: `12.345`.
 struct Millis(Duration);
 
@@ -505,26 +528,12 @@ mod tests {
              alpn=h2 tls=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256 resumed=no handshake_ms=1.234 \
              backend=10.0.0.2:8080 bytes_in=517 bytes_out=1024 duration_ms=52001.500 end=clean epoch=3\n"
         );
-        let refused = Record {
-            client: None,
-            sni: None,
-            alpn: None,
-            tls: None,
-            cipher: None,
-            resumed: None,
-            handshake: None,
-            backend: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            end: Ending::Refused,
-            epoch: None,
-            ..record()
-        };
+        let refused = Record::refused(1, "www", None);
         let mut out = Vec::new();
         refused.write_plain(at(), &mut out);
         assert!(String::from_utf8(out).unwrap().ends_with(
             "client=- sni=- alpn=- tls=- cipher=- resumed=- handshake_ms=- backend=- \
-             bytes_in=0 bytes_out=0 duration_ms=52001.500 end=refused epoch=-\n"
+             bytes_in=0 bytes_out=0 duration_ms=0.000 end=refused epoch=-\n"
         ));
     }
 

@@ -68,17 +68,23 @@ pub struct Ca {
     cert: rcgen::Certificate,
 }
 
+/// A fresh P-256 key and the parameters of a CA certificate named `name`.
+fn ca_key_and_params(name: &str) -> Result<(KeyPair, CertificateParams), rcgen::Error> {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok((key, params))
+}
+
 impl Ca {
     pub fn new(name: &str) -> Result<Self, rcgen::Error> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let (key, params) = ca_key_and_params(name)?;
         let cert = params.self_signed(&key)?;
         Ok(Ca { key, cert })
     }
@@ -89,15 +95,7 @@ impl Ca {
 
     /// A CA named `name` whose certificate this one issues (an intermediate).
     pub fn intermediate(&self, name: &str) -> Result<Ca, rcgen::Error> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let (key, params) = ca_key_and_params(name)?;
         let cert = params.signed_by(&key, &self.cert, &self.key)?;
         Ok(Ca { key, cert })
     }

@@ -175,23 +175,7 @@ fn proxy_header(client_addr: &PeerAddr, leg: &Leg<TcpStream>, version: ProxyProt
 /// The access log line of a connection refused at accept.
 pub(crate) fn log_refused(shard: &Shard, vserver: &str, peer: PeerAddr) {
     if let Some(log) = access_log::get() {
-        log.push(&Record {
-            shard: shard.id,
-            vserver,
-            client: peer.resolve(),
-            sni: None,
-            alpn: None,
-            tls: None,
-            cipher: None,
-            resumed: None,
-            handshake: None,
-            backend: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            duration: Duration::ZERO,
-            end: Ending::Refused,
-            epoch: None,
-        });
+        log.push(&Record::refused(shard.id, vserver, peer.resolve()));
     }
 }
 

@@ -106,7 +106,10 @@ pub(super) async fn serve(c: &ClientConn<'_>, mut stream: TcpStream, signal: &Rc
     // A PROXY header to a passthrough back end carries the addresses only:
     // the TLS is the client's and the back end's, not ours.
     let header = |version: crate::config::model::ProxyProtocolVersion| {
-        let addrs = match (c.client_addr.resolve(), super::socket_addr(c.client_addr.fd, libc::getsockname)) {
+        let addrs = match (
+            c.client_addr.resolve(),
+            super::socket_addr(c.client_addr.fd, libc::getsockname),
+        ) {
             (Some(source), Some(dest)) => Some(crate::shard::proxy_header::Addrs { source, dest }),
             _ => None,
         };
