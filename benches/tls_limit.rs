@@ -46,6 +46,7 @@ fn model(ca: &Ca) -> Model {
         params: Default::default(),
         bindings: Default::default(),
         targets: vec![],
+        net_profile: None,
     };
     vs.bindings.certkeys.push(CertBinding {
         certkey: "site".into(),

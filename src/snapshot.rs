@@ -37,6 +37,9 @@ pub struct VserverSpec {
     /// `SSL_BRIDGE`: no TLS of ours; the ClientHello is peeked, then every
     /// byte relayed to an `SSL_BRIDGE` back end as it came.
     pub passthrough: bool,
+    /// The source networks a PROXY header is accepted from, before the
+    /// ClientHello (from its `-netProfile`); `None`: no header is expected.
+    pub proxy_trusted: Option<Vec<crate::config::model::Cidr>>,
 }
 
 /// A service or serviceGroup as shards use it.
@@ -154,6 +157,12 @@ impl Snapshot {
                 targets: vs.targets.iter().map(|t| Arc::from(t.as_str())).collect(),
                 tls,
                 passthrough,
+                proxy_trusted: vs
+                    .net_profile
+                    .as_ref()
+                    .and_then(|n| model.net_profiles.get(n))
+                    .filter(|p| p.params.proxy_header().is_some())
+                    .map(|p| p.params.trusted_networks.clone().unwrap_or_default()),
             };
             vservers.insert(Arc::from(name.as_str()), Arc::new(spec));
         }

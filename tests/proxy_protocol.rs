@@ -3,6 +3,11 @@
 //! (its address and port, the vserver's, SNI, ALPN, TLS version, cipher),
 //! for both versions, over IPv4 and IPv6, in front of a plain and a TLS
 //! back end; a health probe sends a LOCAL header.
+//!
+//! PROXY protocol from a load balancer in front: a vserver bound to a net
+//! profile with trusted networks takes the client's address from a v1 or
+//! v2 header and passes it on; a header from an untrusted source, a
+//! malformed, oversized or late one closes the connection and is counted.
 
 mod common;
 
@@ -381,5 +386,184 @@ fn v2_header_carries_the_client_certificate() {
     let subs = tlvs(&ssl[5..]);
     let cn = subs.iter().find(|(t, _)| *t == 0x22).map(|(_, v)| v.clone());
     assert_eq!(cn.as_deref(), Some(&b"alice.client.test"[..]), "client CN");
+    c.close();
+}
+
+/// A vserver whose net profile accepts a PROXY header from `trusted`, in
+/// front of a plain back end that receives a v2 header; `extra` lines are
+/// added to the config.
+struct Inbound {
+    pki: Pki,
+    proxy: Proxy,
+    addr: SocketAddr,
+    back: mpsc::Receiver<Seen>,
+}
+
+fn inbound(trusted: &str, extra: &str) -> Inbound {
+    let pki = Pki::new();
+    let (ck, _) = certkey(&pki, "site", &["site.test"]);
+    let l = listen("127.0.0.1");
+    let back_addr = l.local_addr().unwrap();
+    let back = header_backend(l, None);
+    let port = free_port();
+    let config = format!(
+        "{ck}add netProfile out -proxyProtocol ENABLED -proxyProtocolVersion V2\n\
+         add netProfile in -proxyProtocol ENABLED -proxyProtocolTrustedNetworks {trusted}\n\
+         add service plain {} TCP -netProfile out\n\
+         add lb vserver v SSL_TCP 127.0.0.1 {port} -netProfile in\n\
+         bind ssl vserver v -certkeyName site\n\
+         bind lb vserver v plain\n{extra}",
+        sp(back_addr),
+    );
+    Inbound {
+        pki,
+        proxy: Proxy::start(&config, 2),
+        addr: lo(port),
+        back,
+    }
+}
+
+/// A TLS client on a socket that first sent `header`.
+fn client_behind(pki: &Pki, to: SocketAddr, header: &[u8]) -> Result<(Client, SocketAddr), String> {
+    let mut sock = TcpStream::connect(to).map_err(|e| e.to_string())?;
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let local = sock.local_addr().unwrap();
+    sock.write_all(header).map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("site.test").unwrap();
+    let conn = rustls::ClientConnection::new(pki.client_config(), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).map_err(|e| e.to_string())?;
+    }
+    let mut c = Client { tls };
+    let echoed = c.echo(b"hello").map_err(|e| e.to_string())?;
+    assert_eq!(echoed, b"hello");
+    Ok((c, local))
+}
+
+fn v2_header(source: SocketAddr, dest: SocketAddr) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    match (source.ip(), dest.ip()) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            h.extend([0x21, 0x11, 0, 12]);
+            h.extend(s.octets());
+            h.extend(d.octets());
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+            h.extend([0x21, 0x21, 0, 36]);
+            h.extend(s.octets());
+            h.extend(d.octets());
+        }
+        _ => panic!("mixed families"),
+    }
+    h.extend(source.port().to_be_bytes());
+    h.extend(dest.port().to_be_bytes());
+    h
+}
+
+/// Whether the proxy closed `sock` (EOF or reset) within its read timeout.
+fn closed_by_proxy(sock: &mut TcpStream) -> bool {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return true,
+            // An alert or other bytes: keep reading until the close.
+            Ok(_) => continue,
+            Err(e) => return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+}
+
+fn refused_count(proxy: &Proxy) -> u64 {
+    entity_total(&proxy.stats(), "vserver", "v", "proxy_header_refused")
+}
+
+#[test]
+fn inbound_v1_and_v2_headers_give_the_back_end_the_client_address() {
+    let s = inbound("127.0.0.1/8", "");
+    let v1_source: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+    let v1 = format!("PROXY TCP4 203.0.113.7 127.0.0.1 5555 {}\r\n", s.addr.port());
+    let (c, _) = client_behind(&s.pki, s.addr, v1.as_bytes()).unwrap();
+    assert_eq!(recv(&s.back).source, Some(v1_source), "v1: {}", s.proxy.log());
+    c.close();
+    let v2_source: SocketAddr = "[2001:db8::7]:6666".parse().unwrap();
+    let header = v2_header(v2_source, "[2001:db8::1]:443".parse().unwrap());
+    let (c, _) = client_behind(&s.pki, s.addr, &header).unwrap();
+    assert_eq!(recv(&s.back).source, Some(v2_source), "v2: {}", s.proxy.log());
+    c.close();
+    // A LOCAL header (the load balancer's own check) keeps the socket's address.
+    let local_header = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    let (c, local) = client_behind(&s.pki, s.addr, local_header).unwrap();
+    assert_eq!(recv(&s.back).source, Some(local), "LOCAL");
+    c.close();
+    assert_eq!(refused_count(&s.proxy), 0);
+}
+
+#[test]
+fn inbound_header_from_an_untrusted_source_is_refused_and_counted() {
+    let s = inbound("10.0.0.0/8", "");
+    let header = v2_header("203.0.113.7:5555".parse().unwrap(), s.addr);
+    assert!(
+        client_behind(&s.pki, s.addr, &header).is_err(),
+        "accepted from 127.0.0.1"
+    );
+    assert!(wait_for(Duration::from_secs(5), || refused_count(&s.proxy) == 1));
+    assert!(s.back.try_recv().is_err(), "the back end was reached");
+    let (ok, metrics) = shardtls::control::admin::client_request(&s.proxy.admin, "GET", "/metrics", "", None).unwrap();
+    assert!(ok);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("shardtls_proxy_header_refused") && l.contains("name=\"v\"") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // Trusting the client's network takes effect for new connections.
+    s.proxy
+        .ctl("set netProfile in -proxyProtocolTrustedNetworks 10.0.0.0/8,127.0.0.0/8")
+        .unwrap();
+    let (c, _) = client_behind(&s.pki, s.addr, &header).unwrap();
+    assert_eq!(recv(&s.back).source, Some("203.0.113.7:5555".parse().unwrap()));
+    c.close();
+}
+
+#[test]
+fn malformed_and_oversized_inbound_headers_are_refused_and_counted() {
+    let s = inbound("127.0.0.0/8", "");
+    let mut oversized = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
+    oversized.extend([0u8; 64]);
+    let cases: [&[u8]; 4] = [
+        b"PROXY TCP4 not-an-address 127.0.0.1 1 2\r\n",
+        &oversized,
+        // A ClientHello where the header belongs.
+        b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03",
+        b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 443 and far too much text after it to be a v1 line at all\r\n",
+    ];
+    for (i, bytes) in cases.iter().enumerate() {
+        let mut sock = TcpStream::connect(s.addr).unwrap();
+        sock.write_all(bytes).unwrap();
+        assert!(closed_by_proxy(&mut sock), "case {i} left open");
+        assert!(
+            wait_for(Duration::from_secs(5), || refused_count(&s.proxy) == i as u64 + 1),
+            "case {i}: {}",
+            s.proxy.log()
+        );
+    }
+    assert!(s.proxy.log().contains("PROXY header refused"), "{}", s.proxy.log());
+    assert!(s.back.try_recv().is_err(), "the back end was reached");
+}
+
+#[test]
+fn a_truncated_inbound_header_is_closed_at_the_handshake_timeout() {
+    let s = inbound("127.0.0.0/8", "set ssl vserver v -handshakeTimeout 1\n");
+    let mut stuck = TcpStream::connect(s.addr).unwrap();
+    stuck.write_all(b"PROXY TCP4 203.0.113.7").unwrap();
+    // A healthy connection beside it is served meanwhile.
+    let header = v2_header("203.0.113.9:7777".parse().unwrap(), s.addr);
+    let (mut c, _) = client_behind(&s.pki, s.addr, &header).unwrap();
+    assert_eq!(recv(&s.back).source, Some("203.0.113.9:7777".parse().unwrap()));
+    assert!(closed_by_proxy(&mut stuck), "the truncated header was left open");
+    assert!(wait_for(Duration::from_secs(5), || refused_count(&s.proxy) == 1));
+    assert_eq!(c.echo(b"still").unwrap(), b"still");
     c.close();
 }

@@ -137,7 +137,7 @@ pub enum Command {
         name: String,
         params: NetParams,
     },
-    /// `set netProfile`: every service and serviceGroup bound to it opens an epoch.
+    /// `set netProfile`: every vserver, service and serviceGroup bound to it opens an epoch.
     SetNetProfile {
         name: String,
         params: NetParams,
@@ -154,11 +154,15 @@ pub enum Command {
         addr: SocketAddr,
         max_clients: Option<u32>,
         client_timeout: Option<u32>,
+        net_profile: Option<String>,
     },
+    /// `set lb vserver V [-maxClients N] [-cltTimeout S] [-netProfile N]`:
+    /// the limits open no epoch, a net profile change opens one of V.
     SetLbVserver {
         name: String,
         max_clients: Option<u32>,
         client_timeout: Option<u32>,
+        net_profile: Option<String>,
     },
     /// `set ssl vserver|service|serviceGroup X [params] [-sslProfile P]`.
     SetSsl {

@@ -270,12 +270,15 @@ pub fn diff(old: &Model, new: &Model) -> Vec<Command> {
         };
         if let (Some(ov), Some(nv)) = (old.vservers.get(&*e.name), new.vservers.get(&*e.name)) {
             if e.kind == EntityKind::Vserver
-                && (ov.max_clients != nv.max_clients || ov.client_timeout != nv.client_timeout)
+                && (ov.max_clients != nv.max_clients
+                    || ov.client_timeout != nv.client_timeout
+                    || ov.net_profile != nv.net_profile)
             {
                 kept_set.push(Command::SetLbVserver {
                     name: e.name.to_string(),
                     max_clients: (ov.max_clients != nv.max_clients).then_some(nv.max_clients.unwrap_or(0)),
                     client_timeout: (ov.client_timeout != nv.client_timeout).then_some(nv.client_timeout),
+                    net_profile: nv.net_profile.clone().filter(|_| ov.net_profile != nv.net_profile),
                 });
             }
         }
@@ -382,7 +385,7 @@ fn entities(m: &Model) -> Vec<(EntityRef, View<'_>)> {
                 health: HealthFlags::default(),
                 enabled: v.enabled,
                 profile: &v.ssl_profile,
-                net_profile: &None,
+                net_profile: &v.net_profile,
                 params: &v.params,
                 bindings: &v.bindings,
                 targets: &v.targets,

@@ -575,5 +575,6 @@ fn sample_value(ty: ValueType, pick: &mut dyn FnMut(usize) -> usize) -> String {
         ValueType::AlpnList => quote_word(&one(&["h2", "h2,http/1.1", "x y"], pick)),
         ValueType::Reneg => one(&["ALL", "NO", "FRONTEND_CLIENT"], pick),
         ValueType::ProxyVersion => one(&["V1", "V2", "v2"], pick),
+        ValueType::CidrList => one(&["127.0.0.0/8", "10.0.0.0/8,::1/128", "192.0.2.1"], pick),
     }
 }

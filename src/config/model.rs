@@ -379,6 +379,8 @@ pub struct Vserver {
     pub bindings: SslBindings,
     /// `bind lb vserver V X`: services and serviceGroups, in binding order.
     pub targets: Vec<String>,
+    /// `-netProfile N`: a PROXY header accepted from a load balancer in front.
+    pub net_profile: Option<String>,
 }
 
 /// `-proxyProtocolVersion V1|V2`.
@@ -404,6 +406,9 @@ pub struct NetParams {
     pub proxy_protocol: Option<bool>,
     /// `-proxyProtocolVersion V1|V2` (default V1, as on the ADC).
     pub proxy_protocol_version: Option<ProxyProtocolVersion>,
+    /// `-proxyProtocolTrustedNetworks CIDR,...` (ours): the source networks
+    /// a vserver bound to this profile accepts a PROXY header from.
+    pub trusted_networks: Option<Vec<Cidr>>,
 }
 
 impl NetParams {
@@ -415,6 +420,9 @@ impl NetParams {
         if src.proxy_protocol_version.is_some() {
             self.proxy_protocol_version = src.proxy_protocol_version;
         }
+        if src.trusted_networks.is_some() {
+            self.trusted_networks.clone_from(&src.trusted_networks);
+        }
     }
 
     /// The PROXY protocol version a back end bound to this profile
@@ -423,6 +431,57 @@ impl NetParams {
         self.proxy_protocol
             .unwrap_or(false)
             .then(|| self.proxy_protocol_version.unwrap_or(ProxyProtocolVersion::V1))
+    }
+}
+
+/// An IP network, `ADDR/LEN` (a bare address is its own /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub len: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::*;
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(V6(v6), V4),
+            v4 => v4,
+        };
+        let (net, ip, bits) = match (self.addr, ip) {
+            (V4(n), V4(i)) => (u32::from(n) as u128, u32::from(i) as u128, 32),
+            (V6(n), V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.len);
+        shift >= bits || (net >> shift) == (ip >> shift)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Cidr, ()> {
+        let (addr, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| ())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l
+                .parse::<u8>()
+                .map_err(|_| ())
+                .and_then(|l| if l <= max { Ok(l) } else { Err(()) })?,
+            None => max,
+        };
+        Ok(Cidr { addr, len })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
     }
 }
 

@@ -249,7 +249,8 @@ mod cases {
                 proto: BackendProto::SslTcp,
                 addr: addr("10.0.0.1:443"),
                 max_clients: Some(100),
-                client_timeout: Some(60)
+                client_timeout: Some(60),
+                net_profile: None,
             }
         );
         round_trip(&c);
@@ -258,9 +259,25 @@ mod cases {
             Command::SetLbVserver {
                 name: "v1".into(),
                 max_clients: Some(0),
-                client_timeout: None
+                client_timeout: None,
+                net_profile: None,
             }
         );
+        let c = p("set lb vserver v1 -netProfile front");
+        assert_eq!(
+            c,
+            Command::SetLbVserver {
+                name: "v1".into(),
+                max_clients: None,
+                client_timeout: None,
+                net_profile: Some("front".into()),
+            }
+        );
+        round_trip(&c);
+        let c = p("add netProfile front -proxyProtocol ENABLED -proxyProtocolTrustedNetworks 10.0.0.0/8,::1");
+        round_trip(&c);
+        assert!(err("add netProfile front -proxyProtocolTrustedNetworks 10.0.0.0/33").contains("not an IP network"));
+        assert!(err("add netProfile front -proxyProtocolTrustedNetworks 10.0.0.0/8,").contains("not an IP network"));
         assert!(err("set lb vserver v1").contains("nothing to set"));
         assert!(err("add lb vserver v1 HTTP 10.0.0.1 80").contains("only SSL_TCP"));
         assert!(err("add lb vserver v1 SSL_TCP 10.0.0.300 443").contains("bad IP address '10.0.0.300'"));

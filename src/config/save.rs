@@ -100,6 +100,7 @@ impl Model {
                 addr: v.addr,
                 max_clients: v.max_clients,
                 client_timeout: Some(v.client_timeout).filter(|t| *t != DEFAULT_CLIENT_TIMEOUT),
+                net_profile: v.net_profile.clone(),
             });
         }
         let ssl: Vec<(EntityRef, &Option<String>, &SslParams, &SslBindings)> = self

@@ -87,10 +87,14 @@ pub fn show(m: &Model, what: ShowWhat, name: Option<&str>) -> Result<String, Com
                 let Some(p) = m.net_profiles.get(&n) else {
                     continue;
                 };
-                let header = match p.params.proxy_header() {
+                let mut header = match p.params.proxy_header() {
                     Some(v) => format!("PROXY protocol {}", v.keyword()),
                     None => "no PROXY protocol".to_string(),
                 };
+                if let Some(nets) = &p.params.trusted_networks {
+                    let nets: Vec<String> = nets.iter().map(|c| c.to_string()).collect();
+                    header.push_str(&format!(", accepted from {}", nets.join(",")));
+                }
                 let users: Vec<String> = m.net_profile_users(&n).iter().map(|e| e.to_string()).collect();
                 let _ = writeln!(out, "netProfile {n}: {header}\n  used by: {}", none_if_empty(&users));
             }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use super::command::MAX_NAME_LEN;
 use super::lexer::quote_word;
-use super::model::{BackendProto, CipherRef, CipherSuiteName, ClientCertMode, Curve, ProxyProtocolVersion};
+use super::model::{BackendProto, Cidr, CipherRef, CipherSuiteName, ClientCertMode, Curve, ProxyProtocolVersion};
 
 /// What one argument or flag value may be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub enum ValueType {
     Reneg,
     /// `V1` or `V2` (PROXY protocol).
     ProxyVersion,
+    /// IP networks (`ADDR/LEN`) separated by commas.
+    CidrList,
 }
 
 /// A typed value, as a command holds it.
@@ -73,6 +75,7 @@ pub enum Value {
     ClientCert(ClientCertMode),
     List(Vec<String>),
     ProxyVersion(ProxyProtocolVersion),
+    Cidrs(Vec<Cidr>),
 }
 
 impl ValueType {
@@ -98,6 +101,7 @@ impl ValueType {
             ValueType::AlpnList => "PROTO,PROTO,...".into(),
             ValueType::Reneg => "ALL|NO".into(),
             ValueType::ProxyVersion => "V1|V2".into(),
+            ValueType::CidrList => "CIDR,CIDR,...".into(),
         }
     }
 
@@ -201,6 +205,18 @@ impl ValueType {
                 "V2" => ProxyProtocolVersion::V2,
                 _ => return Err(format!("{what}: expected V1 or V2, found '{word}'")),
             }),
+            ValueType::CidrList => {
+                let mut list = Vec::new();
+                for net in word.split(',') {
+                    list.push(net.parse::<Cidr>().map_err(|_| {
+                        format!(
+                            "{what}: '{}' is not an IP network (ADDR/LEN, comma separated)",
+                            net.escape_debug()
+                        )
+                    })?);
+                }
+                Value::Cidrs(list)
+            }
         })
     }
 
@@ -222,6 +238,10 @@ impl ValueType {
             (Value::List(mut list), Value::List(more)) => {
                 list.extend(more);
                 Value::List(list)
+            }
+            (Value::Cidrs(mut list), Value::Cidrs(more)) => {
+                list.extend(more);
+                Value::Cidrs(list)
             }
             (_, later) => later,
         })
@@ -249,6 +269,7 @@ impl ValueType {
             (_, Value::ClientCert(ClientCertMode::Optional)) => "OPTIONAL".to_string(),
             (_, Value::List(list)) => quote_word(&list.join(",")),
             (_, Value::ProxyVersion(v)) => v.keyword().to_string(),
+            (_, Value::Cidrs(list)) => list.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
         })
     }
 }
@@ -362,4 +383,5 @@ value_conversions!(
     ClientCertMode => ClientCert,
     Vec<String> => List,
     ProxyProtocolVersion => ProxyVersion,
+    Vec<Cidr> => Cidrs,
 );

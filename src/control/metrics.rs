@@ -296,6 +296,10 @@ fn entity_families(shards: &[ShardReport]) -> Vec<Family> {
         "unbound_closed_by_disable",
         "Connections with no byte read, closed because their entity was disabled or removed.",
     );
+    let mut proxy_refused = Family::counter(
+        "proxy_header_refused",
+        "Connections closed for their PROXY header: untrusted source, malformed, oversized, or late.",
+    );
     let mut resumed = Family::counter(
         "handshakes",
         "TLS handshakes completed, by mode: full or resumed (for a plain TCP back end, connections established).",
@@ -325,6 +329,7 @@ fn entity_families(shards: &[ShardReport]) -> Vec<Family> {
             refused.push(l.clone(), Value::Counter(e.entity_counters.refused_accepts));
             unbound_timeouts.push(l.clone(), Value::Counter(e.entity_counters.unbound_timeouts));
             unbound_disabled.push(l.clone(), Value::Counter(e.entity_counters.unbound_closed_by_disable));
+            proxy_refused.push(l.clone(), Value::Counter(e.entity_counters.proxy_header_refused));
             resumed.push(with(l.clone(), &[("mode", "full")]), Value::Counter(sum.full));
             resumed.push(with(l.clone(), &[("mode", "resumed")]), Value::Counter(sum.resumed));
             closed.push(with(l.clone(), &[("end", "clean")]), Value::Counter(sum.closed_clean));
@@ -345,6 +350,7 @@ fn entity_families(shards: &[ShardReport]) -> Vec<Family> {
         refused,
         unbound_timeouts,
         unbound_disabled,
+        proxy_refused,
         resumed,
         closed,
     ];

@@ -586,6 +586,15 @@ impl ShardCore {
         }
     }
 
+    /// A client of `entity` was closed for its PROXY header (untrusted
+    /// source, malformed, oversized or late) before any epoch was bound.
+    pub fn on_proxy_header_refused(&mut self, entity: &EntityRef, now: Instant) {
+        self.touch(now);
+        if let Some(&idx) = self.index.get(entity) {
+            self.entities[idx].counters.proxy_header_refused += 1;
+        }
+    }
+
     /// R3: a client of `entity` offered a session of another epoch and got
     /// a full handshake under the current one.
     pub fn on_refused_resumption(&mut self, entity: &EntityRef, now: Instant) {

@@ -82,6 +82,10 @@ pub struct EntityCounters {
     pub unbound_timeouts: u64,
     /// Front connections with no byte read, closed by disable or removal.
     pub unbound_closed_by_disable: u64,
+    /// Front connections closed for their PROXY header: from an untrusted
+    /// source, malformed or oversized, or not complete within the
+    /// handshake timeout.
+    pub proxy_header_refused: u64,
 }
 
 impl AddAssign for EntityCounters {
@@ -89,6 +93,7 @@ impl AddAssign for EntityCounters {
         self.refused_accepts += o.refused_accepts;
         self.unbound_timeouts += o.unbound_timeouts;
         self.unbound_closed_by_disable += o.unbound_closed_by_disable;
+        self.proxy_header_refused += o.proxy_header_refused;
     }
 }
 

@@ -267,6 +267,113 @@ pub(crate) async fn release(shard: &Shard, entity: &EntityRef, epoch: Option<Epo
     }
 }
 
+/// The start of a client connection: where its first TLS bytes lie in the
+/// buffer, and the client's address from a PROXY header, if one came.
+struct Start {
+    tls: std::ops::Range<usize>,
+    source: Option<SocketAddr>,
+}
+
+/// Why a connection ended before its first TLS byte.
+enum StartFailed {
+    /// The client closed without sending anything (after its header, if any).
+    Closed,
+    Error(CloseKind, String),
+    /// Its PROXY header was refused (counted and logged by the caller).
+    ProxyRefused(CloseKind, String),
+}
+
+/// Read until the first TLS bytes are in `buf`, behind the PROXY header a
+/// vserver with trusted networks expects (from those networks only). The
+/// header and the first TLS byte both come within the vserver's
+/// `-handshakeTimeout` of the accept: the header is part of the
+/// connection's first bytes, and the epoch is bound after it (R2).
+async fn read_start(c: &ClientConn<'_>, stream: &mut TcpStream, buf: &mut [u8]) -> Result<Start, StartFailed> {
+    use super::proxy_header::{parse, Parsed};
+    let trusted = c.vs.spec.proxy_trusted.as_deref();
+    if let Some(nets) = trusted {
+        let source = c.client_addr.resolve();
+        if !source.is_some_and(|a| nets.iter().any(|n| n.contains(a.ip()))) {
+            return Err(StartFailed::ProxyRefused(
+                CloseKind::ProtocolError,
+                "source is not in -proxyProtocolTrustedNetworks".into(),
+            ));
+        }
+    }
+    // The header once parsed: its length and the client's address in it.
+    let mut header: Option<(usize, Option<SocketAddr>)> = None;
+    let mut have = 0;
+    let read = async {
+        loop {
+            let n = stream
+                .read(&mut buf[have..])
+                .await
+                .map_err(|e| (classify(&e), e.to_string()))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            have += n;
+            if trusted.is_none() {
+                return Ok(Some(0..have));
+            }
+            let start = match header {
+                Some((len, _)) => len,
+                None => match parse(&buf[..have]) {
+                    Parsed::Incomplete if have < buf.len() => continue,
+                    Parsed::Incomplete => return Err((CloseKind::ProtocolError, "oversized PROXY header".into())),
+                    Parsed::Invalid(why) => return Err((CloseKind::ProtocolError, why.into())),
+                    Parsed::Done { header: h, len } => {
+                        header = Some((len, h.addrs.map(|a| a.source)));
+                        len
+                    }
+                },
+            };
+            if start < have {
+                return Ok(Some(start..have));
+            }
+        }
+    };
+    let hs_timeout = c.vs.spec.policy.handshake_timeout;
+    let outcome = Box::pin(or(
+        async {
+            match crate::rt::timeout(hs_timeout, read).await {
+                Ok(r) => r.map_err(Ok),
+                Err(_) => Err(Err(None)),
+            }
+        },
+        async { Err(Err(Some(c.signal.wait().await))) },
+    ))
+    .await;
+    let awaiting_header = trusted.is_some() && header.is_none();
+    match outcome {
+        Ok(Some(tls)) => Ok(Start {
+            tls,
+            source: header.and_then(|(_, source)| source),
+        }),
+        Ok(None) if awaiting_header && have > 0 => Err(StartFailed::ProxyRefused(
+            CloseKind::ProtocolError,
+            "connection closed inside the PROXY header".into(),
+        )),
+        Ok(None) => Err(StartFailed::Closed),
+        Err(Ok((kind, why))) if awaiting_header && kind == CloseKind::ProtocolError => {
+            Err(StartFailed::ProxyRefused(kind, why))
+        }
+        Err(Ok((kind, why))) => Err(StartFailed::Error(kind, why)),
+        Err(Err(None | Some(CloseReason::HandshakeTimeout))) if awaiting_header => Err(StartFailed::ProxyRefused(
+            CloseKind::Timeout,
+            "PROXY header not complete within the handshake timeout".into(),
+        )),
+        Err(Err(None)) => Err(StartFailed::Error(
+            CloseKind::Timeout,
+            "no ClientHello before the handshake timeout".into(),
+        )),
+        Err(Err(Some(reason))) => Err(StartFailed::Error(
+            CloseKind::Killed,
+            format!("closed before the handshake ({reason:?})"),
+        )),
+    }
+}
+
 pub(crate) async fn serve_client(
     shard: &Rc<Shard>,
     vs: Rc<ShardVserver>,
@@ -296,7 +403,7 @@ pub(crate) async fn serve_client(
     // TCP_NODELAY is inherited from the listening socket.
     stream.set_linger(vs.spec.policy.handshake_timeout);
     let signal = shard.register(id);
-    let c = ClientConn {
+    let mut c = ClientConn {
         shard,
         vs: &vs,
         id,
@@ -312,32 +419,33 @@ pub(crate) async fn serve_client(
     // Heap, not the future's own state: it is dropped once fed to rustls,
     // so an established connection does not keep it.
     let mut first = vec![0u8; 1536];
-    let hs_timeout = vs.spec.policy.handshake_timeout;
     // Short-lived steps are boxed so the connection's future stays as small
     // as its long-lived proxying state (memory per idle connection).
-    let first_read = Box::pin(or(
-        async {
-            match crate::rt::timeout(hs_timeout, stream.read(&mut first)).await {
-                Ok(r) => r.map_err(|e| (classify(&e), e.to_string())),
-                Err(_) => Err((CloseKind::Timeout, "no ClientHello before the handshake timeout".into())),
+    let tls_bytes = match Box::pin(read_start(&c, &mut stream, &mut first)).await {
+        Ok(Start { tls, source }) => {
+            if let Some(source) = source {
+                c.client_addr.addr = Some(source);
             }
-        },
-        async {
-            Err((
-                CloseKind::Killed,
-                format!("closed before the handshake ({:?})", signal.wait().await),
-            ))
-        },
-    ))
-    .await;
-    let n = match first_read {
-        Ok(0) => {
+            tls
+        }
+        Err(StartFailed::Closed) => {
             c.finish(CloseKind::Clean, None);
             return;
         }
-        Ok(n) => n,
-        Err((kind, why)) => {
+        Err(StartFailed::Error(kind, why)) => {
             debug!(shard = shard.id, peer = %c.client_addr, "{why}");
+            c.finish(kind, None);
+            return;
+        }
+        Err(StartFailed::ProxyRefused(kind, why)) => {
+            shard
+                .core
+                .borrow_mut()
+                .on_proxy_header_refused(&vs.spec.entity, Instant::now());
+            if logs::allow(Cause::ProxyHeaderRefused, Instant::now()) {
+                info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "PROXY header refused: {why}");
+            }
+            c.ended(Ending::Refused);
             c.finish(kind, None);
             return;
         }
@@ -369,7 +477,7 @@ pub(crate) async fn serve_client(
             return;
         }
     };
-    if let Err(e) = leg.feed(&first[..n]) {
+    if let Err(e) = leg.feed(&first[tls_bytes]) {
         // Logged while the peer's address can still be looked up.
         if logs::allow(Cause::HandshakeFailed, Instant::now()) {
             info!(shard = shard.id, peer = %c.client_addr, vserver = %vs.spec.entity.name, "handshake failed: {e}");

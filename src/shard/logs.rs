@@ -1,5 +1,6 @@
 //! Rate limits for log lines a peer can cause (a failed handshake, a reset
-//! connection, an unreachable back end, an idle timeout).
+//! connection, an unreachable back end, an idle timeout, a refused PROXY
+//! header).
 //!
 //! Each shard lets through at most [`LINES_PER_SECOND`] lines per cause per
 //! second and counts the rest; once a second (from the shard's ticker) it
@@ -24,9 +25,10 @@ pub(crate) enum Cause {
     NoBackend,
     BackendFailed,
     IdleTimeout,
+    ProxyHeaderRefused,
 }
 
-const CAUSES: usize = 5;
+const CAUSES: usize = 6;
 
 impl Cause {
     fn index(self) -> usize {
@@ -40,6 +42,7 @@ impl Cause {
             "no back end",
             "back-end connection failed",
             "idle timeout",
+            "PROXY header refused",
         ][i]
     }
 }

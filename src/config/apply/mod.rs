@@ -330,12 +330,14 @@ impl Model {
                 addr,
                 max_clients,
                 client_timeout,
-            } => self.add_vserver(name, *proto, addr, max_clients, client_timeout),
+                net_profile,
+            } => self.add_vserver(name, *proto, addr, max_clients, client_timeout, net_profile),
             Command::SetLbVserver {
                 name,
                 max_clients,
                 client_timeout,
-            } => self.set_lb_vserver(name, max_clients, client_timeout),
+                net_profile,
+            } => self.set_lb_vserver(name, max_clients, client_timeout, net_profile),
             Command::BindLbVserver { name, target } => self.bind_lb_vserver(name, target),
             Command::UnbindLbVserver { name, target } => self.unbind_lb_vserver(name, target),
             Command::SetSsl {

@@ -1,12 +1,16 @@
 //! Net profiles: add, set, and binding one to a back end.
 //!
 //! A net profile says how connections to a back end are made: today,
-//! whether a PROXY protocol header goes first, and which version. It is a
-//! setting of the back ends bound to it, so a change is theirs: `set
-//! netProfile` opens an epoch on every service and serviceGroup bound to
-//! it, and `set service|serviceGroup X -netProfile N` on that back end
-//! (new back-end connections carry the new header; established ones keep
-//! what they sent, R1). `add netProfile` opens none.
+//! whether a PROXY protocol header goes first, and which version. Bound to
+//! a vserver, it says whether a PROXY header from a load balancer in front
+//! comes first, and from which source networks
+//! (`-proxyProtocolTrustedNetworks`, required: a header accepted from
+//! anyone lets anyone forge client addresses). It is a setting of the
+//! entities bound to it, so a change is theirs: `set netProfile` opens an
+//! epoch on every vserver, service and serviceGroup bound to it, and `set
+//! lb vserver|service|serviceGroup X -netProfile N` on that entity (new
+//! connections follow the new profile; established ones keep what they
+//! did, R1). `add netProfile` opens none.
 
 use std::collections::BTreeSet;
 
@@ -26,7 +30,28 @@ impl Model {
             .values()
             .filter(|g| g.net_profile.as_deref() == Some(name))
             .map(|g| EntityRef::new(EntityKind::ServiceGroup, &g.name));
-        services.chain(groups).collect()
+        let vservers = self
+            .vservers
+            .values()
+            .filter(|v| v.net_profile.as_deref() == Some(name))
+            .map(|v| EntityRef::new(EntityKind::Vserver, &v.name));
+        services.chain(groups).chain(vservers).collect()
+    }
+
+    /// Vserver `vserver` (of type `proto`) may be bound to net profile
+    /// `name`: it exists and, if it accepts a PROXY header, says from whom.
+    pub(super) fn check_vserver_net_profile(
+        &self,
+        vserver: &str,
+        proto: BackendProto,
+        name: Option<&str>,
+    ) -> Result<(), CommandError> {
+        let Some(name) = name else { return Ok(()) };
+        let p = self
+            .net_profiles
+            .get(name)
+            .ok_or_else(|| Unknown(format!("unknown netProfile {name}")))?;
+        check_inbound(vserver, proto, name, &p.params)
     }
 
     /// The net profile a command names, which must exist.
@@ -47,6 +72,7 @@ impl Model {
         let params = NetParams {
             proxy_protocol: Some(params.proxy_protocol.unwrap_or(false)),
             proxy_protocol_version: Some(params.proxy_protocol_version.unwrap_or(ProxyProtocolVersion::V1)),
+            trusted_networks: params.trusted_networks.clone(),
         };
         self.net_profiles.insert(
             name.to_string(),
@@ -62,14 +88,20 @@ impl Model {
     pub(super) fn set_net_profile(&mut self, name: &str, params: &NetParams) -> Result<Change, CommandError> {
         let p = self
             .net_profiles
-            .get_mut(name)
+            .get(name)
             .ok_or_else(|| Unknown(format!("unknown netProfile {name}")))?;
-        let before = p.params.clone();
-        p.params.overlay(params);
-        if p.params == before {
+        let mut after = p.params.clone();
+        after.overlay(params);
+        if p.params == after {
             return Ok(Change::new(Plain));
         }
         let users = self.net_profile_users(name);
+        for v in users.iter().filter(|e| e.kind == EntityKind::Vserver) {
+            check_inbound(&v.name, self.vservers[&*v.name].proto, name, &after)?;
+        }
+        if let Some(p) = self.net_profiles.get_mut(name) {
+            p.params = after;
+        }
         Ok(self.ssl_change(users))
     }
 
@@ -88,6 +120,25 @@ impl Model {
         *slot = net_profile.clone();
         Ok(self.ssl_change([e.clone()]))
     }
+}
+
+/// A vserver bound to a profile that accepts PROXY headers: it lists the
+/// networks it trusts, and the vserver terminates TLS.
+fn check_inbound(vserver: &str, proto: BackendProto, name: &str, p: &NetParams) -> Result<(), CommandError> {
+    if p.proxy_header().is_none() {
+        return Ok(());
+    }
+    if p.trusted_networks.as_ref().is_none_or(|n| n.is_empty()) {
+        return Err(Invalid(format!(
+            "lb vserver {vserver}: netProfile {name} accepts a PROXY header but lists no -proxyProtocolTrustedNetworks: a header accepted from anyone lets anyone forge client addresses"
+        )));
+    }
+    if proto == BackendProto::SslBridge {
+        return Err(Invalid(format!(
+            "lb vserver {vserver}: an SSL_BRIDGE vserver does not accept a PROXY header (netProfile {name})"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -121,6 +172,65 @@ mod tests {
             m.net_profiles["other"].params.proxy_header(),
             Some(crate::config::model::ProxyProtocolVersion::V1)
         );
+    }
+
+    #[test]
+    fn a_vserver_accepts_a_proxy_header_only_from_listed_networks() {
+        let (fx, mut m) = setup();
+        ok(&mut m, &fx, "add netProfile open -proxyProtocol ENABLED");
+        ok(
+            &mut m,
+            &fx,
+            "add netProfile front -proxyProtocol ENABLED -proxyProtocolTrustedNetworks 10.0.0.0/8",
+        );
+        ok(&mut m, &fx, "add netProfile off");
+        refused(
+            &mut m,
+            &fx,
+            "set lb vserver v1 -netProfile open",
+            "lists no -proxyProtocolTrustedNetworks",
+        );
+        refused(
+            &mut m,
+            &fx,
+            "add lb vserver v9 SSL_TCP 127.0.0.1 9443 -netProfile open",
+            "lists no -proxyProtocolTrustedNetworks",
+        );
+        refused(
+            &mut m,
+            &fx,
+            "add lb vserver b9 SSL_BRIDGE 127.0.0.1 9444 -netProfile front",
+            "SSL_BRIDGE vserver does not accept a PROXY header",
+        );
+        refused(
+            &mut m,
+            &fx,
+            "set lb vserver v1 -netProfile nop",
+            "unknown netProfile nop",
+        );
+        // A binding or a change of the bound profile opens an epoch of the vserver.
+        bumps(&mut m, &fx, "set lb vserver v1 -netProfile off", &[v("v1")]);
+        refused(
+            &mut m,
+            &fx,
+            "set netProfile off -proxyProtocol ENABLED",
+            "lists no -proxyProtocolTrustedNetworks",
+        );
+        bumps(&mut m, &fx, "set lb vserver v1 -netProfile front", &[v("v1")]);
+        bumps(
+            &mut m,
+            &fx,
+            "set netProfile front -proxyProtocolTrustedNetworks 192.0.2.0/24",
+            &[v("v1")],
+        );
+        bumps(&mut m, &fx, "set lb vserver v1 -maxClients 5", &[]);
+        refused(&mut m, &fx, "rm netProfile front", "vserver v1 uses it");
+        let cidr = m.net_profiles["front"].params.trusted_networks.clone().unwrap();
+        assert_eq!(cidr.len(), 1);
+        assert!(cidr[0].contains("192.0.2.77".parse().unwrap()));
+        assert!(cidr[0].contains("::ffff:192.0.2.77".parse().unwrap()));
+        assert!(!cidr[0].contains("192.0.3.1".parse().unwrap()));
+        assert!(!cidr[0].contains("2001:db8::1".parse().unwrap()));
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Vservers: add, limits and lb bindings.
+//! Vservers: add, limits, net profile and lb bindings.
 //!
-//! Epoch effect: none of these open an epoch (a new vserver starts at
-//! epoch 1; limits and lb bindings are not TLS settings).
+//! Epoch effect: a change of the net profile opens an epoch of the vserver
+//! (the PROXY header it accepts is part of how a connection starts); the
+//! rest open none (a new vserver starts at epoch 1; limits and lb bindings
+//! are not TLS settings).
 //!
 //! An `SSL_BRIDGE` vserver passes TLS through: it binds only `SSL_BRIDGE`
 //! services and serviceGroups, and an `SSL_TCP` vserver never binds them
@@ -21,6 +23,7 @@ impl Model {
         addr: &SocketAddr,
         max_clients: &Option<u32>,
         client_timeout: &Option<u32>,
+        net_profile: &Option<String>,
     ) -> Result<Change, CommandError> {
         if self.vservers.contains_key(name) {
             return Err(Conflict(format!("lb vserver {name} already exists")));
@@ -31,6 +34,7 @@ impl Model {
                 other.name
             )));
         }
+        self.check_vserver_net_profile(name, proto, net_profile.as_deref())?;
         self.vservers.insert(
             name.to_string(),
             Vserver {
@@ -44,6 +48,7 @@ impl Model {
                 params: SslParams::default(),
                 bindings: SslBindings::default(),
                 targets: vec![],
+                net_profile: net_profile.clone(),
             },
         );
         Ok(self.added(EntityRef::new(EntityKind::Vserver, name)))
@@ -55,18 +60,28 @@ impl Model {
         name: &str,
         max_clients: &Option<u32>,
         client_timeout: &Option<u32>,
+        net_profile: &Option<String>,
     ) -> Result<Change, CommandError> {
-        let v = self
+        let proto = self
             .vservers
-            .get_mut(name)
-            .ok_or_else(|| Unknown(format!("unknown lb vserver {name}")))?;
+            .get(name)
+            .ok_or_else(|| Unknown(format!("unknown lb vserver {name}")))?
+            .proto;
+        if net_profile.is_some() {
+            self.check_vserver_net_profile(name, proto, net_profile.as_deref())?;
+        }
+        let v = self.vservers.get_mut(name).expect("checked above");
         if let Some(m) = max_clients {
             v.max_clients = Some(*m).filter(|m| *m != 0);
         }
         if let Some(t) = client_timeout {
             v.client_timeout = *t;
         }
-        Ok(Change::new(Plain))
+        if net_profile.is_none() || v.net_profile == *net_profile {
+            return Ok(Change::new(Plain));
+        }
+        v.net_profile = net_profile.clone();
+        Ok(self.ssl_change([EntityRef::new(EntityKind::Vserver, name)]))
     }
 
     /// `bind lb vserver V TARGET`.

@@ -59,6 +59,20 @@ pub(super) static PROXY_PROTOCOL_VERSION: FlagSpec = flag(
     Some("V1"),
     "PROXY protocol version: V1 (text) or V2 (binary, with the TLS TLVs)",
 );
+pub(super) static PROXY_PROTOCOL_TRUSTED_NETWORKS: FlagSpec = flag(
+    "-proxyProtocolTrustedNetworks",
+    CidrList,
+    Front,
+    None,
+    "source networks a vserver bound to the profile accepts a PROXY header from (required to accept one)",
+);
+pub(super) static VSERVER_NET_PROFILE: FlagSpec = flag(
+    "-netProfile",
+    Name,
+    Front,
+    None,
+    "net profile: a PROXY header accepted from a load balancer in front",
+);
 pub(super) static MAX_CLIENTS: FlagSpec = flag(
     "-maxClients",
     num(0, 4_294_967_294),

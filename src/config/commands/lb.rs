@@ -16,6 +16,7 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
             .arg("PORT", "port", Port)
             .flag(&MAX_CLIENTS)
             .flag(&CLIENT_TIMEOUT)
+            .flag(&VSERVER_NET_PROFILE)
             .rule(
                 |f| {
                     let name = f.take_arg(0)?;
@@ -27,6 +28,7 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
                         addr: std::net::SocketAddr::new(ip, port),
                         max_clients: f.take(&MAX_CLIENTS),
                         client_timeout: f.take(&CLIENT_TIMEOUT),
+                        net_profile: f.take(&VSERVER_NET_PROFILE),
                     })
                 },
                 |c| match c {
@@ -36,6 +38,7 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
                         addr,
                         max_clients,
                         client_timeout,
+                        net_profile,
                     } => Some(
                         Fields::new()
                             .arg(name.clone())
@@ -43,40 +46,49 @@ pub(super) fn vserver_and_backend_commands(t: &mut Vec<CommandSpec>) {
                             .arg(addr.ip())
                             .arg(addr.port())
                             .opt_flag(&MAX_CLIENTS, *max_clients)
-                            .opt_flag(&CLIENT_TIMEOUT, *client_timeout),
+                            .opt_flag(&CLIENT_TIMEOUT, *client_timeout)
+                            .opt_flag(&VSERVER_NET_PROFILE, net_profile.clone()),
                     ),
                     _ => None,
                 },
             ),
     );
     t.push(
-        cmd("set", "lb vserver", "Change a vserver's limits (no epoch opens).")
-            .name("vserver name")
-            .flag(&MAX_CLIENTS)
-            .flag(&CLIENT_TIMEOUT)
-            .needs_flag()
-            .rule(
-                |f| {
-                    Ok(Command::SetLbVserver {
-                        name: f.take_arg(0)?,
-                        max_clients: f.take(&MAX_CLIENTS),
-                        client_timeout: f.take(&CLIENT_TIMEOUT),
-                    })
-                },
-                |c| match c {
-                    Command::SetLbVserver {
-                        name,
-                        max_clients,
-                        client_timeout,
-                    } => Some(
-                        Fields::new()
-                            .arg(name.clone())
-                            .opt_flag(&MAX_CLIENTS, *max_clients)
-                            .opt_flag(&CLIENT_TIMEOUT, *client_timeout),
-                    ),
-                    _ => None,
-                },
-            ),
+        cmd(
+            "set",
+            "lb vserver",
+            "Change a vserver's limits (no epoch opens) or its net profile (opens an epoch of it).",
+        )
+        .name("vserver name")
+        .flag(&MAX_CLIENTS)
+        .flag(&CLIENT_TIMEOUT)
+        .flag(&VSERVER_NET_PROFILE)
+        .needs_flag()
+        .rule(
+            |f| {
+                Ok(Command::SetLbVserver {
+                    name: f.take_arg(0)?,
+                    max_clients: f.take(&MAX_CLIENTS),
+                    client_timeout: f.take(&CLIENT_TIMEOUT),
+                    net_profile: f.take(&VSERVER_NET_PROFILE),
+                })
+            },
+            |c| match c {
+                Command::SetLbVserver {
+                    name,
+                    max_clients,
+                    client_timeout,
+                    net_profile,
+                } => Some(
+                    Fields::new()
+                        .arg(name.clone())
+                        .opt_flag(&MAX_CLIENTS, *max_clients)
+                        .opt_flag(&CLIENT_TIMEOUT, *client_timeout)
+                        .opt_flag(&VSERVER_NET_PROFILE, net_profile.clone()),
+                ),
+                _ => None,
+            },
+        ),
     );
     for verb in ["bind", "unbind"] {
         let help = if verb == "bind" {
@@ -285,14 +297,15 @@ fn with_health(fields: Fields, h: &HealthFlags) -> Fields {
 pub(super) fn net_profile_commands(t: &mut Vec<CommandSpec>) {
     for verb in ["add", "set"] {
         let help = if verb == "add" {
-            "Add a net profile: how a back end bound to it is connected (PROXY header)."
+            "Add a net profile: how a back end bound to it is connected, what a vserver bound to it accepts (PROXY header)."
         } else {
-            "Change a net profile: every back end bound to it opens an epoch."
+            "Change a net profile: every vserver and back end bound to it opens an epoch."
         };
         let s = cmd(verb, "netProfile", help)
             .name("net profile name")
             .flag(&PROXY_PROTOCOL)
-            .flag(&PROXY_PROTOCOL_VERSION);
+            .flag(&PROXY_PROTOCOL_VERSION)
+            .flag(&PROXY_PROTOCOL_TRUSTED_NETWORKS);
         let s = if verb == "set" { s.needs_flag() } else { s };
         t.push(s.rule(
             move |f| {
@@ -300,6 +313,7 @@ pub(super) fn net_profile_commands(t: &mut Vec<CommandSpec>) {
                 let params = NetParams {
                     proxy_protocol: f.take(&PROXY_PROTOCOL),
                     proxy_protocol_version: f.take(&PROXY_PROTOCOL_VERSION),
+                    trusted_networks: f.take(&PROXY_PROTOCOL_TRUSTED_NETWORKS),
                 };
                 Ok(if verb == "add" {
                     Command::AddNetProfile { name, params }
@@ -317,7 +331,8 @@ pub(super) fn net_profile_commands(t: &mut Vec<CommandSpec>) {
                     Fields::new()
                         .arg(name.clone())
                         .opt_flag(&PROXY_PROTOCOL, params.proxy_protocol)
-                        .opt_flag(&PROXY_PROTOCOL_VERSION, params.proxy_protocol_version),
+                        .opt_flag(&PROXY_PROTOCOL_VERSION, params.proxy_protocol_version)
+                        .opt_flag(&PROXY_PROTOCOL_TRUSTED_NETWORKS, params.trusted_networks.clone()),
                 )
             },
         ));
