@@ -93,21 +93,27 @@ impl CertKeyMaterial {
     }
 }
 
-/// `t` as an RFC 3339 date and time in UTC, to the second
-/// (`2020-01-01T00:00:00Z`); times before 1970 print as 1970.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+/// The civil (proleptic Gregorian) date of `days` since 1970-01-01, as
+/// (year, month, day) (H. Hinnant's algorithm). No allocation: the access
+/// log formats its times with it on the shard.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
+    (yoe + era * 400 + i64::from(month <= 2), month as u32, day as u32)
+}
+
+/// `t` as an RFC 3339 date and time in UTC, to the second
+/// (`2020-01-01T00:00:00Z`); times before 1970 print as 1970.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
